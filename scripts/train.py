@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Train an agent with soulsai_ray.
+
+Examples:
+    python scripts/train.py                                  # DQN on LunarLander-v3, local Ray
+    python scripts/train.py algo=dqn env=cartpole cluster.num_rollout_actors=2 stop.env_steps=50000
+    python scripts/train.py --cfg job                        # print the composed config
+
+Any config key can be overridden on the command line. An invalid configuration exits with
+status 2 and one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+# Composition errors must reach this script (to be reported in one line) instead of being
+# printed and turned into exit status 1 by Hydra.
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_ERROR_EXIT = 2
+
+
+def fail(message: str) -> None:
+    """Prints one line to stderr and exits with the config-error status."""
+    print(f"config error: {message}", file=sys.stderr)
+    sys.exit(CONFIG_ERROR_EXIT)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from soulsai_ray.config import ConfigError, parse_config
+    from soulsai_ray.loops import run_training
+
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+        train_cfg = parse_config(data)
+    except ConfigError as err:
+        fail(str(err))
+    except OmegaConfBaseException as err:
+        fail(_omegaconf_message(err))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    text = str(err).splitlines()[0]
+    return f"{key}: {text}" if key else text
+
+
+def _composition_message(err: Exception) -> str:
+    text = str(err)
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match:
+        key = match.group(1)
+        cause = str(err.__cause__).splitlines()[0] if err.__cause__ else "not in the config"
+        if "not in struct" in cause:
+            return (
+                f"{key}: unknown key (add it with +{key}=... only if you mean to extend the config)"
+            )
+        return f"{key}: {cause}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(_composition_message(err))

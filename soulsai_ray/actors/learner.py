@@ -1,0 +1,132 @@
+"""LearnerActor: the DQN learner as a Ray actor, pulling batches from replay with prefetch."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from soulsai_ray.algos.dqn import DQNLearner
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.replay import SampledBatch
+
+MAX_INFLIGHT_PRIORITY_UPDATES = 4
+
+
+@dataclass
+class TrainReport:
+    """Summary of one ``train`` call."""
+
+    updates: int
+    """Updates done in this call."""
+    total_updates: int
+    version: int
+    loss: float | None
+    q_mean: float | None
+    grad_norm: float | None
+    busy_s: float
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@ray.remote(num_cpus=0)
+class LearnerActor:
+    """Trains on batches from the :class:`ReplayActor` and publishes weights to the :class:`WeightStore`.
+
+    One sample request is always in flight while the learner trains on the previous batches.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, obs_dim: int, num_actions: int, replay: Any, weight_store: Any
+    ) -> None:
+        torch.set_num_threads(cfg.cluster.torch_threads)
+        # Batches arrive as read-only zero-copy arrays; the learner only reads them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        self.cfg = cfg.algo
+        self.learner = DQNLearner(
+            cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
+        )
+        self.replay = replay
+        self.weight_store = weight_store
+        self.version = 0
+        self._pending_sample: ray.ObjectRef | None = None
+        self._ready: list[SampledBatch] = []
+        self._priority_refs: list[ray.ObjectRef] = []
+        self._published: ray.ObjectRef | None = None
+        self.publish()
+
+    def train(self, max_updates: int) -> TrainReport:
+        """Runs up to ``max_updates`` updates (fewer when replay has too little data)."""
+        start = time.perf_counter()
+        losses, qs, norms = [], [], []
+        done = 0
+        while done < max_updates:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            result = self.learner.update(batch)
+            done += 1
+            losses.append(result.loss)
+            qs.append(result.q_mean)
+            norms.append(result.grad_norm)
+            if self.cfg.prioritized:
+                self._send_priorities(result.indices, result.td_errors)
+            if self.learner.updates % self.cfg.publish_every == 0:
+                self.publish()
+        return TrainReport(
+            updates=done,
+            total_updates=self.learner.updates,
+            version=self.version,
+            loss=float(np.mean(losses)) if losses else None,
+            q_mean=float(np.mean(qs)) if qs else None,
+            grad_norm=float(np.nanmean(norms)) if norms else None,
+            busy_s=time.perf_counter() - start,
+        )
+
+    def publish(self) -> int:
+        """Puts the current weights in the object store and announces them as a new version."""
+        if self.learner.updates > 0:
+            self.version += 1
+        self._published = ray.put(self.learner.policy_weights())
+        self.weight_store.publish.remote(self.version, [self._published])
+        return self.version
+
+    def ready(self) -> int:
+        """Returns the published version once construction (and the first publish) is done."""
+        return self.version
+
+    def state(self) -> dict[str, Any]:
+        """Learner state for a checkpoint."""
+        return {"learner": self.learner.state_dict(), "version": self.version}
+
+    def _next_batch(self) -> SampledBatch | None:
+        if not self._ready:
+            if self._pending_sample is None:
+                self._pending_sample = self._request()
+            batches = ray.get(self._pending_sample)
+            self._pending_sample = self._request()
+            if not batches:
+                return None
+            self._ready = batches
+        return self._ready.pop(0)
+
+    def _request(self) -> ray.ObjectRef:
+        beta = self.learner.per_beta() if self.cfg.prioritized else None
+        return self.replay.sample.remote(
+            self.cfg.sample_batches_per_call, self.cfg.batch_size, self.version, beta
+        )
+
+    def _send_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        if len(self._priority_refs) >= MAX_INFLIGHT_PRIORITY_UPDATES:
+            _, self._priority_refs = ray.wait(self._priority_refs, num_returns=1)
+        self._priority_refs.append(self.replay.update_priorities.remote(indices, td_errors))

@@ -1,0 +1,148 @@
+"""RolloutActor: runs one env with the newest policy and pushes n-step transitions to replay."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import torch
+
+from soulsai_ray.algos.exploration import apex_epsilon, linear_epsilon
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs import EnvSpec, make_env
+from soulsai_ray.sampling import EpsilonGreedySampler
+
+POLL_CHECK_EVERY = 8
+
+
+@dataclass
+class CollectReport:
+    """What one ``collect`` call did."""
+
+    actor_index: int
+    node_id: str
+    env_steps: int
+    returns: list[float]
+    lengths: list[int]
+    env_errors: int
+    epsilon: float
+    version: int
+    accepted: int = 0
+    stale: int = 0
+    invalid: int = 0
+    lag_sum: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@ray.remote
+class RolloutActor:
+    """Samples with epsilon-greedy exploration; never waits for the learner.
+
+    Each ``collect`` call runs the env for up to ``collect_steps`` steps or ``collect_time_s``
+    seconds, pushes completed transitions to replay every ``push_every`` transitions with at most
+    ``max_inflight_pushes`` unacknowledged, and polls the weight store every
+    ``weight_sync_every`` steps without blocking.
+    """
+
+    def __init__(self, cfg: TrainConfig, index: int, replay: Any, weight_store: Any) -> None:
+        torch.set_num_threads(cfg.cluster.torch_threads)
+        self.cfg = cfg.algo
+        self.index = index
+        self.num_actors = cfg.cluster.num_rollout_actors
+        self.replay = replay
+        self.weight_store = weight_store
+        self.node_id = ray.get_runtime_context().get_node_id()
+        env_cfg = cfg.env
+        self.sampler = EpsilonGreedySampler(
+            lambda: make_env(env_cfg), cfg.algo, seed=cfg.seed + 1000 * (index + 1)
+        )
+        self._push_refs: list[ray.ObjectRef] = []
+        self._poll_ref: ray.ObjectRef | None = None
+        self._steps_since_sync = 0
+        self._receipts: list[Any] = []
+
+    def spec(self) -> EnvSpec:
+        """Observation size and number of actions of this actor's env."""
+        return EnvSpec(int(self.sampler.env.observation_space.shape[0]), self.sampler.num_actions)
+
+    def pid(self) -> int:
+        """Process id (used by fault-injection tests and operators)."""
+        return os.getpid()
+
+    def epsilon(self, global_env_steps: int) -> float:
+        """This actor's exploration rate at the given global step count."""
+        c = self.cfg
+        if c.per_actor_eps:
+            return apex_epsilon(self.index, self.num_actors, c.apex_eps_base, c.apex_eps_alpha)
+        return linear_epsilon(global_env_steps, c.eps_start, c.eps_end, c.eps_decay_steps)
+
+    def collect(self, global_env_steps: int) -> CollectReport:
+        """Samples for a while and reports finished episodes and replay's verdicts."""
+        if self.sampler.version < 0:
+            self._sync_weights(blocking=True)
+        eps = self.epsilon(global_env_steps)
+        deadline = time.monotonic() + self.cfg.collect_time_s
+        for step in range(self.cfg.collect_steps):
+            self.sampler.step(eps)
+            self._steps_since_sync += 1
+            if self._steps_since_sync >= self.cfg.weight_sync_every or (
+                self._poll_ref is not None and step % POLL_CHECK_EVERY == 0
+            ):
+                self._sync_weights(blocking=False)
+            if (step + 1) % self.cfg.push_every == 0:
+                self._push()
+            if time.monotonic() > deadline:
+                break
+        self._push()
+        return self._report(eps)
+
+    def _push(self) -> None:
+        chunk = self.sampler.pop_transitions()
+        if chunk is None:
+            return
+        while len(self._push_refs) >= self.cfg.max_inflight_pushes:
+            done, self._push_refs = ray.wait(self._push_refs, num_returns=1)
+            self._receipts += ray.get(done)
+        self._push_refs.append(self.replay.add.remote(chunk, self.index, self.node_id))
+
+    def _sync_weights(self, blocking: bool) -> None:
+        if self._poll_ref is None:
+            self._poll_ref = self.weight_store.latest.remote()
+            self._steps_since_sync = 0
+            if not blocking:
+                return
+        ready, _ = ray.wait([self._poll_ref], timeout=None if blocking else 0)
+        if not ready:
+            return
+        version, ref = ray.get(self._poll_ref)
+        self._poll_ref = None
+        if version > self.sampler.version and ref:
+            self.sampler.load_weights(ray.get(ref[0]), version)
+
+    def _report(self, eps: float) -> CollectReport:
+        receipts = self._receipts
+        if self._push_refs:
+            done, self._push_refs = ray.wait(
+                self._push_refs, num_returns=len(self._push_refs), timeout=0
+            )
+            receipts = receipts + ray.get(done)
+        self._receipts = []
+        stats = self.sampler.pop_stats()
+        return CollectReport(
+            actor_index=self.index,
+            node_id=self.node_id,
+            env_steps=stats.env_steps,
+            returns=stats.returns,
+            lengths=stats.lengths,
+            env_errors=stats.env_errors,
+            epsilon=eps,
+            version=self.sampler.version,
+            accepted=sum(r.accepted for r in receipts),
+            stale=sum(r.stale for r in receipts),
+            invalid=sum(r.invalid for r in receipts),
+            lag_sum=sum(r.lag_sum for r in receipts),
+            errors=[r.error for r in receipts if r.error],
+        )

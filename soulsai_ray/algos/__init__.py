@@ -1,0 +1,1 @@
+"""Algorithm math and update steps: plain torch, no Ray."""

@@ -1,0 +1,198 @@
+"""DQN: targets, loss and the learner's update step (plain torch, no Ray).
+
+Order of calls for a learner::
+
+    learner = DQNLearner(cfg, obs_dim, num_actions)
+    result = learner.update(sampled_batch)        # one gradient step
+    buffer.update_priorities(result.indices, result.td_errors)
+    weights = learner.policy_weights()            # numpy state dict to publish
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from soulsai_ray.config import DQNConfig
+from soulsai_ray.models import QNetwork, state_dict_to_numpy
+from soulsai_ray.replay import SampledBatch
+
+NEG_INF = torch.finfo(torch.float32).min
+
+
+def masked_argmax(q_values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Index of the largest Q-value among valid actions ([B, A] -> [B])."""
+    if mask is not None:
+        q_values = q_values.masked_fill(~mask, NEG_INF)
+    return q_values.argmax(dim=-1)
+
+
+def td_targets(
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    next_q_online: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_masks: torch.Tensor | None,
+    double: bool,
+) -> torch.Tensor:
+    """n-step TD targets ``r + discount * Q_target(s', a*)``.
+
+    Args:
+        rewards: [B] discounted n-step reward sums.
+        discounts: [B] ``gamma ** n`` for bootstrapping, 0 where the episode terminated.
+        next_q_online: [B, A] online-network Q-values at the bootstrap observation.
+        next_q_target: [B, A] target-network Q-values at the bootstrap observation.
+        next_masks: [B, A] valid actions at the bootstrap observation, or None.
+        double: pick ``a*`` with the online net (double DQN) instead of the target net.
+
+    Returns:
+        [B] targets (no gradient flows through them).
+    """
+    chooser = next_q_online if double else next_q_target
+    best = masked_argmax(chooser, next_masks)
+    next_value = next_q_target.gather(1, best.unsqueeze(1)).squeeze(1)
+    return (rewards + discounts * next_value).detach()
+
+
+def dqn_loss(
+    q_values: torch.Tensor,
+    actions: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    huber_delta: float,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Importance-weighted Huber loss on the taken actions' Q-values.
+
+    Returns:
+        The scalar loss, the per-sample TD errors [B] (detached), and metrics.
+    """
+    chosen = q_values.gather(1, actions.unsqueeze(1)).squeeze(1)
+    td_errors = targets - chosen
+    per_sample = nn.functional.huber_loss(chosen, targets, reduction="none", delta=huber_delta)
+    loss = (weights * per_sample).mean()
+    metrics = {
+        "q_mean": float(chosen.detach().mean()),
+        "td_abs_mean": float(td_errors.detach().abs().mean()),
+    }
+    return loss, td_errors.detach(), metrics
+
+
+@dataclass
+class UpdateResult:
+    """What one gradient step produced."""
+
+    indices: np.ndarray
+    td_errors: np.ndarray
+    loss: float
+    q_mean: float
+    grad_norm: float
+
+
+class DQNLearner:
+    """Online and target Q-networks, optimizer and the update step."""
+
+    def __init__(
+        self, cfg: DQNConfig, obs_dim: int, num_actions: int, device: str = "cpu", seed: int = 0
+    ) -> None:
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.q_net = QNetwork(obs_dim, num_actions, cfg.hidden_sizes, cfg.dueling).to(self.device)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.lr)
+        self.updates = 0
+
+    def per_beta(self) -> float:
+        """Importance-sampling exponent, annealed linearly to 1."""
+        fraction = min(self.updates / self.cfg.per_beta_updates, 1.0)
+        return self.cfg.per_beta_start + fraction * (1.0 - self.cfg.per_beta_start)
+
+    def update(self, sampled: SampledBatch) -> UpdateResult:
+        """One gradient step on ``sampled``; updates the target net on schedule."""
+        b = sampled.batch
+        as_tensor = self._tensor
+        obs, next_obs = as_tensor(b.obs), as_tensor(b.next_obs)
+        actions = as_tensor(b.actions, torch.int64)
+        next_masks = as_tensor(b.next_masks, torch.bool)
+        if self.cfg.double:
+            q_all = self.q_net(torch.cat([obs, next_obs]))
+            q_values, next_online = q_all[: len(b)], q_all[len(b) :].detach()
+        else:
+            q_values, next_online = self.q_net(obs), None
+        with torch.no_grad():
+            next_target = self.target_net(next_obs)
+        targets = td_targets(
+            as_tensor(b.rewards),
+            as_tensor(b.discounts),
+            next_target if next_online is None else next_online,
+            next_target,
+            next_masks,
+            self.cfg.double,
+        )
+        loss, td_errors, metrics = dqn_loss(
+            q_values, actions, targets, as_tensor(sampled.weights), self.cfg.huber_delta
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = self._clip_gradients()
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.cfg.target_update_every == 0:
+            self._update_target()
+        return UpdateResult(
+            indices=sampled.indices,
+            td_errors=td_errors.cpu().numpy(),
+            loss=float(loss.detach()),
+            q_mean=metrics["q_mean"],
+            grad_norm=grad_norm,
+        )
+
+    def policy_weights(self) -> dict[str, np.ndarray]:
+        """The online network's weights as numpy arrays, for the rollout actors."""
+        return state_dict_to_numpy(self.q_net)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot (no shared tensors) of everything needed to continue training exactly."""
+        return copy.deepcopy(
+            {
+                "q_net": self.q_net.state_dict(),
+                "target_net": self.target_net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "updates": self.updates,
+            }
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` output."""
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    def _clip_gradients(self) -> float:
+        params = self.q_net.parameters()
+        if self.cfg.grad_clip > 0:
+            norm = nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            norm = torch.sqrt(
+                sum(p.grad.pow(2).sum() for p in self.q_net.parameters() if p.grad is not None)
+            )
+        value = float(norm)
+        return value if math.isfinite(value) else float("nan")
+
+    def _update_target(self) -> None:
+        tau = self.cfg.target_tau
+        with torch.no_grad():
+            for target, online in zip(
+                self.target_net.parameters(), self.q_net.parameters(), strict=True
+            ):
+                target.mul_(1.0 - tau).add_(online, alpha=tau)

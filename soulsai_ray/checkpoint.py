@@ -1,0 +1,388 @@
+"""Atomic checkpoints: one folder per checkpoint, verified by a manifest of sizes and hashes.
+
+Layout of a checkpoint folder::
+
+    ckpt_000012345/
+      state.pt       torch.save of the payload dict (model, optimizer, normalizer, ...)
+      meta.json      counters (env steps, updates, episodes, weight version, created_at, ...)
+      config.yaml    the resolved run config
+      manifest.json  written last: size and sha256 of every other file
+
+A folder is written under a temporary sibling name (``.tmp-<name>-<random>``) and renamed into
+place only once complete, so a crash leaves either the old state or the new one, never a mix.
+A folder without a manifest is a partial write; one whose files disagree with the manifest is
+corrupt. Both are refused by `verify_checkpoint` and skipped by `CheckpointManager`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+LATEST_POINTER = "latest"
+BEST_POINTER = "best"
+
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+_PAYLOAD_FILES = (STATE_FILE, META_FILE, CONFIG_FILE)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_RESERVED_NAMES = {LATEST_POINTER, BEST_POINTER}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, partial or corrupt."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder on disk and its counters.
+
+    Attributes:
+        path: The checkpoint folder.
+        meta: The content of its ``meta.json`` (includes ``created_at``).
+    """
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The folder name, e.g. ``ckpt_000012345``."""
+        return self.path.name
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` so that readers see either the old or the new content.
+
+    Args:
+        path: Destination file; its parent folder must exist.
+        text: Content, written as UTF-8.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Checks a checkpoint folder against its manifest, hashing every file.
+
+    Args:
+        path: The checkpoint folder.
+
+    Raises:
+        CheckpointError: The folder is missing, has no manifest (partial write), or a file is
+            missing or differs in size or sha256 from the manifest.
+    """
+    _check_files(Path(path), hash_files=True)
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verifies and loads a checkpoint.
+
+    Args:
+        path: The checkpoint folder.
+        map_location: Device the tensors are loaded onto.
+
+    Returns:
+        The payload dict given to `CheckpointManager.save` and the meta dict.
+
+    Raises:
+        CheckpointError: The checkpoint fails verification.
+    """
+    path = Path(path)
+    verify_checkpoint(path)
+    payload = torch.load(path / STATE_FILE, map_location=map_location, weights_only=False)
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    return payload, meta
+
+
+class CheckpointManager:
+    """Writes checkpoints under `root` atomically, keeps the newest `keep_last` plus the best by `meta['return_mean']`.
+
+    Assumes a single writer per `root`. Besides the checkpoint folders, `root` holds two text
+    files, ``latest`` and ``best``, naming the newest and the best checkpoint for humans and
+    scripts; `latest` and `best` do not rely on them.
+
+    Args:
+        root: Folder holding the checkpoint folders; created on first save.
+        keep_last: How many of the newest checkpoints survive pruning (the best one is kept on
+            top of these).
+    """
+
+    def __init__(self, root: Path, keep_last: int = 3) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.root = Path(root)
+        self.keep_last = keep_last
+
+    def save(
+        self, name: str, payload: dict[str, Any], meta: dict[str, Any], config_yaml: str
+    ) -> Path:
+        """Writes a checkpoint atomically, replacing one of the same name, then prunes.
+
+        Args:
+            name: Folder name, e.g. ``ckpt_000012345``.
+            payload: Anything `torch.save` can store (tensors, numpy arrays, python objects).
+            meta: JSON-serializable counters; ``created_at`` (``time.time()``) is added.
+            config_yaml: The resolved config text.
+
+        Returns:
+            The final checkpoint folder.
+        """
+        _check_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
+        meta = {**meta, "created_at": time.time()}
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=self.root))
+        try:
+            _write_folder(tmp, payload, meta, config_yaml)
+            final = self.root / name
+            _move_into_place(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._prune()
+        return final
+
+    def list(self) -> list[Checkpoint]:
+        """Lists checkpoints whose files match the manifest sizes (no hashing), newest first."""
+        if not self.root.is_dir():
+            return []
+        checkpoints = []
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            try:
+                _check_files(folder, hash_files=False)
+                meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+            except (CheckpointError, ValueError) as e:
+                logger.debug("Skipping %s: %s", folder, e)
+                continue
+            checkpoints.append(Checkpoint(path=folder, meta=meta))
+        checkpoints.sort(key=lambda c: (_created_at(c), c.name), reverse=True)
+        return checkpoints
+
+    def latest(self) -> Checkpoint | None:
+        """Returns the newest checkpoint that passes full verification, or None."""
+        return _first_verified(self.list())
+
+    def best(self) -> Checkpoint | None:
+        """Returns the verified checkpoint with the highest ``return_mean``, or None.
+
+        Checkpoints without a finite ``return_mean`` are never the best.
+        """
+        ranked = sorted(self._with_return_mean(), key=_best_key, reverse=True)
+        return _first_verified(ranked)
+
+    def _with_return_mean(self) -> list[Checkpoint]:
+        return [c for c in self.list() if _return_mean(c) is not None]
+
+    def _prune(self) -> None:
+        """Deletes all but the newest `keep_last` and the best; updates the pointer files."""
+        checkpoints = self.list()
+        best = max(self._with_return_mean(), key=_best_key, default=None)
+        keep = {c.name for c in checkpoints[: self.keep_last]}
+        if best is not None:
+            keep.add(best.name)
+        for c in checkpoints:
+            if c.name not in keep:
+                shutil.rmtree(c.path)
+        if checkpoints:
+            write_text_atomic(self.root / LATEST_POINTER, checkpoints[0].name + "\n")
+        if best is not None:
+            write_text_atomic(self.root / BEST_POINTER, best.name + "\n")
+        else:
+            (self.root / BEST_POINTER).unlink(missing_ok=True)
+
+    def _remove_leftovers(self) -> None:
+        """Cleans up after crashed saves: temp folders, trash folders and partial checkpoints.
+
+        A trash folder is a good checkpoint moved aside to be replaced; if the crash happened
+        before its replacement moved in, it is restored instead of deleted.
+        """
+        for entry in sorted(self.root.iterdir()):
+            if not entry.is_dir():
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    entry.unlink(missing_ok=True)  # pointer file from a crashed atomic write
+            elif entry.name.startswith(_TMP_PREFIX):
+                logger.warning("Removing unfinished checkpoint write %s", entry)
+                shutil.rmtree(entry)
+            elif entry.name.startswith(_TRASH_PREFIX):
+                self._restore_or_remove_trash(entry)
+            elif _is_partial(entry):
+                logger.warning("Removing partial checkpoint %s (no %s)", entry, MANIFEST_FILE)
+                shutil.rmtree(entry)
+
+    def _restore_or_remove_trash(self, trash: Path) -> None:
+        original = self.root / trash.name[len(_TRASH_PREFIX) :].rsplit("-", 1)[0]
+        if not original.exists() and _is_valid(trash):
+            logger.warning("Restoring checkpoint %s from interrupted replace", original)
+            os.rename(trash, original)
+        else:
+            shutil.rmtree(trash)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name) or name in _RESERVED_NAMES:
+        raise ValueError(
+            f"Invalid checkpoint name {name!r}: use letters, digits, '_', '.', '-', "
+            f"not starting with '.' or '-', and not {sorted(_RESERVED_NAMES)}"
+        )
+
+
+def _write_folder(
+    folder: Path, payload: dict[str, Any], meta: dict[str, Any], config_yaml: str
+) -> None:
+    """Writes the payload files, then the manifest describing them, all fsynced."""
+    torch.save(payload, folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+    files = {}
+    for fname in _PAYLOAD_FILES:
+        _fsync_file(folder / fname)
+        files[fname] = {"size": (folder / fname).stat().st_size, "sha256": _sha256(folder / fname)}
+    manifest = json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True)
+    (folder / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    _fsync_file(folder / MANIFEST_FILE)
+    _fsync_dir(folder)
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Renames `tmp` to `final`; an existing `final` is moved aside first and deleted after."""
+    if not final.exists():
+        os.rename(tmp, final)
+    else:
+        trash = final.with_name(f"{_TRASH_PREFIX}{final.name}-{secrets.token_hex(4)}")
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash)
+    _fsync_dir(final.parent)
+
+
+def _check_files(path: Path, hash_files: bool) -> None:
+    """Raises CheckpointError unless every file listed in the manifest is present and matches."""
+    if not path.is_dir():
+        raise CheckpointError(f"Checkpoint {path} does not exist or is not a folder")
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"Checkpoint {path} has no {MANIFEST_FILE}: partial write (the save was interrupted)"
+        )
+    files = _read_manifest(manifest_path)
+    for fname, entry in files.items():
+        file = path / fname
+        if not file.is_file():
+            raise CheckpointError(f"Checkpoint {path} is missing file {fname}")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            raise CheckpointError(
+                f"Checkpoint {path}: {fname} has size {size}, manifest says {entry['size']}"
+            )
+        if hash_files and _sha256(file) != entry["sha256"]:
+            raise CheckpointError(
+                f"Checkpoint {path}: {fname} sha256 mismatch with manifest (file is corrupt)"
+            )
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        entries_ok = all({"size", "sha256"} <= set(e) for e in files.values())
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"Checkpoint manifest {manifest_path} is unreadable: {e}") from e
+    missing = [f for f in (STATE_FILE, META_FILE) if f not in files]
+    if not entries_ok or missing:
+        raise CheckpointError(
+            f"Checkpoint manifest {manifest_path} is malformed (missing entries: {missing})"
+        )
+    return files
+
+
+def _is_valid(path: Path) -> bool:
+    try:
+        verify_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _is_partial(folder: Path) -> bool:
+    """True for a folder holding checkpoint files but no manifest."""
+    has_payload = any((folder / f).exists() for f in _PAYLOAD_FILES)
+    return has_payload and not (folder / MANIFEST_FILE).exists()
+
+
+def _first_verified(candidates: list[Checkpoint]) -> Checkpoint | None:
+    for c in candidates:
+        try:
+            verify_checkpoint(c.path)
+        except CheckpointError as e:
+            logger.warning("Skipping corrupt checkpoint: %s", e)
+            continue
+        return c
+    return None
+
+
+def _created_at(c: Checkpoint) -> float:
+    value = c.meta.get("created_at")
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def _return_mean(c: Checkpoint) -> float | None:
+    value = c.meta.get("return_mean")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _best_key(c: Checkpoint) -> tuple[float, float, str]:
+    """Ranks by return_mean (missing counts as worst); ties go to the newer checkpoint."""
+    value = _return_mean(c)
+    return (value if value is not None else -math.inf, _created_at(c), c.name)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes renames inside `path` durable (POSIX only; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

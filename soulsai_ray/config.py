@@ -1,0 +1,406 @@
+"""Typed run configuration and its validation.
+
+The Hydra config tree (``conf/``) is composed by Hydra and then converted into the dataclasses
+below by :func:`parse_config`. Unknown keys, wrong types and impossible values raise
+:class:`ConfigError`, which names the offending key, before any Ray process starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+__all__ = [
+    "AlgoConfig",
+    "CheckpointConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "DQNConfig",
+    "EnvConfig",
+    "StopConfig",
+    "TelemetryConfig",
+    "TrainConfig",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+@dataclass
+class EnvConfig:
+    """Which environment the rollout actors run and how they are placed."""
+
+    id: str = "LunarLander-v3"
+    """gymnasium id, or ``module:EnvId`` to import a user module that registers it first."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``gymnasium.make``."""
+    max_episode_steps: int | None = None
+    """Override the registered time limit (None keeps the env's own)."""
+    return_target: float | None = None
+    """Return at which the env counts as solved (default for ``stop.return_mean``)."""
+    actor_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each rollout actor requires, e.g. ``{soulsgym: 1}``."""
+    step_latency_s: float = 0.0
+    """Extra wall time per step, to make a fast env behave like a real-time game."""
+    reset_latency_s: float = 0.0
+    """Extra wall time per reset."""
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.id), f"{key}.id", "must name a gymnasium env")
+        _require(
+            self.max_episode_steps is None or self.max_episode_steps > 0,
+            f"{key}.max_episode_steps",
+            "must be > 0 or null",
+        )
+        for name, amount in self.actor_resources.items():
+            _require(amount > 0, f"{key}.actor_resources.{name}", "must be > 0")
+        _require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
+        _require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
+
+
+@dataclass
+class DQNConfig:
+    """Asynchronous (Ape-X style) DQN."""
+
+    name: Literal["dqn"] = "dqn"
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    """Widths of the Q-network's hidden layers."""
+    dueling: bool = True
+    """Separate value and advantage streams."""
+    double: bool = True
+    """Double DQN: the online net picks the target action, the target net rates it."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 3
+    """Steps summed into each transition's return before bootstrapping."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    replay_ratio: float = 32.0
+    """Sampled transitions per inserted transition (batch_size / replay_ratio = env steps per update)."""
+    buffer_size: int = 100_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 5_000
+    """Transitions in replay before the first update."""
+    huber_delta: float = 1.0
+    """Huber loss threshold (TD errors beyond it are penalized linearly)."""
+    grad_clip: float = 10.0
+    """Max global gradient norm (0 disables clipping)."""
+    target_update_every: int = 500
+    """Updates between target-network updates."""
+    target_tau: float = 1.0
+    """Target update rate: 1.0 copies (hard update), < 1 is a polyak average."""
+    eps_start: float = 1.0
+    """Exploration epsilon at step 0."""
+    eps_end: float = 0.02
+    """Exploration epsilon after the decay."""
+    eps_decay_steps: int = 50_000
+    """Env steps over which epsilon decays linearly."""
+    per_actor_eps: bool = False
+    """Ape-X epsilons: actor i uses apex_eps_base ** (1 + apex_eps_alpha * i / (N - 1))."""
+    apex_eps_base: float = 0.4
+    apex_eps_alpha: float = 7.0
+    prioritized: bool = False
+    """Proportional prioritized replay."""
+    per_alpha: float = 0.6
+    per_beta_start: float = 0.4
+    """Importance-weight exponent at the start, annealed to 1 over per_beta_updates."""
+    per_beta_updates: int = 100_000
+    per_eps: float = 1e-6
+    publish_every: int = 50
+    """Updates between weight publications to the rollout actors."""
+    weight_sync_every: int = 64
+    """Env steps between a rollout actor's checks for newer weights."""
+    max_model_lag: int = 20
+    """Samples from policies more than this many versions old are dropped."""
+    push_every: int = 64
+    """Transitions a rollout actor batches up before sending them to replay."""
+    collect_steps: int = 256
+    """Env steps per rollout call (a call also ends after collect_time_s)."""
+    collect_time_s: float = 1.0
+    """Wall-time cap of one rollout call, so slow envs still report regularly."""
+    max_inflight_pushes: int = 2
+    """Per-actor bound on unacknowledged pushes to replay (backpressure)."""
+    sample_batches_per_call: int = 4
+    """Batches the learner fetches per replay call (one call is always prefetched)."""
+    updates_per_call: int = 200
+    """Max updates per learner call before the driver gets metrics back."""
+    ratio_slack_steps: int = 2_000
+    """How far (in env steps) sampling may run ahead of learning before actors pause."""
+
+    def validate(self, key: str) -> None:
+        positive_ints = (
+            "batch_size",
+            "n_step",
+            "buffer_size",
+            "target_update_every",
+            "eps_decay_steps",
+            "per_beta_updates",
+            "publish_every",
+            "weight_sync_every",
+            "max_model_lag",
+            "push_every",
+            "collect_steps",
+            "max_inflight_pushes",
+            "sample_batches_per_call",
+            "updates_per_call",
+        )
+        for name in positive_ints:
+            _require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        _require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
+        for i, width in enumerate(self.hidden_sizes):
+            _require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
+        _require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
+        _require(self.lr > 0, f"{key}.lr", "must be > 0")
+        _require(self.replay_ratio > 0, f"{key}.replay_ratio", "must be > 0")
+        _require(self.learning_starts >= 0, f"{key}.learning_starts", "must be >= 0")
+        _require(
+            self.learning_starts <= self.buffer_size,
+            f"{key}.learning_starts",
+            f"must be <= algo.buffer_size ({self.buffer_size})",
+        )
+        _require(self.batch_size <= self.buffer_size, f"{key}.batch_size", "exceeds buffer_size")
+        _require(self.huber_delta > 0, f"{key}.huber_delta", "must be > 0")
+        _require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
+        _require(0.0 < self.target_tau <= 1.0, f"{key}.target_tau", "must be in (0, 1]")
+        for name in ("eps_start", "eps_end", "apex_eps_base"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
+        _require(self.apex_eps_alpha >= 0, f"{key}.apex_eps_alpha", "must be >= 0")
+        _require(self.per_alpha >= 0, f"{key}.per_alpha", "must be >= 0")
+        _require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
+        _require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
+        _require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
+        _require(self.ratio_slack_steps > 0, f"{key}.ratio_slack_steps", "must be > 0")
+
+
+AlgoConfig = DQNConfig
+ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig}
+
+
+@dataclass
+class ClusterConfig:
+    """Where Ray runs and how many rollout actors it hosts."""
+
+    address: str | None = None
+    """None starts an embedded local Ray; ``auto`` or ``HOST:PORT`` joins a running cluster."""
+    num_rollout_actors: int = 2
+    """Rollout actors to keep alive."""
+    rollout_num_cpus: float = 1.0
+    """Logical CPUs each rollout actor reserves."""
+    num_cpus: int | None = None
+    """Logical CPUs of an embedded local Ray (None: enough for every actor)."""
+    torch_threads: int = 1
+    """torch intra-op threads per actor (1 avoids oversubscribing small machines)."""
+    include_dashboard: bool = False
+    """Start Ray's dashboard (local Ray only); it binds to 127.0.0.1."""
+    actor_max_restarts: int = -1
+    """How often Ray restarts a dead actor (-1: forever)."""
+
+    def validate(self, key: str) -> None:
+        _require(self.num_rollout_actors > 0, f"{key}.num_rollout_actors", "must be > 0")
+        _require(self.rollout_num_cpus >= 0, f"{key}.rollout_num_cpus", "must be >= 0")
+        _require(
+            self.num_cpus is None or self.num_cpus > 0, f"{key}.num_cpus", "must be > 0 or null"
+        )
+        _require(self.torch_threads > 0, f"{key}.torch_threads", "must be > 0")
+        _require(self.actor_max_restarts >= -1, f"{key}.actor_max_restarts", "must be >= -1")
+
+
+@dataclass
+class StopConfig:
+    """Stop conditions; training stops at whichever is met first."""
+
+    env_steps: int | None = 1_000_000
+    """Total env steps sampled."""
+    time_s: float | None = None
+    """Wall-clock seconds of training."""
+    return_mean: float | None = None
+    """Mean return over the last 100 episodes."""
+
+    def validate(self, key: str) -> None:
+        _require(
+            self.env_steps is None or self.env_steps > 0, f"{key}.env_steps", "must be > 0 or null"
+        )
+        _require(self.time_s is None or self.time_s > 0, f"{key}.time_s", "must be > 0 or null")
+        _require(
+            any(v is not None for v in (self.env_steps, self.time_s, self.return_mean)),
+            key,
+            "at least one of env_steps, time_s, return_mean must be set",
+        )
+
+
+@dataclass
+class CheckpointConfig:
+    """Periodic atomic checkpoints in ``<run_dir>/checkpoints``."""
+
+    every_updates: int = 20_000
+    """Learner updates between checkpoints (one is always written at the end)."""
+    keep_last: int = 3
+    """Newest checkpoints to keep (the best by return is kept as well)."""
+
+    def validate(self, key: str) -> None:
+        _require(self.every_updates > 0, f"{key}.every_updates", "must be > 0")
+        _require(self.keep_last > 0, f"{key}.keep_last", "must be > 0")
+
+
+@dataclass
+class TelemetryConfig:
+    """Metrics: TensorBoard, Prometheus (through Ray) and the console line."""
+
+    window: int = 100
+    """Episodes in the rolling return mean."""
+    console: bool = True
+    """Show the live progress line."""
+    prometheus: bool = True
+    """Export metrics through ``ray.util.metrics``."""
+    log_every_s: float = 2.0
+    """Seconds between scalar writes."""
+
+    def validate(self, key: str) -> None:
+        _require(self.window > 0, f"{key}.window", "must be > 0")
+        _require(self.log_every_s > 0, f"{key}.log_every_s", "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    """The whole run."""
+
+    algo: DQNConfig
+    env: EnvConfig = field(default_factory=EnvConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    seed: int = 0
+    """Base seed; actor i seeds its env with seed + 1000 * (i + 1)."""
+    device: str = "cpu"
+    """Learner torch device: cpu, cuda, or auto (cuda when available)."""
+
+    def validate(self, key: str = "") -> None:
+        _require(self.seed >= 0, "seed", "must be >= 0")
+        _require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
+
+
+def parse_config(data: dict[str, Any]) -> TrainConfig:
+    """Converts a plain (resolved) config dict into a validated :class:`TrainConfig`.
+
+    Args:
+        data: The composed config, e.g. ``OmegaConf.to_container(cfg, resolve=True)``.
+            A top-level ``hydra`` key, if present, is ignored.
+
+    Returns:
+        The typed, validated configuration.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    algo = data.get("algo")
+    if not isinstance(algo, dict) or "name" not in algo:
+        raise ConfigError("algo", "missing; choose one with algo=<name>")
+    algo_cls = ALGO_CONFIGS.get(algo["name"])
+    if algo_cls is None:
+        raise ConfigError(
+            "algo.name", f"unknown algorithm {algo['name']!r}; use one of {sorted(ALGO_CONFIGS)}"
+        )
+    data = {**data, "algo": _build(algo_cls, algo, "algo")}
+    return _build(TrainConfig, data, "")
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(key or "<root>", f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"; did you mean {_join(key, close[0])!r}?" if close else ""
+            raise ConfigError(_join(key, str(name)), f"unknown key{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _coerce(hints[name], data[name], _join(key, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(_join(key, name), "missing required key")
+    obj = cls(**values)
+    obj.validate(key)
+    return obj
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    suffix = " or null" if type(None) in typing.get_args(tp) else ""
+    return " or ".join(names) + suffix

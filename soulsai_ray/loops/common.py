@@ -1,0 +1,163 @@
+"""Pieces every training loop shares: counters, stop conditions, metrics export, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.config import StopConfig, TelemetryConfig
+from soulsai_ray.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunCounters:
+    """Progress of a run; saved in every checkpoint."""
+
+    env_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    weight_version: int = 0
+    samples_accepted: int = 0
+    samples_stale: int = 0
+    samples_invalid: int = 0
+    env_errors: int = 0
+    actor_failures: int = 0
+
+
+def stop_reason(
+    cfg: StopConfig, counters: RunCounters, return_mean: float | None, elapsed_s: float
+) -> str | None:
+    """Which stop condition is met, if any."""
+    if cfg.return_mean is not None and return_mean is not None and return_mean >= cfg.return_mean:
+        return "return_mean"
+    if cfg.env_steps is not None and counters.env_steps >= cfg.env_steps:
+        return "env_steps"
+    if cfg.time_s is not None and elapsed_s >= cfg.time_s:
+        return "time_s"
+    return None
+
+
+class MetricsExporter:
+    """Mirrors scalar metrics to Prometheus through ``ray.util.metrics`` gauges.
+
+    Names become ``soulsai_<group>_<name>`` (``train/loss`` -> ``soulsai_train_loss``).
+    """
+
+    def __init__(self, enabled: bool, run_name: str) -> None:
+        self.enabled = enabled
+        self.tags = {"run": run_name}
+        self._gauges: dict[str, Any] = {}
+
+    def export(self, scalars: dict[str, float | int | None]) -> None:
+        """Sets one gauge per finite scalar."""
+        if not self.enabled:
+            return
+        from ray.util.metrics import Gauge
+
+        for key, value in scalars.items():
+            if value is None or not math.isfinite(value):
+                continue
+            gauge = self._gauges.get(key)
+            if gauge is None:
+                name = "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+                gauge = Gauge(name, description=key, tag_keys=("run",))
+                self._gauges[key] = gauge
+            gauge.set(float(value), tags=self.tags)
+
+
+class RunRecorder:
+    """Telemetry, Prometheus export, checkpoints and the summary of one run."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        telemetry_cfg: TelemetryConfig,
+        stop_cfg: StopConfig,
+        keep_last: int,
+        config_yaml: str,
+        metrics: MetricsExporter,
+    ) -> None:
+        self.run_dir = run_dir
+        self.stop_cfg = stop_cfg
+        self.config_yaml = config_yaml
+        self.telemetry = Telemetry(
+            run_dir,
+            window=telemetry_cfg.window,
+            console=telemetry_cfg.console,
+            total_env_steps=stop_cfg.env_steps,
+        )
+        self.checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=keep_last)
+        self.metrics = metrics
+        self.start = time.monotonic()
+        self.time_to_target_s: float | None = None
+        self.env_steps_to_target: int | None = None
+        self.last_checkpoint: Path | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start
+
+    def record_episodes(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:
+        """Logs finished episodes and notes the first time the target return is reached."""
+        if not returns:
+            return
+        self.telemetry.log_episodes(env_steps, returns, lengths)
+        target = self.stop_cfg.return_mean
+        mean = self.telemetry.return_mean
+        if (
+            self.time_to_target_s is None
+            and target is not None
+            and mean is not None
+            and mean >= target
+        ):
+            self.time_to_target_s = self.elapsed_s
+            self.env_steps_to_target = env_steps
+
+    def record_scalars(self, env_steps: int, scalars: dict[str, float | int | None]) -> None:
+        """Writes scalars to TensorBoard and Prometheus."""
+        self.telemetry.log_scalars(env_steps, scalars)
+        self.metrics.export(scalars)
+
+    def save_checkpoint(self, counters: RunCounters, payload: dict[str, Any]) -> Path:
+        """Writes an atomic checkpoint named after the update count."""
+        meta = {
+            **asdict(counters),
+            "return_mean": self.telemetry.return_mean,
+            "wall_s": self.elapsed_s,
+        }
+        name = f"ckpt_{counters.updates:09d}_{counters.env_steps:011d}"
+        self.last_checkpoint = self.checkpoints.save(name, payload, meta, self.config_yaml)
+        return self.last_checkpoint
+
+    def finish(self, counters: RunCounters, reason: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Writes ``summary.json`` and ``learning_curve.png``; returns the summary."""
+        summary = {
+            "env_steps": counters.env_steps,
+            "episodes": counters.episodes,
+            "updates": counters.updates,
+            "wall_s": round(self.elapsed_s, 3),
+            "return_mean": self.telemetry.return_mean,
+            "return_target": self.stop_cfg.return_mean,
+            "time_to_target_s": self.time_to_target_s,
+            "env_steps_to_target": self.env_steps_to_target,
+            "stop_reason": reason,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "counters": asdict(counters),
+            **extra,
+        }
+        self.telemetry.write_summary(self.run_dir / "summary.json", summary)
+        self.telemetry.plot_learning_curve(
+            self.run_dir / "learning_curve.png",
+            title=str(extra.get("title", "")),
+            target=self.stop_cfg.return_mean,
+        )
+        self.telemetry.close()
+        return summary

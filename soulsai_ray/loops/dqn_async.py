@@ -1,0 +1,271 @@
+"""Asynchronous DQN orchestration on Ray.
+
+The driver keeps one ``collect`` call in flight per rollout actor and one ``train`` call on the
+learner, reacting to whichever finishes first (``ray.wait``). It holds the replay ratio: the
+learner is never asked for more updates than the data allows, and rollout actors pause when
+sampling runs more than ``ratio_slack_steps`` ahead of learning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
+from soulsai_ray.actors.learner import TrainReport
+from soulsai_ray.actors.rollout import CollectReport
+from soulsai_ray.cluster import on_this_node
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+
+logger = logging.getLogger(__name__)
+
+WAIT_S = 0.2
+STATE_TIMEOUT_S = 120.0
+SPEC_TIMEOUT_S = 300.0
+LEARNER_IDLE_BACKOFF_S = 0.05
+
+
+@dataclass
+class IntervalStats:
+    """Metrics accumulated between two telemetry writes."""
+
+    start: float = field(default_factory=time.monotonic)
+    env_steps: int = 0
+    updates: int = 0
+    accepted: int = 0
+    lag_sum: int = 0
+    losses: list[float] = field(default_factory=list)
+    q_means: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    epsilons: list[float] = field(default_factory=list)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+class DQNAsyncLoop:
+    """Runs asynchronous DQN until a stop condition is met; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, recorder: RunRecorder) -> None:
+        self.cfg = cfg
+        self.algo = cfg.algo
+        self.recorder = recorder
+        self.counters = RunCounters()
+        self.interval = IntervalStats()
+        self.alive: dict[int, bool] = {}
+        self.node_of: dict[int, str] = {}
+        self.samples_by_node: dict[str, int] = {}
+        self._collect_refs: dict[ray.ObjectRef, int] = {}
+        self._train_ref: ray.ObjectRef | None = None
+        self._learner_idle_until = 0.0
+        self._last_log = time.monotonic()
+        self._next_checkpoint = cfg.checkpoint.every_updates
+
+    def build(self) -> None:
+        """Creates the weight store, replay, rollout actors and learner, in that order.
+
+        The env's spaces are read from a rollout actor, not from the driver: on a SoulsGym
+        cluster only the game PCs can create the env.
+        """
+        cfg, pinned = self.cfg, on_this_node()
+        self.weight_store = WeightStore.options(scheduling_strategy=pinned).remote()
+        self.replay = ReplayActor.options(scheduling_strategy=pinned).remote(self.algo, cfg.seed)
+        self.rollouts = [self._make_rollout(i) for i in range(cfg.cluster.num_rollout_actors)]
+        self.spec = self._probe_spec()
+        ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
+        self.learner = LearnerActor.options(scheduling_strategy=pinned).remote(
+            cfg, self.spec.obs_dim, self.spec.num_actions, self.replay, self.weight_store
+        )
+        ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
+
+    def _make_rollout(self, index: int) -> Any:
+        cluster = self.cfg.cluster
+        return RolloutActor.options(
+            num_cpus=cluster.rollout_num_cpus,
+            resources=dict(self.cfg.env.actor_resources) or None,
+            max_restarts=cluster.actor_max_restarts,
+        ).remote(self.cfg, index, self.replay, self.weight_store)
+
+    def _probe_spec(self) -> Any:
+        try:
+            spec = ray.get(self.rollouts[0].spec.remote(), timeout=SPEC_TIMEOUT_S)
+        except GetTimeoutError as err:
+            raise RuntimeError(
+                f"no rollout actor started within {SPEC_TIMEOUT_S:.0f}s; does the cluster offer "
+                f"the resources env.actor_resources={self.cfg.env.actor_resources} asks for?"
+            ) from err
+        return spec
+
+    def run(self) -> dict[str, Any]:
+        """Trains until a stop condition; returns the run summary."""
+        self.build()
+        reason = None
+        while reason is None:
+            self._schedule()
+            self._handle_ready()
+            self._maybe_log()
+            self._maybe_checkpoint()
+            reason = stop_reason(
+                self.cfg.stop,
+                self.counters,
+                self.recorder.telemetry.return_mean,
+                self.recorder.elapsed_s,
+            )
+        return self._finish(reason)
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _lead_steps(self) -> float:
+        """How far sampling is ahead of what learning has consumed, in env steps."""
+        learned = self.counters.updates * self.algo.batch_size / self.algo.replay_ratio
+        return self.counters.env_steps - self.algo.learning_starts - learned
+
+    def _allowed_updates(self) -> int:
+        steps = max(0, self.counters.env_steps - self.algo.learning_starts)
+        return math.floor(steps * self.algo.replay_ratio / self.algo.batch_size)
+
+    def _schedule(self) -> None:
+        busy = set(self._collect_refs.values())
+        if self._lead_steps() <= self.algo.ratio_slack_steps:
+            for index, actor in enumerate(self.rollouts):
+                if index not in busy:
+                    self._collect_refs[actor.collect.remote(self.counters.env_steps)] = index
+        wanted = self._allowed_updates() - self.counters.updates
+        if self._train_ref is None and wanted > 0 and time.monotonic() >= self._learner_idle_until:
+            self._train_ref = self.learner.train.remote(min(wanted, self.algo.updates_per_call))
+
+    def _handle_ready(self) -> None:
+        pending = list(self._collect_refs)
+        if self._train_ref is not None:
+            pending.append(self._train_ref)
+        ready, _ = ray.wait(pending, num_returns=1, timeout=WAIT_S)
+        for ref in ready:
+            if ref is self._train_ref or ref == self._train_ref:
+                self._train_ref = None
+                self._on_train(ray.get(ref))
+            else:
+                self._on_collect_result(ref)
+
+    def _on_collect_result(self, ref: ray.ObjectRef) -> None:
+        index = self._collect_refs.pop(ref)
+        try:
+            report: CollectReport = ray.get(ref)
+        except (RayActorError, RayTaskError) as err:
+            self.counters.actor_failures += 1
+            if self.alive.get(index, True):
+                logger.warning(
+                    "rollout actor %d failed (%s); Ray restarts it", index, type(err).__name__
+                )
+            self.alive[index] = False
+            return
+        self.alive[index] = True
+        self._on_collect(report)
+
+    def _on_collect(self, report: CollectReport) -> None:
+        c, iv = self.counters, self.interval
+        c.env_steps += report.env_steps
+        c.episodes += len(report.returns)
+        c.samples_accepted += report.accepted
+        c.samples_stale += report.stale
+        c.samples_invalid += report.invalid
+        c.env_errors += report.env_errors
+        iv.env_steps += report.env_steps
+        iv.accepted += report.accepted
+        iv.lag_sum += report.lag_sum
+        iv.epsilons.append(report.epsilon)
+        self.node_of[report.actor_index] = report.node_id
+        self.samples_by_node[report.node_id] = (
+            self.samples_by_node.get(report.node_id, 0) + report.accepted
+        )
+        for message in report.errors:
+            logger.error(message)
+        self.recorder.record_episodes(c.env_steps, report.returns, report.lengths)
+
+    def _on_train(self, report: TrainReport) -> None:
+        c, iv = self.counters, self.interval
+        c.updates = report.total_updates
+        c.weight_version = report.version
+        iv.updates += report.updates
+        if report.updates == 0:
+            self._learner_idle_until = time.monotonic() + LEARNER_IDLE_BACKOFF_S
+        for values, value in (
+            (iv.losses, report.loss),
+            (iv.q_means, report.q_mean),
+            (iv.grad_norms, report.grad_norm),
+        ):
+            if value is not None:
+                values.append(value)
+
+    # --- telemetry and checkpoints ------------------------------------------------------------
+
+    def _maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_log < self.cfg.telemetry.log_every_s:
+            return
+        iv, c = self.interval, self.counters
+        dt = max(now - iv.start, 1e-9)
+        scalars: dict[str, float | int | None] = {
+            "train/loss": _mean(iv.losses),
+            "train/q_mean": _mean(iv.q_means),
+            "train/grad_norm": _mean(iv.grad_norms),
+            "train/epsilon": _mean(iv.epsilons),
+            "perf/env_steps_per_s": iv.env_steps / dt,
+            "perf/updates_per_s": iv.updates / dt,
+            "dist/model_lag_mean": iv.lag_sum / iv.accepted if iv.accepted else None,
+            "dist/samples_rejected": c.samples_stale,
+            "dist/samples_invalid": c.samples_invalid,
+            "dist/actors_alive": sum(self.alive.get(i, True) for i in range(len(self.rollouts))),
+            "dist/actor_failures": c.actor_failures,
+            "dist/weight_version": c.weight_version,
+            "env/errors": c.env_errors,
+            "progress/updates": c.updates,
+            "progress/episodes": c.episodes,
+        }
+        for node, count in self.samples_by_node.items():
+            scalars[f"dist/node_samples/{node[:12]}"] = count
+        self.recorder.record_scalars(c.env_steps, scalars)
+        self.recorder.telemetry.update_console(
+            c.env_steps,
+            {
+                "ret": self.recorder.telemetry.return_mean,
+                "eps": scalars["train/epsilon"],
+                "upd": c.updates,
+                "sps": scalars["perf/env_steps_per_s"],
+                "ups": scalars["perf/updates_per_s"],
+                "loss": scalars["train/loss"],
+                "lag": scalars["dist/model_lag_mean"],
+            },
+        )
+        self.interval = IntervalStats(start=now)
+        self._last_log = now
+
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        if not force and self.counters.updates < self._next_checkpoint:
+            return
+        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        self.counters.weight_version = state["version"]
+        self.recorder.save_checkpoint(self.counters, state)
+        every = self.cfg.checkpoint.every_updates
+        self._next_checkpoint = (self.counters.updates // every + 1) * every
+
+    def _finish(self, reason: str) -> dict[str, Any]:
+        self._maybe_log(force=True)
+        self._maybe_checkpoint(force=True)
+        for ref in list(self._collect_refs):
+            ray.cancel(ref)
+        extra = {
+            "algo": "dqn",
+            "env": self.cfg.env.id,
+            "title": f"DQN on {self.cfg.env.id}",
+            "actors": len(self.rollouts),
+            "samples_by_node": self.samples_by_node,
+        }
+        return self.recorder.finish(self.counters, reason, extra)

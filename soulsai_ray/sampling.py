@@ -1,0 +1,173 @@
+"""Epsilon-greedy sampling of n-step transitions from one env (plain Python, no Ray).
+
+Order of calls::
+
+    sampler = EpsilonGreedySampler(env_factory, cfg, seed)
+    sampler.load_weights(weights, version)        # whenever newer weights arrive
+    for _ in range(k):
+        sampler.step(epsilon)                     # one env step, crash-safe
+    chunk = sampler.pop_transitions()             # completed n-step transitions
+    stats = sampler.pop_stats()                   # finished episodes, env errors
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from soulsai_ray.config import DQNConfig
+from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.models import QNetwork, load_numpy_state_dict
+from soulsai_ray.replay import NStepAccumulator, TransitionBatch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeStats:
+    """Episodes finished and faults seen since the last report."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    env_steps: int = 0
+    env_errors: int = 0
+
+
+class EpsilonGreedySampler:
+    """Steps one env with an epsilon-greedy Q-policy and builds n-step transitions.
+
+    An exception raised by the env in ``reset`` or ``step`` discards the partial episode (its
+    pending transitions never reach the caller), re-creates the env after a growing back-off,
+    and is counted in :attr:`EpisodeStats.env_errors`.
+    """
+
+    def __init__(
+        self,
+        env_factory: Callable[[], gym.Env],
+        cfg: DQNConfig,
+        seed: int,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._env_factory = env_factory
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._max_backoff_s = max_backoff_s
+        self._failures_in_row = 0
+        self.env = env_factory()
+        self.num_actions = int(self.env.action_space.n)
+        obs_dim = int(self.env.observation_space.shape[0])
+        self.q_net = QNetwork(obs_dim, self.num_actions, cfg.hidden_sizes, cfg.dueling)
+        self.q_net.requires_grad_(False)
+        self.version = -1
+        self._nstep = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
+        self._stats = EpisodeStats()
+        self._obs: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._episode_return = 0.0
+        self._episode_length = 0
+        self._resets = 0
+
+    def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
+        """Installs published policy weights of the given version."""
+        load_numpy_state_dict(self.q_net, weights)
+        self.version = version
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None, epsilon: float) -> int:
+        """Epsilon-greedy action among the valid ones."""
+        if self._rng.random() < epsilon:
+            if mask is None:
+                return int(self._rng.integers(self.num_actions))
+            return int(self._rng.choice(np.flatnonzero(mask)))
+        with torch.inference_mode():
+            q = self.q_net(torch.from_numpy(obs).unsqueeze(0))[0].numpy()
+        if mask is not None:
+            q = np.where(mask, q, -np.inf)
+        return int(q.argmax())
+
+    def step(self, epsilon: float) -> None:
+        """Takes one env step (resetting first when needed); never raises on env faults."""
+        if self._obs is None and not self._reset():
+            return
+        action = self.act(self._obs, self._mask, epsilon)
+        try:
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            next_mask = action_mask_from_info(info, self.num_actions)
+        except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
+            self._recover(err)
+            return
+        self._failures_in_row = 0
+        next_obs = np.asarray(next_obs, dtype=np.float32)
+        self._nstep.push(
+            self._obs,
+            action,
+            float(reward),
+            next_obs,
+            terminated,
+            truncated,
+            next_mask,
+            self.version,
+        )
+        self._stats.env_steps += 1
+        self._episode_return += float(reward)
+        self._episode_length += 1
+        if terminated or truncated:
+            self._stats.returns.append(self._episode_return)
+            self._stats.lengths.append(self._episode_length)
+            self._obs = None
+        else:
+            self._obs, self._mask = next_obs, next_mask
+
+    def pop_transitions(self) -> TransitionBatch | None:
+        """Completed n-step transitions since the last call, or None."""
+        return self._nstep.pop()
+
+    @property
+    def pending_transitions(self) -> int:
+        """Env steps not yet turned into complete transitions."""
+        return self._nstep.pending
+
+    def pop_stats(self) -> EpisodeStats:
+        """Episode statistics since the last call."""
+        stats, self._stats = self._stats, EpisodeStats()
+        return stats
+
+    def close(self) -> None:
+        """Closes the env."""
+        self.env.close()
+
+    def _reset(self) -> bool:
+        try:
+            obs, info = self.env.reset(seed=self._seed if self._resets == 0 else None)
+            mask = action_mask_from_info(info, self.num_actions)
+        except Exception as err:  # noqa: BLE001
+            self._recover(err)
+            return False
+        self._resets += 1
+        self._obs, self._mask = np.asarray(obs, dtype=np.float32), mask
+        self._episode_return, self._episode_length = 0.0, 0
+        return True
+
+    def _recover(self, err: Exception) -> None:
+        """Discards the partial episode and re-creates the env after a capped back-off."""
+        self._stats.env_errors += 1
+        self._failures_in_row += 1
+        self._nstep.reset()
+        self._obs = None
+        backoff = min(0.1 * 2 ** (self._failures_in_row - 1), self._max_backoff_s)
+        logger.warning(
+            "env error (%s: %s); re-creating env in %.1fs", type(err).__name__, err, backoff
+        )
+        with contextlib.suppress(Exception):  # a crashed env may not close cleanly
+            self.env.close()
+        time.sleep(backoff)
+        try:
+            self.env = self._env_factory()
+        except Exception as create_err:  # noqa: BLE001
+            logger.warning("re-creating the env failed: %s", create_err)

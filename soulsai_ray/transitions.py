@@ -1,0 +1,274 @@
+"""n-step transitions: the batch container, the n-step accumulator and the stale-sample filter.
+
+Each rollout actor feeds every env step of its env into its own `NStepAccumulator` and ships
+`pop()` results to the replay owner, which calls `filter_stale` before `ReplayBuffer.add`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+
+@dataclass
+class TransitionBatch:
+    """A batch of n-step transitions, batch-first numpy arrays.
+
+    Attributes:
+        obs: float32 [B, obs_dim] observation at which the action was chosen.
+        actions: int64 [B] chosen actions.
+        rewards: float32 [B] discounted n-step reward sum.
+        next_obs: float32 [B, obs_dim] observation n steps later (or the final observation).
+        discounts: float32 [B] gamma**k for bootstrapping, 0.0 if the episode terminated.
+        next_masks: bool [B, num_actions] valid actions at `next_obs`.
+        versions: int64 [B] policy version that chose `actions`.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    discounts: np.ndarray
+    next_masks: np.ndarray
+    versions: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def select(self, idx: np.ndarray) -> TransitionBatch:
+        """Returns the transitions picked by a boolean mask or an index array (a copy)."""
+        return TransitionBatch(**{name: getattr(self, name)[idx] for name in _FIELD_NAMES})
+
+    @staticmethod
+    def concat(batches: Sequence[TransitionBatch]) -> TransitionBatch:
+        """Concatenates batches in order.
+
+        Raises:
+            ValueError: If `batches` is empty.
+        """
+        if not batches:
+            raise ValueError("concat needs at least one batch")
+        return TransitionBatch(
+            **{name: np.concatenate([getattr(b, name) for b in batches]) for name in _FIELD_NAMES}
+        )
+
+    def validate(self, obs_dim: int, num_actions: int) -> str | None:
+        """Checks dtypes, shapes, matching lengths and action range.
+
+        Returns:
+            A human-readable description of the first problem found, or None if the batch is valid.
+        """
+        expected = {
+            "obs": (np.float32, (obs_dim,)),
+            "actions": (np.int64, ()),
+            "rewards": (np.float32, ()),
+            "next_obs": (np.float32, (obs_dim,)),
+            "discounts": (np.float32, ()),
+            "next_masks": (np.bool_, (num_actions,)),
+            "versions": (np.int64, ()),
+        }
+        rows = None
+        for name, (dtype, tail) in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray):
+                return f"{name} is a {type(value).__name__}, expected np.ndarray"
+            if value.dtype != dtype:
+                return f"{name} has dtype {value.dtype}, expected {np.dtype(dtype)}"
+            if value.ndim != 1 + len(tail) or value.shape[1:] != tail:
+                return f"{name} has shape {value.shape}, expected (B, {', '.join(map(str, tail))})"
+            rows = value.shape[0] if rows is None else rows
+            if value.shape[0] != rows:
+                return f"{name} has {value.shape[0]} rows, obs has {rows}"
+        # Out-of-range actions would otherwise fail much later, e.g. as a device-side assert.
+        if rows and (self.actions.min() < 0 or self.actions.max() >= num_actions):
+            return f"actions outside [0, {num_actions})"
+        return None
+
+    def finite_mask(self) -> np.ndarray:
+        """Returns bool [B]: True where obs, next_obs, rewards and discounts are all finite."""
+        return (
+            np.isfinite(self.obs).all(axis=1)
+            & np.isfinite(self.next_obs).all(axis=1)
+            & np.isfinite(self.rewards)
+            & np.isfinite(self.discounts)
+        )
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TransitionBatch))
+
+
+def _zeros_batch(size: int, obs_dim: int, num_actions: int) -> TransitionBatch:
+    """Returns a zero-filled batch of `size` rows with the dtypes `validate` expects."""
+    return TransitionBatch(
+        obs=np.zeros((size, obs_dim), np.float32),
+        actions=np.zeros(size, np.int64),
+        rewards=np.zeros(size, np.float32),
+        next_obs=np.zeros((size, obs_dim), np.float32),
+        discounts=np.zeros(size, np.float32),
+        next_masks=np.zeros((size, num_actions), np.bool_),
+        versions=np.zeros(size, np.int64),
+    )
+
+
+def filter_stale(
+    batch: TransitionBatch, current_version: int, max_model_lag: int
+) -> tuple[TransitionBatch, int]:
+    """Drops transitions whose version is older than `current_version - max_model_lag`.
+
+    Returns:
+        The kept transitions (a copy) and the number dropped.
+
+    Raises:
+        ValueError: If `max_model_lag` is negative.
+    """
+    if max_model_lag < 0:
+        raise ValueError(f"max_model_lag must be >= 0, got {max_model_lag}")
+    keep = batch.versions >= current_version - max_model_lag
+    return batch.select(keep), int(len(batch) - np.count_nonzero(keep))
+
+
+class _Step(NamedTuple):
+    """One env step waiting inside `NStepAccumulator`."""
+
+    obs: np.ndarray
+    action: int
+    reward: float
+    version: int
+
+
+class _Emitted(NamedTuple):
+    """One finished n-step transition waiting for `NStepAccumulator.pop`."""
+
+    obs: np.ndarray
+    action: int
+    reward: float
+    next_obs: np.ndarray
+    discount: float
+    next_mask: np.ndarray
+    version: int
+
+
+def _as_obs(obs: np.ndarray) -> np.ndarray:
+    """Copies an observation to a flat float32 vector; rejects other shapes."""
+    array = np.array(obs, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"observations must be 1-D, got shape {array.shape}")
+    return array
+
+
+class NStepAccumulator:
+    """Turns a stream of 1-step env transitions of ONE env into n-step transitions.
+
+    A step is emitted once n steps are pending (reward sum over n steps, discount gamma**n). At
+    episode end all pending steps are emitted with their partial sums and `next_obs` set to the
+    final observation: with discount 0 on termination, and gamma**k (k = steps covered) on
+    truncation, so the learner bootstraps from the final observation.
+    """
+
+    def __init__(self, n: int, gamma: float, num_actions: int) -> None:
+        """Creates an empty accumulator.
+
+        Args:
+            n: Number of steps per transition, >= 1.
+            gamma: Discount factor in [0, 1].
+            num_actions: Size of the discrete action space (length of action masks).
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if num_actions < 1:
+            raise ValueError(f"num_actions must be >= 1, got {num_actions}")
+        self._n = n
+        self._gamma = gamma
+        self._num_actions = num_actions
+        self._pending: deque[_Step] = deque()
+        self._done: list[_Emitted] = []
+
+    @property
+    def pending(self) -> int:
+        """Number of steps not yet emitted."""
+        return len(self._pending)
+
+    def push(
+        self,
+        obs: np.ndarray,
+        action: int,
+        reward: float,
+        next_obs: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+        next_mask: np.ndarray | None,
+        version: int,
+    ) -> None:
+        """Adds one env step; `terminated` wins over `truncated` when both are set.
+
+        Args:
+            obs: Observation at which `action` was chosen, shape [obs_dim].
+            action: Chosen action.
+            reward: Reward received for the step.
+            next_obs: Observation after the step.
+            terminated: The episode ended in a terminal state (no bootstrap).
+            truncated: The episode was cut off, e.g. by a time limit (bootstrap from `next_obs`).
+            next_mask: Valid actions at `next_obs`, shape [num_actions]; None means all valid.
+            version: Policy version that chose `action`.
+        """
+        mask = self._as_mask(next_mask)
+        final = _as_obs(next_obs)
+        self._pending.append(_Step(_as_obs(obs), int(action), float(reward), int(version)))
+        if terminated or truncated:
+            self._flush(final, mask, bootstrap=not terminated)
+        elif len(self._pending) == self._n:
+            ret = sum(self._gamma**i * step.reward for i, step in enumerate(self._pending))
+            self._emit(self._pending.popleft(), ret, final, self._gamma**self._n, mask)
+
+    def pop(self) -> TransitionBatch | None:
+        """Returns all transitions completed so far (None if there are none) and clears them."""
+        if not self._done:
+            return None
+        obs, actions, rewards, next_obs, discounts, masks, versions = zip(*self._done, strict=True)
+        self._done = []
+        return TransitionBatch(
+            obs=np.stack(obs),
+            actions=np.array(actions, np.int64),
+            rewards=np.array(rewards, np.float32),
+            next_obs=np.stack(next_obs),
+            discounts=np.array(discounts, np.float32),
+            next_masks=np.stack(masks),
+            versions=np.array(versions, np.int64),
+        )
+
+    def reset(self) -> None:
+        """Discards pending partial transitions (e.g. after an env crash); keeps completed ones."""
+        self._pending.clear()
+
+    def _flush(self, final_obs: np.ndarray, mask: np.ndarray, bootstrap: bool) -> None:
+        """Emits every pending step, oldest first, with next_obs = `final_obs`."""
+        finished = []
+        ret = 0.0
+        for k, step in enumerate(reversed(self._pending), start=1):
+            ret = step.reward + self._gamma * ret
+            finished.append((step, ret, self._gamma**k if bootstrap else 0.0))
+        for step, step_ret, discount in reversed(finished):
+            self._emit(step, step_ret, final_obs, discount, mask)
+        self._pending.clear()
+
+    def _emit(
+        self, step: _Step, ret: float, next_obs: np.ndarray, discount: float, mask: np.ndarray
+    ) -> None:
+        self._done.append(
+            _Emitted(step.obs, step.action, ret, next_obs, discount, mask, step.version)
+        )
+
+    def _as_mask(self, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
+            return np.ones(self._num_actions, np.bool_)
+        array = np.array(mask, dtype=np.bool_)
+        if array.shape != (self._num_actions,):
+            raise ValueError(f"next_mask has shape {array.shape}, expected ({self._num_actions},)")
+        return array

@@ -1,0 +1,91 @@
+"""DQN actors wired together on a local Ray with LunarLander-v3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+
+from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
+from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
+from soulsai_ray.replay import TransitionBatch
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _cfg(**algo) -> TrainConfig:
+    base = dict(
+        hidden_sizes=[32],
+        learning_starts=200,
+        batch_size=32,
+        buffer_size=5_000,
+        publish_every=5,
+        weight_sync_every=16,
+        collect_steps=200,
+        push_every=32,
+        max_model_lag=1_000,
+    )
+    base.update(algo)
+    return TrainConfig(algo=DQNConfig(**base), env=EnvConfig(id="LunarLander-v3"), seed=7)
+
+
+@pytest.fixture
+def wired():
+    cfg = _cfg()
+    store = WeightStore.remote()
+    replay = ReplayActor.remote(cfg.algo, cfg.seed)
+    actors = [RolloutActor.options(num_cpus=0).remote(cfg, i, replay, store) for i in range(2)]
+    spec = ray.get(actors[0].spec.remote())
+    assert (spec.obs_dim, spec.num_actions) == (8, 4)
+    ray.get(replay.set_spec.remote(spec.obs_dim, spec.num_actions))
+    learner = LearnerActor.remote(cfg, spec.obs_dim, spec.num_actions, replay, store)
+    assert ray.get(learner.ready.remote()) == 0
+    yield cfg, store, replay, actors, learner
+    for handle in [store, replay, learner, *actors]:
+        ray.kill(handle)
+
+
+def test_learner_gets_data_from_every_actor_and_versions_reach_every_actor(wired):
+    cfg, store, replay, actors, learner = wired
+    reports = ray.get([a.collect.remote(0) for a in actors])
+    assert all(r.env_steps == cfg.algo.collect_steps for r in reports)
+    assert all(r.version == 0 for r in reports)
+    train = ray.get(learner.train.remote(40))
+    assert train.updates == 40
+    assert train.version == 40 // cfg.algo.publish_every
+    assert ray.get(store.version.remote()) == train.version
+    reports = ray.get([a.collect.remote(400) for a in actors])
+    # weight_sync_every=16 < collect_steps: each actor has picked up the newest version
+    assert [r.version for r in reports] == [train.version, train.version]
+    stats = ray.get(replay.stats.remote())
+    assert set(stats["accepted_by_actor"]) == {0, 1}
+    assert all(n > 0 for n in stats["accepted_by_actor"].values())
+    assert stats["sampled"] >= 40 * cfg.algo.batch_size
+    assert sum(r.accepted for r in reports) > 0
+
+
+def test_replay_rejects_stale_batches(wired):
+    cfg, _store, replay, actors, learner = wired
+    ray.get([a.collect.remote(0) for a in actors])
+    ray.get(learner.train.remote(cfg.algo.publish_every * 3))  # learner is at version 3
+    ray.get(replay.sample.remote(1, 8, 3))
+    n = 10
+    batch = TransitionBatch(
+        obs=np.zeros((n, 8), np.float32),
+        actions=np.zeros(n, np.int64),
+        rewards=np.zeros(n, np.float32),
+        next_obs=np.zeros((n, 8), np.float32),
+        discounts=np.ones(n, np.float32),
+        next_masks=np.ones((n, 4), bool),
+        versions=np.array([0] * 4 + [3] * 6, np.int64),
+    )
+    strict = ReplayActor.remote(_cfg(max_model_lag=2).algo, 0)
+    ray.get(strict.set_spec.remote(8, 4))
+    ray.get(strict.sample.remote(1, 8, 3))
+    receipt = ray.get(strict.add.remote(batch, 5))
+    assert (receipt.accepted, receipt.stale) == (6, 4)
+    assert ray.get(strict.stats.remote())["stale"] == 4
+    bad = TransitionBatch(**{**batch.__dict__, "obs": np.zeros((n, 7), np.float32)})
+    receipt = ray.get(strict.add.remote(bad, 5))
+    assert receipt.accepted == 0 and "rollout actor 5" in receipt.error
+    ray.kill(strict)

@@ -1,0 +1,229 @@
+"""Tests for soulsai_ray.checkpoint: round trip, atomicity, corruption detection, pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from soulsai_ray.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    verify_checkpoint,
+)
+
+CONFIG = "algo:\n  name: dqn\nenv:\n  id: CartPole-v1\n"
+
+
+def _save(manager: CheckpointManager, step: int, return_mean: float | None = None) -> Path:
+    payload = {"model": {"w": torch.full((2, 2), float(step))}, "step": step}
+    meta = {"env_steps": step, "return_mean": return_mean}
+    return manager.save(f"ckpt_{step:09d}", payload, meta, CONFIG)
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _names(manager: CheckpointManager) -> list[str]:
+    return [c.path.name for c in manager.list()]
+
+
+def test_round_trip_restores_payload_meta_and_config(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path / "ckpts")
+    payload = {
+        "model": {"w": torch.randn(3, 4), "b": torch.arange(4)},
+        "obs_mean": np.arange(5, dtype=np.float32),
+        "rng": {"seed": 7, "tags": ["a", "b"]},
+    }
+    meta = {"env_steps": 12_345, "updates": 100, "return_mean": 1.5}
+    path = manager.save("ckpt_000012345", payload, meta, CONFIG)
+
+    assert path == tmp_path / "ckpts" / "ckpt_000012345"
+    assert "created_at" not in meta  # the caller's dict is not modified
+    loaded, loaded_meta = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], payload["model"]["w"])
+    assert torch.equal(loaded["model"]["b"], payload["model"]["b"])
+    np.testing.assert_array_equal(loaded["obs_mean"], payload["obs_mean"])
+    assert loaded["rng"] == {"seed": 7, "tags": ["a", "b"]}
+    assert loaded_meta["env_steps"] == 12_345 and loaded_meta["return_mean"] == 1.5
+    assert isinstance(loaded_meta["created_at"], float)
+    assert (path / "config.yaml").read_text() == CONFIG
+    assert [p.name for p in (tmp_path / "ckpts").iterdir() if p.name.startswith(".")] == []
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
+    path = _save(CheckpointManager(tmp_path), 1)
+    manifest = json.loads((path / "manifest.json").read_text())["files"]
+    assert set(manifest) == {"state.pt", "meta.json", "config.yaml"}
+    for name, entry in manifest.items():
+        data = (path / name).read_bytes()
+        assert entry["size"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_crash_leftovers_are_ignored_then_cleaned_up(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    good = _save(manager, 1)
+    # A crash mid-write leaves a temp folder; a non-atomic writer could leave a final-named
+    # folder without manifest. Both look newer than the good checkpoint.
+    tmp_leftover = tmp_path / ".tmp-ckpt_000000002-abc123"
+    shutil.copytree(good, tmp_leftover)
+    partial = tmp_path / "ckpt_000000003"
+    shutil.copytree(good, partial)
+    (partial / "manifest.json").unlink()
+
+    assert _names(manager) == ["ckpt_000000001"]
+    assert manager.latest().path == good
+    with pytest.raises(CheckpointError, match="partial write"):
+        verify_checkpoint(partial)
+
+    _save(manager, 4)
+    assert not tmp_leftover.exists()
+    assert not partial.exists()
+    assert _names(manager) == ["ckpt_000000004", "ckpt_000000001"]
+
+
+def test_unrelated_folders_in_root_are_left_alone(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("keep me")
+    _save(manager, 1)
+    assert (notes / "readme.txt").read_text() == "keep me"
+    assert _names(manager) == ["ckpt_000000001"]
+
+
+def test_corrupt_byte_fails_verification_and_latest_falls_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path)
+    older = _save(manager, 1)
+    newer = _save(manager, 2)
+    _flip_byte(newer / "state.pt", offset=(newer / "state.pt").stat().st_size // 2)
+
+    with pytest.raises(CheckpointError, match=r"ckpt_000000002.*state\.pt.*sha256"):
+        verify_checkpoint(newer)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(newer)
+    # list() checks sizes only, so the same-size corruption is still listed ...
+    assert _names(manager) == ["ckpt_000000002", "ckpt_000000001"]
+    # ... but latest() hashes and skips it with a warning.
+    with caplog.at_level(logging.WARNING, logger="soulsai_ray.checkpoint"):
+        assert manager.latest().path == older
+    assert "ckpt_000000002" in caplog.text
+    payload, _ = load_checkpoint(manager.latest().path)
+    assert payload["step"] == 1
+
+
+def test_size_mismatch_and_missing_file_are_refused(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    truncated = _save(manager, 1)
+    missing = _save(manager, 2)
+    with open(truncated / "state.pt", "ab") as f:
+        f.write(b"extra")
+    (missing / "config.yaml").unlink()
+
+    with pytest.raises(CheckpointError, match=r"state\.pt has size \d+, manifest says \d+"):
+        verify_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="missing file config.yaml"):
+        verify_checkpoint(missing)
+    assert manager.list() == []
+    assert manager.latest() is None
+
+
+def test_verify_refuses_missing_folder_and_broken_manifest(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        verify_checkpoint(tmp_path / "nope")
+    path = _save(CheckpointManager(tmp_path), 1)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        verify_checkpoint(path)
+
+
+def test_pruning_keeps_newest_k_plus_best(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step, ret in [(1, 1.0), (2, 10.0), (3, 2.0), (4, None), (5, 4.0)]:
+        _save(manager, step, ret)
+
+    assert _names(manager) == ["ckpt_000000005", "ckpt_000000004", "ckpt_000000002"]
+    assert manager.latest().path.name == "ckpt_000000005"
+    assert manager.best().path.name == "ckpt_000000002"
+    assert (tmp_path / "latest").read_text().strip() == "ckpt_000000005"
+    assert (tmp_path / "best").read_text().strip() == "ckpt_000000002"
+
+
+def test_best_among_newest_keeps_only_k(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step, ret in [(1, 1.0), (2, 2.0), (3, 3.0)]:
+        _save(manager, step, ret)
+    assert _names(manager) == ["ckpt_000000003", "ckpt_000000002"]
+    assert manager.best().path.name == "ckpt_000000003"
+
+
+def test_none_return_mean_is_never_best(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    _save(manager, 1)
+    _save(manager, 2)
+    assert _names(manager) == ["ckpt_000000002"]
+    assert manager.best() is None
+    assert not (tmp_path / "best").exists()
+
+    _save(manager, 3, -50.0)
+    _save(manager, 4)
+    assert _names(manager) == ["ckpt_000000004", "ckpt_000000003"]
+    assert manager.best().path.name == "ckpt_000000003"
+
+
+def test_best_falls_back_when_best_is_corrupt(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    _save(manager, 1, 5.0)
+    top = _save(manager, 2, 9.0)
+    _save(manager, 3, 1.0)
+    _flip_byte(top / "state.pt", offset=(top / "state.pt").stat().st_size // 2)
+    assert "ckpt_000000002" in _names(manager)  # same size: only hashing finds it
+    assert manager.best().path.name == "ckpt_000000001"
+
+
+def test_saving_same_name_replaces_checkpoint(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    path = manager.save("ckpt_final", {"v": 1}, {}, CONFIG)
+    manager.save("ckpt_final", {"v": 2}, {}, "changed: true\n")
+    payload, _ = load_checkpoint(path)
+    assert payload == {"v": 2}
+    assert (path / "config.yaml").read_text() == "changed: true\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_final", "latest"]
+
+
+def test_interrupted_replace_restores_old_checkpoint(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    path = manager.save("ckpt_a", {"v": 1}, {}, CONFIG)
+    # Crash after moving the old folder aside, before the new one moved in.
+    path.rename(tmp_path / ".trash-ckpt_a-deadbeef")
+    manager.save("ckpt_b", {"v": 2}, {}, CONFIG)
+    assert load_checkpoint(path)[0] == {"v": 1}
+    assert not (tmp_path / ".trash-ckpt_a-deadbeef").exists()
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "latest", "best", "-x"])
+def test_invalid_names_are_rejected(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="Invalid checkpoint name"):
+        CheckpointManager(tmp_path).save(name, {}, {}, CONFIG)
+
+
+def test_empty_or_missing_root_has_no_checkpoints(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path / "does-not-exist")
+    assert manager.list() == []
+    assert manager.latest() is None
+    assert manager.best() is None
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointManager(tmp_path, keep_last=0)

@@ -1,0 +1,79 @@
+"""Config validation: every error names its key."""
+
+import pytest
+
+from soulsai_ray.config import ConfigError, DQNConfig, TrainConfig, parse_config
+
+
+def _data(**overrides):
+    data = {
+        "algo": {"name": "dqn"},
+        "env": {"id": "CartPole-v1"},
+        "cluster": {"num_rollout_actors": 2},
+        "stop": {"env_steps": 1000},
+        "seed": 3,
+    }
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return data
+
+
+def test_valid_config_is_typed():
+    cfg = parse_config(_data(algo__lr=1, algo__hidden_sizes=[64, 64]))
+    assert isinstance(cfg, TrainConfig)
+    assert isinstance(cfg.algo, DQNConfig)
+    assert cfg.algo.lr == 1.0 and isinstance(cfg.algo.lr, float)
+    assert cfg.algo.hidden_sizes == [64, 64]
+    assert cfg.seed == 3 and cfg.env.id == "CartPole-v1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [
+        ({"algo__batch_size": 0}, "algo.batch_size", "> 0"),
+        ({"algo__n_step": 0}, "algo.n_step", "> 0"),
+        ({"algo__batch_sise": 64}, "algo.batch_sise", "did you mean 'algo.batch_size'"),
+        ({"algo__lr": "fast"}, "algo.lr", "expected a number"),
+        ({"algo__dueling": "yes"}, "algo.dueling", "true/false"),
+        ({"algo__gamma": 1.5}, "algo.gamma", "(0, 1]"),
+        ({"algo__hidden_sizes": [64, 0]}, "algo.hidden_sizes[1]", "> 0"),
+        ({"algo__learning_starts": 10**9}, "algo.learning_starts", "buffer_size"),
+        ({"algo__name": "a3c"}, "algo.name", "unknown algorithm"),
+        ({"cluster__num_rollout_actors": 0}, "cluster.num_rollout_actors", "> 0"),
+        ({"cluster__num_rollout_actors": 1.5}, "cluster.num_rollout_actors", "integer"),
+        ({"env__actor_resources": {"soulsgym": -1}}, "env.actor_resources.soulsgym", "> 0"),
+        ({"stop__env_steps": None}, "stop", "at least one"),
+        ({"stop__time_s": -1}, "stop.time_s", "> 0"),
+        ({"bogus": 1}, "bogus", "unknown key"),
+        ({"device": "tpu"}, "device", "cpu, cuda or auto"),
+    ],
+)
+def test_invalid_values_name_their_key(overrides, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_data(**overrides))
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+    assert fragment in str(info.value)
+
+
+def test_hydra_section_is_ignored():
+    cfg = parse_config({**_data(), "hydra": {"run": {"dir": "x"}}})
+    assert cfg.stop.env_steps == 1000
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for env in ("lunarlander", "cartpole"):
+            cfg = compose(config_name="config", overrides=[f"env={env}"])
+            parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
+            assert parsed.stop.return_mean == parsed.env.return_target
