@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DQNConfig",
     "EnvConfig",
+    "PPOConfig",
     "StopConfig",
     "TelemetryConfig",
     "TrainConfig",
@@ -55,6 +56,8 @@ class EnvConfig:
     """Return at which the env counts as solved (default for ``stop.return_mean``)."""
     actor_resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each rollout actor requires, e.g. ``{soulsgym: 1}``."""
+    num_envs_per_actor: int = 1
+    """Envs each rollout actor steps as one vector env (PPO; slow real-time envs use 1)."""
     step_latency_s: float = 0.0
     """Extra wall time per step, to make a fast env behave like a real-time game."""
     reset_latency_s: float = 0.0
@@ -69,6 +72,7 @@ class EnvConfig:
         )
         for name, amount in self.actor_resources.items():
             _require(amount > 0, f"{key}.actor_resources.{name}", "must be > 0")
+        _require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
         _require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
         _require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
 
@@ -78,7 +82,7 @@ class DQNConfig:
     """Asynchronous (Ape-X style) DQN."""
 
     name: Literal["dqn"] = "dqn"
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
     """Widths of the Q-network's hidden layers."""
     dueling: bool = True
     """Separate value and advantage streams."""
@@ -88,29 +92,29 @@ class DQNConfig:
     """Discount factor."""
     n_step: int = 3
     """Steps summed into each transition's return before bootstrapping."""
-    lr: float = 5e-4
+    lr: float = 6.3e-4
     """Adam learning rate."""
     batch_size: int = 128
     """Transitions per gradient step."""
-    replay_ratio: float = 32.0
+    replay_ratio: float = 128.0
     """Sampled transitions per inserted transition (batch_size / replay_ratio = env steps per update)."""
     buffer_size: int = 100_000
     """Replay capacity in transitions."""
-    learning_starts: int = 5_000
+    learning_starts: int = 2_000
     """Transitions in replay before the first update."""
     huber_delta: float = 1.0
     """Huber loss threshold (TD errors beyond it are penalized linearly)."""
     grad_clip: float = 10.0
     """Max global gradient norm (0 disables clipping)."""
-    target_update_every: int = 500
+    target_update_every: int = 250
     """Updates between target-network updates."""
     target_tau: float = 1.0
     """Target update rate: 1.0 copies (hard update), < 1 is a polyak average."""
     eps_start: float = 1.0
     """Exploration epsilon at step 0."""
-    eps_end: float = 0.02
+    eps_end: float = 0.01
     """Exploration epsilon after the decay."""
-    eps_decay_steps: int = 50_000
+    eps_decay_steps: int = 20_000
     """Env steps over which epsilon decays linearly."""
     per_actor_eps: bool = False
     """Ape-X epsilons: actor i uses apex_eps_base ** (1 + apex_eps_alpha * i / (N - 1))."""
@@ -189,8 +193,71 @@ class DQNConfig:
         _require(self.ratio_slack_steps > 0, f"{key}.ratio_slack_steps", "must be > 0")
 
 
-AlgoConfig = DQNConfig
-ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig}
+@dataclass
+class PPOConfig:
+    """Synchronous PPO that goes on when rollout actors drop out."""
+
+    name: Literal["ppo"] = "ppo"
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Widths of the policy and value networks' hidden layers (separate networks)."""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """Hidden-layer activation."""
+    normalize_obs: bool = True
+    """Running mean/std observation normalization inside the model (travels with the weights)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE(lambda) parameter."""
+    n_steps: int = 256
+    """Env steps per env per iteration."""
+    epochs: int = 10
+    """Passes over each iteration's data."""
+    minibatch_size: int = 64
+    """Transitions per gradient step."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over stop.env_steps."""
+    clip_coef: float = 0.2
+    """Policy ratio clip range."""
+    clip_value_loss: bool = False
+    """Clip the value update to +-clip_coef around the old values."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Max global gradient norm (0 disables clipping)."""
+    normalize_advantages: bool = True
+    """Normalize advantages per minibatch."""
+    target_kl: float | None = None
+    """Stop the epochs early when the approximate KL exceeds this (null: never)."""
+    iteration_timeout_s: float = 60.0
+    """Seconds the driver waits for rollout actors each iteration."""
+    min_workers: int = 1
+    """Fewest actors whose data an iteration needs; with fewer the driver waits for more."""
+
+    def validate(self, key: str) -> None:
+        for name in ("n_steps", "epochs", "minibatch_size", "min_workers"):
+            _require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        _require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
+        for i, width in enumerate(self.hidden_sizes):
+            _require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
+        _require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
+        _require(0.0 <= self.gae_lambda <= 1.0, f"{key}.gae_lambda", "must be in [0, 1]")
+        _require(self.lr > 0, f"{key}.lr", "must be > 0")
+        _require(self.clip_coef > 0, f"{key}.clip_coef", "must be > 0")
+        _require(self.ent_coef >= 0, f"{key}.ent_coef", "must be >= 0")
+        _require(self.vf_coef >= 0, f"{key}.vf_coef", "must be >= 0")
+        _require(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
+        _require(
+            self.target_kl is None or self.target_kl > 0, f"{key}.target_kl", "must be > 0 or null"
+        )
+        _require(self.iteration_timeout_s > 0, f"{key}.iteration_timeout_s", "must be > 0")
+
+
+AlgoConfig = DQNConfig | PPOConfig
+ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig, "ppo": PPOConfig}
 
 
 @dataclass
@@ -281,7 +348,7 @@ class TelemetryConfig:
 class TrainConfig:
     """The whole run."""
 
-    algo: DQNConfig
+    algo: DQNConfig | PPOConfig
     env: EnvConfig = field(default_factory=EnvConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -295,6 +362,11 @@ class TrainConfig:
     def validate(self, key: str = "") -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
         _require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
+        _require(
+            isinstance(self.algo, PPOConfig) or self.env.num_envs_per_actor == 1,
+            "env.num_envs_per_actor",
+            "DQN rollout actors step one env each; use more actors instead",
+        )
 
 
 def parse_config(data: dict[str, Any]) -> TrainConfig:

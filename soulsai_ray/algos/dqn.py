@@ -83,6 +83,15 @@ def dqn_loss(
     return loss, td_errors.detach(), metrics
 
 
+def make_adam(params: Any, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch offers it (several times faster on CPU)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 @dataclass
 class UpdateResult:
     """What one gradient step produced."""
@@ -105,7 +114,7 @@ class DQNLearner:
         self.device = torch.device(device)
         self.q_net = QNetwork(obs_dim, num_actions, cfg.hidden_sizes, cfg.dueling).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.lr)
+        self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
         self.updates = 0
 
     def per_beta(self) -> float:

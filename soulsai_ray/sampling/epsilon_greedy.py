@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -26,18 +25,9 @@ from soulsai_ray.config import DQNConfig
 from soulsai_ray.envs import action_mask_from_info
 from soulsai_ray.models import QNetwork, load_numpy_state_dict
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
+from soulsai_ray.sampling.episodes import EpisodeStats, backoff_s
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EpisodeStats:
-    """Episodes finished and faults seen since the last report."""
-
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    env_steps: int = 0
-    env_errors: int = 0
 
 
 class EpsilonGreedySampler:
@@ -160,7 +150,7 @@ class EpsilonGreedySampler:
         self._failures_in_row += 1
         self._nstep.reset()
         self._obs = None
-        backoff = min(0.1 * 2 ** (self._failures_in_row - 1), self._max_backoff_s)
+        backoff = backoff_s(self._failures_in_row, self._max_backoff_s)
         logger.warning(
             "env error (%s: %s); re-creating env in %.1fs", type(err).__name__, err, backoff
         )

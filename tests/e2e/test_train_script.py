@@ -1,0 +1,87 @@
+"""scripts/train.py end to end: outputs of a short run, and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REQUIRED_SCALARS = {
+    "episode/return",
+    "episode/length",
+    "train/loss",
+    "train/q_mean",
+    "train/epsilon",
+    "perf/env_steps_per_s",
+    "perf/updates_per_s",
+    "dist/model_lag_mean",
+    "dist/samples_rejected",
+    "dist/actors_alive",
+}
+
+
+def test_short_cartpole_run_writes_everything(train, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train(
+        "algo=dqn",
+        "env=cartpole",
+        "cluster.num_rollout_actors=2",
+        "stop.env_steps=4000",
+        "stop.return_mean=null",
+        "algo.learning_starts=500",
+        "algo.hidden_sizes=[64,64]",
+        "checkpoint.every_updates=300",
+        "telemetry.log_every_s=0.5",
+        "seed=1",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("env_steps", "episodes", "updates", "wall_s", "return_mean", "time_to_target_s", "checkpoint"):
+        assert key in summary
+    assert summary["env_steps"] >= 4000
+    assert summary["episodes"] > 10 and summary["updates"] > 300
+    assert summary["stop_reason"] == "env_steps"
+    assert summary["time_to_target_s"] is None
+    checkpoint = run_dir / "checkpoints" / summary["checkpoint"].split("/")[-1]
+    assert (checkpoint / "manifest.json").is_file() and (checkpoint / "state.pt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("ckpt_*"))) >= 2  # periodic + final
+    png = (run_dir / "learning_curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert REQUIRED_SCALARS <= set(events.Tags()["scalars"])
+    actors_alive = [e.value for e in events.Scalars("dist/actors_alive")]
+    assert actors_alive[-1] == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("algo.batch_size=0", "algo.batch_size"),
+        ("algo.n_step=0", "algo.n_step"),
+        ("algo.lr=fast", "algo.lr"),
+        ("algo.batch_sise=64", "algo.batch_sise"),
+        ("+algo.batch_sise=64", "algo.batch_sise"),
+        ("cluster.num_rollout_actors=-1", "cluster.num_rollout_actors"),
+    ],
+)
+def test_bad_override_exits_2_naming_the_key(train, tmp_path, override, key):
+    proc = train(override, f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert key in lines[0]
+
+
+def test_unknown_config_group_option_exits_2(train, tmp_path):
+    proc = train("env=atari", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    assert "env" in proc.stderr and "atari" in proc.stderr
+
+
+def test_cfg_job_prints_the_composed_config(train):
+    proc = train("--cfg", "job", "env=cartpole", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "id: CartPole-v1" in proc.stdout and "name: dqn" in proc.stdout
