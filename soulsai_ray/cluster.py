@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import ray
@@ -53,6 +54,11 @@ def on_this_node() -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(
         node_id=ray.get_runtime_context().get_node_id(), soft=False
     )
+
+
+def actor_name_prefix() -> str:
+    """A prefix that makes this run's actor names unique in a shared cluster."""
+    return f"soulsai-{uuid.uuid4().hex[:8]}"
 
 
 def shutdown_ray() -> None:

@@ -47,7 +47,7 @@ class LearnerActor:
     """
 
     def __init__(
-        self, cfg: TrainConfig, obs_dim: int, num_actions: int, replay: Any, weight_store: Any
+        self, cfg: TrainConfig, obs_dim: int, num_actions: int, replay: str, weight_store: str
     ) -> None:
         torch.set_num_threads(cfg.cluster.torch_threads)
         # Batches arrive as read-only zero-copy arrays; the learner only reads them.
@@ -56,8 +56,8 @@ class LearnerActor:
         self.learner = DQNLearner(
             cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
         )
-        self.replay = replay
-        self.weight_store = weight_store
+        self.replay = ray.get_actor(replay)
+        self.weight_store = ray.get_actor(weight_store)
         self.version = 0
         self._pending_sample: ray.ObjectRef | None = None
         self._ready: list[SampledBatch] = []

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import ray
 import torch
 
+from soulsai_ray.actors.replay import AddReceipt
 from soulsai_ray.algos.exploration import apex_epsilon, linear_epsilon
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import EnvSpec, make_env
@@ -47,13 +47,15 @@ class RolloutActor:
     ``weight_sync_every`` steps without blocking.
     """
 
-    def __init__(self, cfg: TrainConfig, index: int, replay: Any, weight_store: Any) -> None:
+    def __init__(self, cfg: TrainConfig, index: int, replay: str, weight_store: str) -> None:
         torch.set_num_threads(cfg.cluster.torch_threads)
         self.cfg = cfg.algo
         self.index = index
         self.num_actors = cfg.cluster.num_rollout_actors
-        self.replay = replay
-        self.weight_store = weight_store
+        # Peers are passed by name: handles as constructor arguments would pin objects that a
+        # restarted actor depends on.
+        self.replay = ray.get_actor(replay)
+        self.weight_store = ray.get_actor(weight_store)
         self.node_id = ray.get_runtime_context().get_node_id()
         env_cfg = cfg.env
         self.sampler = EpsilonGreedySampler(
@@ -62,7 +64,7 @@ class RolloutActor:
         self._push_refs: list[ray.ObjectRef] = []
         self._poll_ref: ray.ObjectRef | None = None
         self._steps_since_sync = 0
-        self._receipts: list[Any] = []
+        self._receipts: list[AddReceipt] = []
 
     def spec(self) -> EnvSpec:
         """Observation size and number of actions of this actor's env."""

@@ -20,7 +20,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
 from soulsai_ray.actors.learner import TrainReport
 from soulsai_ray.actors.rollout import CollectReport
-from soulsai_ray.cluster import on_this_node
+from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
 
@@ -75,14 +75,23 @@ class DQNAsyncLoop:
         The env's spaces are read from a rollout actor, not from the driver: on a SoulsGym
         cluster only the game PCs can create the env.
         """
-        cfg, pinned = self.cfg, on_this_node()
-        self.weight_store = WeightStore.options(scheduling_strategy=pinned).remote()
-        self.replay = ReplayActor.options(scheduling_strategy=pinned).remote(self.algo, cfg.seed)
+        cfg, pinned, prefix = self.cfg, on_this_node(), actor_name_prefix()
+        self.names = {"replay": f"{prefix}-replay", "weights": f"{prefix}-weights"}
+        self.weight_store = WeightStore.options(
+            name=self.names["weights"], scheduling_strategy=pinned
+        ).remote()
+        self.replay = ReplayActor.options(
+            name=self.names["replay"], scheduling_strategy=pinned
+        ).remote(self.algo, cfg.seed)
         self.rollouts = [self._make_rollout(i) for i in range(cfg.cluster.num_rollout_actors)]
         self.spec = self._probe_spec()
         ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
         self.learner = LearnerActor.options(scheduling_strategy=pinned).remote(
-            cfg, self.spec.obs_dim, self.spec.num_actions, self.replay, self.weight_store
+            cfg,
+            self.spec.obs_dim,
+            self.spec.num_actions,
+            self.names["replay"],
+            self.names["weights"],
         )
         ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
 
@@ -92,7 +101,7 @@ class DQNAsyncLoop:
             num_cpus=cluster.rollout_num_cpus,
             resources=dict(self.cfg.env.actor_resources) or None,
             max_restarts=cluster.actor_max_restarts,
-        ).remote(self.cfg, index, self.replay, self.weight_store)
+        ).remote(self.cfg, index, self.names["replay"], self.names["weights"])
 
     def _probe_spec(self) -> Any:
         try:

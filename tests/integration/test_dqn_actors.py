@@ -32,13 +32,18 @@ def _cfg(**algo) -> TrainConfig:
 @pytest.fixture
 def wired():
     cfg = _cfg()
-    store = WeightStore.remote()
-    replay = ReplayActor.remote(cfg.algo, cfg.seed)
-    actors = [RolloutActor.options(num_cpus=0).remote(cfg, i, replay, store) for i in range(2)]
+    store = WeightStore.options(name="test-weights").remote()
+    replay = ReplayActor.options(name="test-replay").remote(cfg.algo, cfg.seed)
+    actors = [
+        RolloutActor.options(num_cpus=0).remote(cfg, i, "test-replay", "test-weights")
+        for i in range(2)
+    ]
     spec = ray.get(actors[0].spec.remote())
     assert (spec.obs_dim, spec.num_actions) == (8, 4)
     ray.get(replay.set_spec.remote(spec.obs_dim, spec.num_actions))
-    learner = LearnerActor.remote(cfg, spec.obs_dim, spec.num_actions, replay, store)
+    learner = LearnerActor.remote(
+        cfg, spec.obs_dim, spec.num_actions, "test-replay", "test-weights"
+    )
     assert ray.get(learner.ready.remote()) == 0
     yield cfg, store, replay, actors, learner
     for handle in [store, replay, learner, *actors]:

@@ -1,0 +1,30 @@
+"""Learning tests: the shipped configs reach a target return within a bounded number of env steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.learning
+
+DQN_CARTPOLE_STEP_BUDGET = 100_000
+
+
+def test_dqn_solves_cartpole_with_shipped_config(train, tmp_path):
+    """Shipped DQN config, seed 0: 100-episode mean >= 195 within 100k env steps (~32k seen)."""
+    proc = train(
+        "algo=dqn",
+        "env=cartpole",
+        "seed=0",
+        "stop.return_mean=195",
+        f"stop.env_steps={DQN_CARTPOLE_STEP_BUDGET}",
+        "telemetry.console=false",
+        f"hydra.run.dir={tmp_path}",
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stop_reason"] == "return_mean", summary
+    assert summary["return_mean"] >= 195
+    assert summary["env_steps_to_target"] <= DQN_CARTPOLE_STEP_BUDGET
