@@ -38,7 +38,15 @@ def test_short_cartpole_run_writes_everything(train, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    for key in ("env_steps", "episodes", "updates", "wall_s", "return_mean", "time_to_target_s", "checkpoint"):
+    for key in (
+        "env_steps",
+        "episodes",
+        "updates",
+        "wall_s",
+        "return_mean",
+        "time_to_target_s",
+        "checkpoint",
+    ):
         assert key in summary
     assert summary["env_steps"] >= 4000
     assert summary["episodes"] > 10 and summary["updates"] > 300
@@ -51,7 +59,7 @@ def test_short_cartpole_run_writes_everything(train, tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
-    assert REQUIRED_SCALARS <= set(events.Tags()["scalars"])
+    assert set(events.Tags()["scalars"]) >= REQUIRED_SCALARS
     actors_alive = [e.value for e in events.Scalars("dist/actors_alive")]
     assert actors_alive[-1] == 2
 
