@@ -1,7 +1,8 @@
-"""Neural networks: the (dueling) Q-network used by DQN."""
+"""Neural networks: DQN's (dueling) Q-network and PPO's actor-critic with observation normalization."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -47,6 +48,114 @@ class QNetwork(nn.Module):
 def dueling_combine(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
     """Combines a state value [B, 1] and advantages [B, A] into Q-values [B, A]."""
     return value + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class ObservationNormalizer(nn.Module):
+    """Running mean/std observation normalization.
+
+    The statistics are buffers, so they are part of the state dict and travel with published
+    weights and checkpoints. They change only through :meth:`update`, never in :meth:`forward`.
+
+    Args:
+        obs_dim: Observation size D.
+        clip: Normalized observations are clipped to ``[-clip, clip]``.
+        eps: Added to the variance before the square root.
+    """
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, obs_dim: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.clip = clip
+        self.eps = eps
+        # float64: the statistics accumulate over millions of observations.
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Merges a batch of observations [..., D] into the statistics (Chan et al.'s parallel rule)."""
+        batch = obs.detach().reshape(-1, self.mean.shape[0]).to(self.mean)
+        n = batch.shape[0]
+        if n == 0:
+            return
+        batch_mean = batch.mean(dim=0)
+        batch_var = batch.var(dim=0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
+        self.mean.add_(delta * n / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``clip((obs - mean) / sqrt(var + eps), -clip, clip)`` in ``obs``'s dtype."""
+        mean = self.mean.to(obs.dtype)
+        std = torch.sqrt(self.var + self.eps).to(obs.dtype)
+        return torch.clamp((obs - mean) / std, -self.clip, self.clip)
+
+
+class ActorCritic(nn.Module):
+    """Separate policy and value MLPs over (optionally normalized) observations.
+
+    Initialized like CleanRL's PPO: orthogonal weights (gain sqrt(2) in hidden layers, 0.01 for
+    the policy head, 1 for the value head) and zero biases.
+
+    Args:
+        obs_dim: Observation size D.
+        num_actions: Number of discrete actions A.
+        hidden_sizes: Widths of the hidden layers of each network.
+        activation: ``"tanh"`` or ``"relu"``.
+        normalize_obs: Put an :class:`ObservationNormalizer` in front of both networks.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int],
+        activation: str = "tanh",
+        normalize_obs: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {list(ACTIVATIONS)}")
+        act = ACTIVATIONS[activation]
+        width = hidden_sizes[-1]
+        self.normalizer: ObservationNormalizer | None = (
+            ObservationNormalizer(obs_dim) if normalize_obs else None
+        )
+        self.actor = nn.Sequential(
+            mlp(obs_dim, hidden_sizes, act), _orthogonal(nn.Linear(width, num_actions), 0.01)
+        )
+        self.critic = nn.Sequential(
+            mlp(obs_dim, hidden_sizes, act), _orthogonal(nn.Linear(width, 1), 1.0)
+        )
+        for body in (self.actor[0], self.critic[0]):
+            for layer in body:
+                if isinstance(layer, nn.Linear):
+                    _orthogonal(layer, math.sqrt(2.0))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits [B, A] and state values [B] of observations [B, D].
+
+        Observations are normalized with the current statistics, which this does not update.
+        """
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return self.actor(obs), self.critic(obs).squeeze(-1)
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def state_dict_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from soulsai_ray.cluster import init_ray, shutdown_ray
-from soulsai_ray.config import TrainConfig
+from soulsai_ray.config import PPOConfig, TrainConfig
 from soulsai_ray.loops.common import MetricsExporter, RunRecorder
 
 logger = logging.getLogger(__name__)
@@ -18,8 +18,6 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
 
     Starts an embedded Ray (or joins ``cfg.cluster.address``) and shuts it down afterwards.
     """
-    from soulsai_ray.loops.dqn_async import DQNAsyncLoop
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_yaml)
     cpus = cfg.cluster.rollout_num_cpus * cfg.cluster.num_rollout_actors
@@ -33,7 +31,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
             config_yaml,
             MetricsExporter(cfg.telemetry.prometheus, run_dir.name),
         )
-        loop = DQNAsyncLoop(cfg, recorder)
+        loop = _loop_class(cfg)(cfg, recorder)
         summary = loop.run()
     finally:
         shutdown_ray()
@@ -46,3 +44,13 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
         run_dir / "summary.json",
     )
     return summary
+
+
+def _loop_class(cfg: TrainConfig) -> type:
+    if isinstance(cfg.algo, PPOConfig):
+        from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+
+        return PPOSyncLoop
+    from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+
+    return DQNAsyncLoop

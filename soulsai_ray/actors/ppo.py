@@ -1,0 +1,127 @@
+"""PPO's Ray shells: a rollout actor that collects on request and the learner."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+
+from soulsai_ray.algos.ppo import PPOLearner, RolloutBatch
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs import EnvSpec, make_env
+from soulsai_ray.sampling.episodes import EpisodeStats
+from soulsai_ray.sampling.on_policy import OnPolicySampler
+
+
+@dataclass
+class RolloutReport:
+    """Episode statistics of one PPO rollout (the batch itself travels as a separate object)."""
+
+    actor_index: int
+    node_id: str
+    version: int
+    stats: EpisodeStats
+    steps: int
+
+
+@ray.remote
+class PPORolloutActor:
+    """Collects ``n_steps`` per env with the weights it is handed, on request of the driver."""
+
+    def __init__(self, cfg: TrainConfig, index: int) -> None:
+        torch.set_num_threads(cfg.cluster.torch_threads)
+        self.index = index
+        self.n_steps = cfg.algo.n_steps
+        self.node_id = ray.get_runtime_context().get_node_id()
+        env_cfg = cfg.env
+        self.sampler = OnPolicySampler(
+            lambda: make_env(env_cfg),
+            env_cfg.num_envs_per_actor,
+            cfg.algo,
+            seed=cfg.seed + 1000 * (index + 1),
+        )
+
+    def spec(self) -> EnvSpec:
+        """Observation size and number of actions of this actor's env."""
+        return EnvSpec(self.sampler.obs_dim, self.sampler.num_actions)
+
+    def pid(self) -> int:
+        """Process id (used by fault-injection tests and operators)."""
+        return os.getpid()
+
+    @ray.method(num_returns=2)
+    def collect(
+        self, version: int, weights_ref: list[ray.ObjectRef]
+    ) -> tuple[RolloutBatch | None, RolloutReport]:
+        """Loads weights ``version`` if newer, then returns ``(batch, report)``."""
+        if version != self.sampler.version:
+            self.sampler.load_weights(ray.get(weights_ref[0]), version)
+        batch, stats = self.sampler.collect(self.n_steps)
+        steps = len(batch) if batch is not None else 0
+        return batch, RolloutReport(self.index, self.node_id, self.sampler.version, stats, steps)
+
+
+@dataclass
+class PPOUpdateReport:
+    """Metrics of one PPO iteration's update, and the newly published weights."""
+
+    version: int
+    weights: list[ray.ObjectRef]
+    gradient_steps: int
+    metrics: dict[str, float]
+    busy_s: float
+
+
+@ray.remote(num_cpus=0)
+class PPOLearnerActor:
+    """Runs PPO updates on the batches of one iteration and publishes the new weights."""
+
+    def __init__(self, cfg: TrainConfig, obs_dim: int, num_actions: int, weight_store: str) -> None:
+        from soulsai_ray.actors.learner import resolve_device
+
+        torch.set_num_threads(cfg.cluster.torch_threads)
+        self.learner = PPOLearner(
+            cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
+        )
+        self.weight_store = ray.get_actor(weight_store)
+        self.version = 0
+        self.gradient_steps = 0
+        self._published = self._publish()
+
+    def ready(self) -> tuple[int, list[ray.ObjectRef]]:
+        """The current version and weights once construction is done."""
+        return self.version, [self._published]
+
+    def update(self, progress: float, *batches: RolloutBatch) -> PPOUpdateReport:
+        """One PPO update over ``batches`` (already filtered to the current version)."""
+        start = time.perf_counter()
+        metrics = self.learner.update(batches, progress)
+        samples = int(metrics.get("samples", 0))
+        minibatch = self.learner.cfg.minibatch_size
+        self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
+        self.version += 1
+        self._published = self._publish()
+        return PPOUpdateReport(
+            self.version,
+            [self._published],
+            self.gradient_steps,
+            metrics,
+            time.perf_counter() - start,
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Learner state for a checkpoint."""
+        return {
+            "learner": self.learner.state_dict(),
+            "version": self.version,
+            "gradient_steps": self.gradient_steps,
+        }
+
+    def _publish(self) -> ray.ObjectRef:
+        ref = ray.put(self.learner.policy_weights())
+        self.weight_store.publish.remote(self.version, [ref])
+        return ref

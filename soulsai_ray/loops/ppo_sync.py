@@ -1,0 +1,219 @@
+"""Synchronous, elastic PPO orchestration on Ray.
+
+Each iteration the driver hands the current weights reference to every idle rollout actor,
+waits (``ray.wait``, at most ``iteration_timeout_s``) for their batches, and updates the learner
+with the batches of the current policy version from the actors that answered, provided at least
+``min_workers`` did. A dead actor is restarted by Ray and rejoins at a later iteration; a late
+batch of an older version is dropped, never mixed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from soulsai_ray.actors import WeightStore
+from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
+from soulsai_ray.cluster import actor_name_prefix, on_this_node
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 300.0
+STATE_TIMEOUT_S = 120.0
+
+
+class PPOSyncLoop:
+    """Runs synchronous PPO until a stop condition is met; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, recorder: RunRecorder) -> None:
+        self.cfg = cfg
+        self.algo = cfg.algo
+        self.recorder = recorder
+        self.counters = RunCounters()
+        self.iteration = 0
+        self.alive: dict[int, bool] = {}
+        self.samples_by_node: dict[str, int] = {}
+        self._busy: dict[int, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
+        self._next_checkpoint = cfg.checkpoint.every_updates
+        self._last_log = time.monotonic()
+        self._last_log_steps = 0
+
+    def build(self) -> None:
+        """Creates the weight store, the rollout actors and the learner."""
+        cfg, pinned = self.cfg, on_this_node()
+        store_name = f"{actor_name_prefix()}-weights"
+        self.weight_store = WeightStore.options(
+            name=store_name, scheduling_strategy=pinned
+        ).remote()
+        self.rollouts = [
+            PPORolloutActor.options(
+                num_cpus=cfg.cluster.rollout_num_cpus,
+                resources=dict(cfg.env.actor_resources) or None,
+                max_restarts=cfg.cluster.actor_max_restarts,
+            ).remote(cfg, i)
+            for i in range(cfg.cluster.num_rollout_actors)
+        ]
+        try:
+            spec = ray.get(self.rollouts[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
+        except GetTimeoutError as err:
+            raise RuntimeError(
+                f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
+                f"the resources env.actor_resources={cfg.env.actor_resources} asks for?"
+            ) from err
+        self.learner = PPOLearnerActor.options(scheduling_strategy=pinned).remote(
+            cfg, spec.obs_dim, spec.num_actions, store_name
+        )
+        self.version, self.weights = ray.get(self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S)
+
+    def run(self) -> dict[str, Any]:
+        """Trains until a stop condition; returns the run summary."""
+        self.build()
+        reason = None
+        while reason is None:
+            batches, reports = self._collect()
+            if batches:
+                self._update(batches, reports)
+            self._maybe_checkpoint()
+            reason = stop_reason(
+                self.cfg.stop,
+                self.counters,
+                self.recorder.telemetry.return_mean,
+                self.recorder.elapsed_s,
+            )
+        return self._finish(reason)
+
+    def _collect(self) -> tuple[list[ray.ObjectRef], list[RolloutReport]]:
+        """One round of rollouts; returns the current-version batches and their reports."""
+        for index, actor in enumerate(self.rollouts):
+            if index not in self._busy:
+                self._busy[index] = tuple(actor.collect.remote(self.version, self.weights))
+        batches: list[ray.ObjectRef] = []
+        reports: list[RolloutReport] = []
+        deadline = time.monotonic() + self.algo.iteration_timeout_s
+        waiting = dict(self._busy)
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and len(batches) >= self.algo.min_workers:
+                break
+            refs = [report for _, report in waiting.values()]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=max(remaining, 1.0))
+            for ref in ready:
+                index = next(i for i, (_, r) in waiting.items() if r == ref)
+                batch_ref, _ = waiting.pop(index)
+                del self._busy[index]
+                report = self._report_of(index, ref)
+                if report is not None and report.version == self.version and report.steps > 0:
+                    batches.append(batch_ref)
+                    reports.append(report)
+            if not ready and remaining <= 0:
+                logger.warning(
+                    "iteration %d: %d/%d rollout actors answered within %.0fs; waiting for min_workers=%d",
+                    self.iteration,
+                    len(batches),
+                    len(self.rollouts),
+                    self.algo.iteration_timeout_s,
+                    self.algo.min_workers,
+                )
+        return batches, reports
+
+    def _report_of(self, index: int, ref: ray.ObjectRef) -> RolloutReport | None:
+        try:
+            report: RolloutReport = ray.get(ref)
+        except (RayActorError, RayTaskError) as err:
+            self.counters.actor_failures += 1
+            logger.warning(
+                "rollout actor %d failed (%s); Ray restarts it", index, type(err).__name__
+            )
+            self.alive[index] = False
+            return None
+        self.alive[index] = True
+        c = self.counters
+        c.env_steps += report.stats.env_steps
+        c.episodes += len(report.stats.returns)
+        c.env_errors += report.stats.env_errors
+        self.samples_by_node[report.node_id] = (
+            self.samples_by_node.get(report.node_id, 0) + report.steps
+        )
+        if report.version != self.version:
+            c.samples_stale += report.steps
+        self.recorder.record_episodes(c.env_steps, report.stats.returns, report.stats.lengths)
+        return report
+
+    def _update(self, batches: list[ray.ObjectRef], reports: list[RolloutReport]) -> None:
+        progress = 0.0
+        if self.cfg.stop.env_steps:
+            progress = min(self.counters.env_steps / self.cfg.stop.env_steps, 1.0)
+        start = time.monotonic()
+        result: PPOUpdateReport = ray.get(self.learner.update.remote(progress, *batches))
+        self.version, self.weights = result.version, result.weights
+        self.iteration += 1
+        c = self.counters
+        c.updates = result.gradient_steps
+        c.weight_version = result.version
+        c.samples_accepted += sum(r.steps for r in reports)
+        self._log(result, len(batches), time.monotonic() - start)
+
+    def _log(self, result: PPOUpdateReport, workers: int, update_s: float) -> None:
+        now = time.monotonic()
+        iteration_s = max(now - self._last_log, 1e-9)
+        m, c = result.metrics, self.counters
+        scalars: dict[str, float | int | None] = {
+            "train/policy_loss": m.get("policy_loss"),
+            "train/value_loss": m.get("value_loss"),
+            "train/entropy": m.get("entropy"),
+            "train/approx_kl": m.get("approx_kl"),
+            "train/clip_fraction": m.get("clip_fraction"),
+            "train/explained_variance": m.get("explained_variance"),
+            "train/lr": m.get("lr"),
+            "perf/env_steps_per_s": (c.env_steps - self._last_log_steps) / iteration_s,
+            "perf/update_s": update_s,
+            "dist/iteration_workers": workers,
+            "dist/actors_alive": sum(self.alive.get(i, True) for i in range(len(self.rollouts))),
+            "dist/actor_failures": c.actor_failures,
+            "dist/samples_rejected": c.samples_stale,
+            "dist/weight_version": c.weight_version,
+            "env/errors": c.env_errors,
+            "progress/updates": c.updates,
+            "progress/iterations": self.iteration,
+        }
+        for node, count in self.samples_by_node.items():
+            scalars[f"dist/node_samples/{node[:12]}"] = count
+        self.recorder.record_scalars(c.env_steps, scalars)
+        self.recorder.telemetry.update_console(
+            c.env_steps,
+            {
+                "ret": self.recorder.telemetry.return_mean,
+                "it": self.iteration,
+                "workers": workers,
+                "sps": scalars["perf/env_steps_per_s"],
+                "kl": scalars["train/approx_kl"],
+                "ev": scalars["train/explained_variance"],
+            },
+        )
+        self._last_log, self._last_log_steps = now, c.env_steps
+
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        if not force and self.counters.updates < self._next_checkpoint:
+            return
+        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        self.recorder.save_checkpoint(self.counters, state)
+        every = self.cfg.checkpoint.every_updates
+        self._next_checkpoint = (self.counters.updates // every + 1) * every
+
+    def _finish(self, reason: str) -> dict[str, Any]:
+        self._maybe_checkpoint(force=True)
+        extra = {
+            "algo": "ppo",
+            "env": self.cfg.env.id,
+            "title": f"PPO on {self.cfg.env.id}",
+            "actors": len(self.rollouts),
+            "iterations": self.iteration,
+            "samples_by_node": self.samples_by_node,
+        }
+        return self.recorder.finish(self.counters, reason, extra)

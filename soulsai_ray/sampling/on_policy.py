@@ -1,0 +1,226 @@
+"""On-policy rollouts for PPO from a gymnasium vector env (plain Python, no Ray).
+
+Order of calls::
+
+    sampler = OnPolicySampler(env_factory, num_envs, cfg, seed)
+    sampler.load_weights(weights, version)
+    batch, stats = sampler.collect(n_steps)      # RolloutBatch of [n_steps, num_envs]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from soulsai_ray.algos.ppo import RolloutBatch, act, value
+from soulsai_ray.config import PPOConfig
+from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.models import ActorCritic, load_numpy_state_dict
+from soulsai_ray.sampling.episodes import EpisodeStats, backoff_s
+
+logger = logging.getLogger(__name__)
+
+
+class OnPolicySampler:
+    """Steps ``num_envs`` envs in lock-step with a stochastic policy and records PPO rollouts.
+
+    The vector env resets finished sub-envs in the same step (the final observation comes in
+    ``info["final_obs"]`` and is used to bootstrap truncated episodes). An env exception ends
+    the rollout early: the steps before it form a valid, shorter batch bootstrapped from the
+    last good observation; the interrupted episodes are discarded, the envs are re-created
+    after a growing back-off, and the fault is counted.
+    """
+
+    def __init__(
+        self,
+        env_factory: Callable[[], gym.Env],
+        num_envs: int,
+        cfg: PPOConfig,
+        seed: int,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._env_factory = env_factory
+        self.num_envs = num_envs
+        self._seed = seed
+        self._max_backoff_s = max_backoff_s
+        self._failures_in_row = 0
+        self._generator = torch.Generator().manual_seed(seed)
+        self.envs = self._make_envs()
+        self.obs_dim = int(self.envs.single_observation_space.shape[0])
+        self.num_actions = int(self.envs.single_action_space.n)
+        self.model = ActorCritic(
+            self.obs_dim, self.num_actions, cfg.hidden_sizes, cfg.activation, cfg.normalize_obs
+        ).requires_grad_(False)
+        self.version = -1
+        self._stats = EpisodeStats()
+        self._obs: np.ndarray | None = None
+        self._masks = np.ones((num_envs, self.num_actions), dtype=bool)
+        self._returns = np.zeros(num_envs)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self._first_reset = True
+
+    def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
+        """Installs published policy weights (incl. normalizer statistics) of ``version``."""
+        load_numpy_state_dict(self.model, weights)
+        self.version = version
+
+    def collect(self, n_steps: int) -> tuple[RolloutBatch | None, EpisodeStats]:
+        """Runs up to ``n_steps`` steps in every env; None if no step succeeded."""
+        if self._obs is None and not self._reset():
+            return None, self._pop_stats()
+        buf = _Buffers(n_steps, self.num_envs, self.obs_dim, self.num_actions)
+        for t in range(n_steps):
+            obs, masks = self._obs, self._masks
+            actions, logprobs, values = act(self.model, obs, masks, self._generator)
+            try:
+                next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+                next_masks = self._masks_from(infos)
+            except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
+                self._recover(err)
+                return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
+            self._failures_in_row = 0
+            final_values = self._final_values(infos, truncated & ~terminated)
+            buf.record(
+                t,
+                obs,
+                actions,
+                logprobs,
+                values,
+                rewards,
+                terminated,
+                truncated,
+                final_values,
+                masks,
+            )
+            self._track_episodes(rewards, terminated | truncated)
+            self._obs, self._masks = np.asarray(next_obs, dtype=np.float32), next_masks
+        return buf.finish(n_steps, value(self.model, self._obs), self.version), self._pop_stats()
+
+    def close(self) -> None:
+        """Closes the envs."""
+        self.envs.close()
+
+    def _make_envs(self) -> gym.vector.SyncVectorEnv:
+        return gym.vector.SyncVectorEnv(
+            [self._env_factory] * self.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+
+    def _reset(self) -> bool:
+        try:
+            seed = [self._seed + i for i in range(self.num_envs)] if self._first_reset else None
+            obs, infos = self.envs.reset(seed=seed)
+            self._masks = self._masks_from(infos)
+        except Exception as err:  # noqa: BLE001
+            self._recover(err)
+            return False
+        self._first_reset = False
+        self._obs = np.asarray(obs, dtype=np.float32)
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+        return True
+
+    def _masks_from(self, infos: dict) -> np.ndarray:
+        masks = np.ones((self.num_envs, self.num_actions), dtype=bool)
+        for key, present in (
+            ("action_mask", "_action_mask"),
+            ("allowed_actions", "_allowed_actions"),
+        ):
+            if key not in infos:
+                continue
+            for i in np.flatnonzero(infos.get(present, np.ones(self.num_envs, dtype=bool))):
+                mask = action_mask_from_info({key: infos[key][i]}, self.num_actions)
+                if mask is not None:
+                    masks[i] = mask
+        return masks
+
+    def _final_values(self, infos: dict, truncated: np.ndarray) -> np.ndarray:
+        final_values = np.zeros(self.num_envs, dtype=np.float32)
+        if truncated.any():
+            final_obs = np.stack(
+                [
+                    np.asarray(infos["final_obs"][i], dtype=np.float32)
+                    for i in np.flatnonzero(truncated)
+                ]
+            )
+            final_values[truncated] = value(self.model, final_obs)
+        return final_values
+
+    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        self._returns += rewards
+        self._lengths += 1
+        self._stats.env_steps += self.num_envs
+        for i in np.flatnonzero(done):
+            self._stats.returns.append(float(self._returns[i]))
+            self._stats.lengths.append(int(self._lengths[i]))
+            self._returns[i], self._lengths[i] = 0.0, 0
+
+    def _pop_stats(self) -> EpisodeStats:
+        stats, self._stats = self._stats, EpisodeStats()
+        return stats
+
+    def _recover(self, err: Exception) -> None:
+        self._stats.env_errors += 1
+        self._failures_in_row += 1
+        self._obs = None
+        delay = backoff_s(self._failures_in_row, self._max_backoff_s)
+        logger.warning(
+            "env error (%s: %s); re-creating envs in %.1fs", type(err).__name__, err, delay
+        )
+        with contextlib.suppress(Exception):  # a crashed env may not close cleanly
+            self.envs.close()
+        time.sleep(delay)
+        try:
+            self.envs = self._make_envs()
+        except Exception as create_err:  # noqa: BLE001
+            logger.warning("re-creating the envs failed: %s", create_err)
+
+
+class _Buffers:
+    """Preallocated time-major arrays for one rollout."""
+
+    def __init__(self, n_steps: int, num_envs: int, obs_dim: int, num_actions: int) -> None:
+        shape = (n_steps, num_envs)
+        self.obs = np.zeros((*shape, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(shape, dtype=np.int64)
+        self.logprobs = np.zeros(shape, dtype=np.float32)
+        self.values = np.zeros(shape, dtype=np.float32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.terminated = np.zeros(shape, dtype=bool)
+        self.truncated = np.zeros(shape, dtype=bool)
+        self.final_values = np.zeros(shape, dtype=np.float32)
+        self.masks = np.ones((*shape, num_actions), dtype=bool)
+
+    def record(
+        self, t, obs, actions, logprobs, values, rewards, terminated, truncated, final_values, masks
+    ) -> None:  # noqa: ANN001
+        self.obs[t], self.actions[t], self.logprobs[t], self.values[t] = (
+            obs,
+            actions,
+            logprobs,
+            values,
+        )
+        self.rewards[t], self.terminated[t], self.truncated[t] = rewards, terminated, truncated
+        self.final_values[t], self.masks[t] = final_values, masks
+
+    def finish(self, steps: int, last_values: np.ndarray, version: int) -> RolloutBatch | None:
+        if steps == 0:
+            return None
+        return RolloutBatch(
+            obs=self.obs[:steps],
+            actions=self.actions[:steps],
+            logprobs=self.logprobs[:steps],
+            values=self.values[:steps],
+            rewards=self.rewards[:steps],
+            terminated=self.terminated[:steps],
+            truncated=self.truncated[:steps],
+            final_values=self.final_values[:steps],
+            last_values=np.asarray(last_values, dtype=np.float32),
+            masks=self.masks[:steps],
+            version=version,
+        )
