@@ -62,6 +62,10 @@ class EnvConfig:
     """Extra wall time per step, to make a fast env behave like a real-time game."""
     reset_latency_s: float = 0.0
     """Extra wall time per reset."""
+    angle_keys: list[str] = field(default_factory=list)
+    """Dict-observation keys holding angles in radians, encoded as [sin, cos] pairs when the
+    observation is flattened: ``key`` (every element) or ``key[i]`` (element i), nested keys
+    joined by dots (see :class:`~soulsai_ray.envs.wrappers.FlattenDictObservation`)."""
 
     def validate(self, key: str) -> None:
         _require(bool(self.id), f"{key}.id", "must name a gymnasium env")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 
 from soulsai_ray.config import EnvConfig
-from soulsai_ray.envs.wrappers import Float32Observation, LatencyWrapper
+from soulsai_ray.envs.soulsgym import ensure_soulsgym, game_not_running_error, is_soulsgym_id
+from soulsai_ray.envs.wrappers import FlattenDictObservation, Float32Observation, LatencyWrapper
 
 
 @dataclass(frozen=True)
@@ -23,20 +25,31 @@ def make_env(cfg: EnvConfig) -> gym.Env:
     """Creates the env named by ``cfg.id`` with ``cfg.kwargs`` and the configured wrappers.
 
     ``cfg.id`` may be ``module:EnvId``: the module is imported first so that it can register
-    the env, which lets users train their own envs without changing the library.
+    the env, which lets users train their own envs without changing the library. SoulsGym ids
+    (``SoulsGymIudex-v0``, ...) import soulsgym on demand. Dict observations are flattened by
+    :class:`FlattenDictObservation` (with ``cfg.angle_keys``), Tuple observations by gymnasium's
+    ``FlattenObservation``.
 
     Raises:
         ValueError: if the env cannot be created or its spaces are unsupported.
+        ImportError: if a SoulsGym env is asked for and soulsgym is not installed.
+        RuntimeError: if a SoulsGym env cannot reach Dark Souls III (no game, not Windows).
     """
-    _import_env_module(cfg.id)
+    env_id = _import_env_module(cfg.id)
+    if is_soulsgym_id(env_id):
+        ensure_soulsgym()
     kwargs = dict(cfg.kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
-    try:
-        env = gym.make(cfg.id.split(":")[-1], **kwargs)
-    except gym.error.Error as err:
-        raise ValueError(f"env.id={cfg.id!r}: {err}") from err
-    if isinstance(env.observation_space, gym.spaces.Dict | gym.spaces.Tuple):
+    env = _create(cfg.id, env_id, kwargs)
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        try:
+            env = FlattenDictObservation(env, cfg.angle_keys)
+        except ValueError as err:
+            raise ValueError(f"env.id={cfg.id!r}: {err}") from err
+    elif cfg.angle_keys:
+        raise ValueError(f"env.id={cfg.id!r}: env.angle_keys needs a Dict observation space")
+    elif isinstance(env.observation_space, gym.spaces.Tuple):
         env = gym.wrappers.FlattenObservation(env)
     if not isinstance(env.observation_space, gym.spaces.Box):
         raise ValueError(
@@ -62,11 +75,27 @@ def probe_env_spec(cfg: EnvConfig) -> EnvSpec:
         env.close()
 
 
-def _import_env_module(env_id: str) -> None:
-    if ":" not in env_id:
-        return
-    module = env_id.split(":", 1)[0]
+def _import_env_module(config_id: str) -> str:
+    """Imports the module of a ``module:EnvId`` id; returns the gymnasium id to make."""
+    if ":" not in config_id:
+        return config_id
+    module, env_id = config_id.split(":", 1)
     try:
         importlib.import_module(module)
     except ImportError as err:
-        raise ValueError(f"env.id={env_id!r}: cannot import module {module!r}: {err}") from err
+        raise ValueError(f"env.id={config_id!r}: cannot import module {module!r}: {err}") from err
+    return env_id
+
+
+def _create(config_id: str, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        raise ValueError(f"env.id={config_id!r}: {err}") from err
+    except (TypeError, AssertionError):
+        raise  # wrong or invalid kwargs: the env's own message says which
+    except Exception as err:
+        if is_soulsgym_id(env_id):
+            # soulsgym reports a missing game as a bare RuntimeError or a pymem/win32 error.
+            raise game_not_running_error(config_id, err) from err
+        raise

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -48,6 +50,204 @@ class Float32Observation(gym.ObservationWrapper):
 
     def observation(self, observation: Any) -> np.ndarray:
         return np.asarray(observation, dtype=np.float32).reshape(-1)
+
+
+class FlattenDictObservation(gym.ObservationWrapper):
+    """Flattens a (possibly nested) Dict observation into one float32 vector.
+
+    Keys are visited in sorted order, depth first; nested keys are named by their path joined
+    with dots (``"player.pose"``). Each entry of the space becomes zero or more parts of the
+    vector, in this order:
+
+    * ``Box``: its elements (flattened in C order), each scaled to [-1, 1] by its bounds where
+      both bounds are finite and passed through unscaled otherwise (kind ``"box"``). A Box with
+      ``low == high`` everywhere is constant and dropped.
+    * Angles named in ``angle_keys``: ``"key"`` marks every element of a Box as an angle in
+      radians, ``"key[i]"`` only its flat element ``i``. Angles are replaced by ``[sin, cos]``
+      pairs (kind ``"sincos"``) placed after the key's remaining elements; a whole-key entry is
+      one part named ``key``, element entries are one part each named ``key[i]``.
+    * ``Discrete(n, start)``: a one-hot vector of length ``n``, value ``v`` at index
+      ``v - start`` (kind ``"onehot"``). ``Discrete(1)`` is constant and dropped.
+    * ``MultiBinary``: its bits as 0/1 floats (kind ``"binary"``).
+
+    The output space is a float32 Box bounded by [-1, 1] for scaled and sin/cos parts, [0, 1]
+    for one-hot and binary parts, and the raw bounds for unscaled elements. Values outside a
+    Box's bounds map outside [-1, 1]; they are not clipped.
+
+    Attributes:
+        layout: ``(key, slice, kind)`` per part, in vector order, to locate a feature.
+    """
+
+    def __init__(self, env: gym.Env, angle_keys: Sequence[str] = ()) -> None:
+        """Builds the layout for ``env.observation_space``.
+
+        Args:
+            env: An env whose observation space is a ``gymnasium.spaces.Dict``.
+            angle_keys: Keys (``"key"`` or ``"key[i]"``) whose values are angles in radians.
+
+        Raises:
+            ValueError: if the space holds an unsupported subspace, an angle key names no Box
+                (element) of the space, or nothing would be left to observe.
+        """
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Dict):
+            raise ValueError(f"FlattenDictObservation needs a Dict space, got {space}")
+        angles = _parse_angle_keys(angle_keys)
+        self._parts = _dict_parts(space, (), angles)
+        if angles:
+            raise ValueError(f"angle_keys {sorted(angles)} name no Box in the observation space")
+        if not self._parts:
+            raise ValueError(f"observation space {space} has only constant entries")
+        self.layout: list[tuple[str, slice, str]] = []
+        start = 0
+        for part in self._parts:
+            self.layout.append((part.key, slice(start, start + part.low.size), part.kind))
+            start += part.low.size
+        self.observation_space = gym.spaces.Box(
+            low=np.concatenate([p.low for p in self._parts]).astype(np.float32),
+            high=np.concatenate([p.high for p in self._parts]).astype(np.float32),
+            dtype=np.float32,
+        )
+
+    def observation(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """Encodes one Dict observation as a vector laid out as :attr:`layout`."""
+        out = np.empty(self.observation_space.shape, dtype=np.float32)
+        for part, (_, where, _) in zip(self._parts, self.layout, strict=True):
+            value = observation
+            for name in part.path:
+                value = value[name]
+            out[where] = part.encode(value)
+        return out
+
+
+class _Part(NamedTuple):
+    """One piece of the flattened vector and how to compute it from the entry's value."""
+
+    key: str
+    path: tuple[Any, ...]
+    kind: str
+    low: np.ndarray
+    high: np.ndarray
+    encode: Callable[[Any], np.ndarray]
+
+
+# Angle elements per key: None marks every element of the key's Box as an angle.
+_AngleSpec = dict[str, set[int] | None]
+_ELEMENT_KEY = re.compile(r"^(?P<key>.+)\[(?P<index>\d+)\]$")
+
+
+def _parse_angle_keys(angle_keys: Sequence[str]) -> _AngleSpec:
+    angles: _AngleSpec = {}
+    for entry in angle_keys:
+        match = _ELEMENT_KEY.match(entry)
+        if match is None:
+            angles[entry] = None
+            continue
+        indices = angles.setdefault(match["key"], set())
+        if indices is not None:
+            indices.add(int(match["index"]))
+    return angles
+
+
+def _dict_parts(space: gym.spaces.Dict, path: tuple[Any, ...], angles: _AngleSpec) -> list[_Part]:
+    """Parts of every entry of ``space``; consumes the entries of ``angles`` it uses."""
+    parts: list[_Part] = []
+    for name in sorted(space.spaces, key=str):
+        sub, sub_path = space.spaces[name], (*path, name)
+        key = ".".join(str(p) for p in sub_path)
+        if isinstance(sub, gym.spaces.Dict):
+            parts += _dict_parts(sub, sub_path, angles)
+        elif isinstance(sub, gym.spaces.Box):
+            parts += _box_parts(sub, key, sub_path, angles)
+        elif key in angles:
+            raise ValueError(f"angle key {key!r} names a {type(sub).__name__}, not a Box")
+        elif isinstance(sub, gym.spaces.Discrete):
+            parts += _discrete_parts(sub, key, sub_path)
+        elif isinstance(sub, gym.spaces.MultiBinary):
+            n = int(np.prod(sub.shape))
+            zeros, ones = np.zeros(n), np.ones(n)
+            parts.append(_Part(key, sub_path, "binary", zeros, ones, _as_flat_floats(n, key)))
+        else:
+            raise ValueError(f"observation key {key!r}: {type(sub).__name__} is not supported")
+    return parts
+
+
+def _box_parts(
+    space: gym.spaces.Box, key: str, path: tuple[Any, ...], angles: _AngleSpec
+) -> list[_Part]:
+    low = space.low.reshape(-1).astype(np.float64)
+    high = space.high.reshape(-1).astype(np.float64)
+    n = low.size
+    marked = angles.pop(key, set())
+    angle_idx = list(range(n)) if marked is None else sorted(marked)
+    if angle_idx and angle_idx[-1] >= n:
+        raise ValueError(f"angle key {key}[{angle_idx[-1]}] is out of range for {space}")
+    plain = np.setdiff1d(np.arange(n), angle_idx)
+    parts: list[_Part] = []
+    if plain.size and not np.array_equal(low[plain], high[plain]):
+        parts.append(_scaled_box_part(key, path, low, high, plain))
+    if marked is None:
+        parts.append(_sincos_part(key, path, n, np.arange(n)))
+    else:
+        parts += [_sincos_part(f"{key}[{i}]", path, n, np.array([i])) for i in angle_idx]
+    return parts
+
+
+def _scaled_box_part(
+    key: str, path: tuple[Any, ...], low: np.ndarray, high: np.ndarray, elements: np.ndarray
+) -> _Part:
+    n = low.size
+    low, high = low[elements], high[elements]
+    finite = np.isfinite(low) & np.isfinite(high)
+    center, half = np.zeros(low.size), np.ones(low.size)
+    center[finite] = (low[finite] + high[finite]) / 2
+    # Elements with low == high keep the unit divisor and map to 0.
+    spread = finite & (high > low)
+    half[spread] = (high[spread] - low[spread]) / 2
+
+    def encode(value: Any) -> np.ndarray:
+        x = _flat(value, key, n)[elements]
+        return np.where(finite, (x - center) / half, x)
+
+    out_low, out_high = np.where(finite, -1.0, low), np.where(finite, 1.0, high)
+    return _Part(key, path, "box", out_low, out_high, encode)
+
+
+def _sincos_part(key: str, path: tuple[Any, ...], n: int, elements: np.ndarray) -> _Part:
+    def encode(value: Any) -> np.ndarray:
+        angle = _flat(value, key, n)[elements]
+        return np.stack([np.sin(angle), np.cos(angle)], axis=-1).reshape(-1)
+
+    ones = np.ones(2 * elements.size)
+    return _Part(key, path, "sincos", -ones, ones, encode)
+
+
+def _discrete_parts(space: gym.spaces.Discrete, key: str, path: tuple[Any, ...]) -> list[_Part]:
+    n, start = int(space.n), int(space.start)
+    if n == 1:
+        return []
+
+    def encode(value: Any) -> np.ndarray:
+        index = int(np.asarray(value).item()) - start
+        if not 0 <= index < n:
+            raise ValueError(f"observation key {key!r}: {value} is outside Discrete({n}, {start})")
+        one_hot = np.zeros(n)
+        one_hot[index] = 1.0
+        return one_hot
+
+    return [_Part(key, path, "onehot", np.zeros(n), np.ones(n), encode)]
+
+
+def _as_flat_floats(n: int, key: str) -> Callable[[Any], np.ndarray]:
+    return lambda value: _flat(value, key, n)
+
+
+def _flat(value: Any, key: str, n: int) -> np.ndarray:
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size != n:
+        raise ValueError(f"observation key {key!r} has {flat.size} elements, expected {n}")
+    return flat
 
 
 class LatencyWrapper(gym.Wrapper):
