@@ -3,6 +3,11 @@
 
     python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1
     python scripts/benchmark.py solve --algo dqn --env lunarlander --baseline sb3
+    python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
+
+``throughput`` measures the env steps/s that PPO rollout actors deliver (batches fetched by the
+driver, as the learner receives them) on LunarLander against a single-process loop that steps
+the same vector env with the same policy network, in the same command.
 
 ``solve`` trains with the shipped config until the env's target return (mean of the last 100
 training episodes) and reports wall seconds and env steps to the target. ``--baseline sb3`` runs
@@ -56,7 +61,31 @@ SB3_DQN = {
 }
 
 
-def solve_ours(algo: str, env: str, seed: int, time_limit_s: float, overrides: list[str]) -> dict[str, Any]:
+# rl-zoo (hyperparams/ppo.yml) settings for LunarLander-v3 and CartPole-v1 (n_envs, then kwargs).
+SB3_PPO = {
+    "lunarlander": (
+        16,
+        dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
+    ),
+    "cartpole": (
+        8,
+        dict(
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=1e-3,
+            clip_range=0.2,
+        ),
+    ),
+}
+
+
+def solve_ours(
+    algo: str, env: str, seed: int, time_limit_s: float, overrides: list[str]
+) -> dict[str, Any]:
     """Runs scripts/train.py to the env's target and returns its summary."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_{algo}_{env}_{seed}_"))
     cmd = [
@@ -82,13 +111,15 @@ def solve_ours(algo: str, env: str, seed: int, time_limit_s: float, overrides: l
     return summary
 
 
-def solve_sb3(env: str, seed: int, time_limit_s: float) -> dict[str, Any]:
-    """Trains SB3 DQN with rl-zoo settings until the 100-episode training mean hits the target."""
-    import gymnasium as gym
+def solve_sb3(algo: str, env: str, seed: int, time_limit_s: float) -> dict[str, Any]:
+    """Trains SB3 with rl-zoo settings until the 100-episode training mean hits the target."""
     import numpy as np
-    from stable_baselines3 import DQN
+    import torch
+    from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
 
+    torch.set_num_threads(os.cpu_count() or 1)
     env_id, target = ENV_IDS[env]
 
     class StopAtTarget(BaseCallback):
@@ -108,10 +139,14 @@ def solve_sb3(env: str, seed: int, time_limit_s: float) -> dict[str, Any]:
                 return False
             return time.monotonic() - self.start < time_limit_s
 
-    from stable_baselines3.common.monitor import Monitor
-
     callback = StopAtTarget()
-    model = DQN("MlpPolicy", Monitor(gym.make(env_id)), seed=seed, verbose=0, device="cpu", **SB3_DQN[env])
+    if algo == "dqn":
+        vec = make_vec_env(env_id, n_envs=1, seed=seed)
+        model = DQN("MlpPolicy", vec, seed=seed, verbose=0, device="cpu", **SB3_DQN[env])
+    else:
+        n_envs, kwargs = SB3_PPO[env]
+        vec = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        model = PPO("MlpPolicy", vec, seed=seed, verbose=0, device="cpu", **kwargs)
     model.learn(total_timesteps=10**8, callback=callback)
     returns = callback.returns[-100:]
     return {
@@ -130,14 +165,18 @@ def cmd_solve(args: argparse.Namespace) -> None:
         rows.append(("soulsai_ray", seed, ours))
         _print_row(*rows[-1])
         if args.baseline == "sb3":
-            theirs = solve_sb3(args.env, seed, args.baseline_time_limit)
+            theirs = solve_sb3(args.algo, args.env, seed, args.baseline_time_limit)
             rows.append(("sb3 rl-zoo", seed, theirs))
             _print_row(*rows[-1])
             if ours["time_to_target_s"] and theirs["time_to_target_s"]:
                 ratio = theirs["time_to_target_s"] / ours["time_to_target_s"]
-                print(f"  seed {seed}: soulsai_ray reached the target {ratio:.2f}x faster (wall time)")
+                print(
+                    f"  seed {seed}: soulsai_ray reached the target {ratio:.2f}x faster (wall time)"
+                )
     if args.json:
-        Path(args.json).write_text(json.dumps([{"who": w, "seed": s, **r} for w, s, r in rows], indent=2))
+        Path(args.json).write_text(
+            json.dumps([{"who": w, "seed": s, **r} for w, s, r in rows], indent=2)
+        )
 
 
 def _print_row(who: str, seed: int, r: dict[str, Any]) -> None:
@@ -150,19 +189,101 @@ def _print_row(who: str, seed: int, r: dict[str, Any]) -> None:
     )
 
 
+def _throughput_config(envs_per_actor: int, n_steps: int, actors: int) -> Any:
+    from soulsai_ray.config import ClusterConfig, EnvConfig, PPOConfig, TrainConfig
+
+    return TrainConfig(
+        algo=PPOConfig(n_steps=n_steps),
+        env=EnvConfig(id="LunarLander-v3", num_envs_per_actor=envs_per_actor),
+        cluster=ClusterConfig(num_rollout_actors=actors),
+    )
+
+
+def throughput_single_process(cfg: Any, seconds: float) -> float:
+    """Steps/s of one process stepping the vector env with the PPO policy."""
+    import torch
+
+    from soulsai_ray.envs import make_env
+    from soulsai_ray.sampling.on_policy import OnPolicySampler
+
+    torch.set_num_threads(1)
+    sampler = OnPolicySampler(
+        lambda: make_env(cfg.env), cfg.env.num_envs_per_actor, cfg.algo, seed=0
+    )
+    sampler.collect(cfg.algo.n_steps)  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        batch, _ = sampler.collect(cfg.algo.n_steps)
+        steps += len(batch)
+    return steps / (time.perf_counter() - start)
+
+
+def throughput_actors(cfg: Any, seconds: float) -> float:
+    """Steps/s the rollout actors deliver to the driver, one request in flight per actor."""
+    import ray
+
+    from soulsai_ray.actors.ppo import PPORolloutActor
+    from soulsai_ray.cluster import init_ray, shutdown_ray
+    from soulsai_ray.models import ActorCritic, state_dict_to_numpy
+
+    init_ray(cfg.cluster, extra_cpus_needed=cfg.cluster.num_rollout_actors)
+    try:
+        actors = [PPORolloutActor.remote(cfg, i) for i in range(cfg.cluster.num_rollout_actors)]
+        spec = ray.get(actors[0].spec.remote())
+        model = ActorCritic(
+            spec.obs_dim, spec.num_actions, cfg.algo.hidden_sizes, cfg.algo.activation
+        )
+        weights = [ray.put(state_dict_to_numpy(model))]
+        ray.get([a.collect.remote(0, weights)[1] for a in actors])  # warm-up
+        inflight = {a.collect.remote(0, weights)[0]: a for a in actors}
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            actor = inflight.pop(ready[0])
+            steps += len(ray.get(ready[0]))
+            inflight[actor.collect.remote(0, weights)[0]] = actor
+        return steps / (time.perf_counter() - start)
+    finally:
+        shutdown_ray()
+
+
+def cmd_throughput(args: argparse.Namespace) -> None:
+    cfg = _throughput_config(args.envs_per_actor, args.n_steps, args.actors)
+    single = throughput_single_process(cfg, args.seconds)
+    print(
+        f"single process, {args.envs_per_actor} envs:           {single:8.0f} env steps/s",
+        flush=True,
+    )
+    actors = throughput_actors(cfg, args.seconds)
+    print(
+        f"{args.actors} rollout actors x {args.envs_per_actor} envs (Ray):      {actors:8.0f} env steps/s"
+    )
+    print(f"ratio: {actors / single:.2f}x")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     solve = sub.add_parser("solve", help="wall time and env steps to the env's target return")
-    solve.add_argument("--algo", default="dqn", choices=["dqn"])
+    solve.add_argument("--algo", default="dqn", choices=["dqn", "ppo"])
     solve.add_argument("--env", default="lunarlander", choices=sorted(ENV_IDS))
     solve.add_argument("--seeds", type=int, nargs="+", default=[0])
     solve.add_argument("--time-limit", type=float, default=1800.0, help="seconds per run")
     solve.add_argument("--baseline", choices=["none", "sb3"], default="none")
     solve.add_argument("--baseline-time-limit", type=float, default=3600.0)
-    solve.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for our runs")
+    solve.add_argument(
+        "--override", nargs="*", default=[], help="extra Hydra overrides for our runs"
+    )
     solve.add_argument("--json", help="write all results to this file")
     solve.set_defaults(func=cmd_solve)
+    thr = sub.add_parser("throughput", help="PPO rollout env steps/s: Ray actors vs one process")
+    thr.add_argument("--actors", type=int, default=2)
+    thr.add_argument("--envs-per-actor", type=int, default=8)
+    thr.add_argument("--n-steps", type=int, default=128)
+    thr.add_argument("--seconds", type=float, default=20.0)
+    thr.set_defaults(func=cmd_throughput)
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     args.func(args)
