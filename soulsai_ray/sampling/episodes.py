@@ -17,4 +17,4 @@ class EpisodeStats:
 
 def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:
     """Growing, capped back-off before re-creating a crashed env (0.1, 0.2, 0.4, ... s)."""
-    return min(base_s * 2 ** max(failures_in_row - 1, 0), cap_s)
+    return min(base_s * 2.0 ** min(max(failures_in_row - 1, 0), 60), cap_s)

@@ -1,0 +1,89 @@
+"""Samplers recover from env crashes without ever emitting data that crosses a crash."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from soulsai_ray.config import DQNConfig, PPOConfig
+from soulsai_ray.envs.wrappers import Float32Observation
+from soulsai_ray.sampling import EpsilonGreedySampler
+from soulsai_ray.sampling.on_policy import OnPolicySampler
+
+
+class CrashingCounterEnv(gym.Env):
+    """obs = [episode id, step in episode]; crashes at random in step and reset."""
+
+    episodes = 0  # class-wide, so a re-created env continues the numbering
+    rng = np.random.default_rng(0)  # class-wide, so a re-created env does not repeat its crashes
+
+    def __init__(self, crash_prob: float = 0.05, length: int = 12) -> None:
+        self.observation_space = gym.spaces.Box(0, 1e6, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.crash_prob, self.length = crash_prob, length
+        self.episode, self.t = 0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.episode, self.t], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        if self.rng.random() < self.crash_prob:
+            raise RuntimeError("crash in reset")
+        CrashingCounterEnv.episodes += 1
+        self.episode, self.t = CrashingCounterEnv.episodes, 0
+        return self._obs(), {"action_mask": np.array([True, True, self.t % 2 == 0])}
+
+    def step(self, action):
+        if self.rng.random() < self.crash_prob:
+            raise RuntimeError("crash in step")
+        if action == 2 and self.t % 2 == 1:
+            raise AssertionError("masked action taken")
+        self.t += 1
+        done = self.t >= self.length
+        info = {"action_mask": np.array([True, True, self.t % 2 == 0])}
+        return self._obs(), 1.0, done and self.t % 3 == 0, done and self.t % 3 != 0, info
+
+
+def _factory() -> gym.Env:
+    return Float32Observation(CrashingCounterEnv())
+
+
+def test_dqn_sampler_transitions_never_cross_a_crash():
+    sampler = EpsilonGreedySampler(_factory, DQNConfig(hidden_sizes=[8], n_step=3), seed=0, max_backoff_s=0.0)
+    batches = []
+    for _ in range(3000):
+        sampler.step(epsilon=0.5)
+        chunk = sampler.pop_transitions()
+        if chunk is not None:
+            batches.append(chunk)
+    stats = sampler.pop_stats()
+    assert stats.env_errors > 20  # crashes happened and were survived
+    b = batches[0].concat(batches)
+    same_episode = b.obs[:, 0] == b.next_obs[:, 0]
+    assert same_episode.all()
+    span = b.next_obs[:, 1] - b.obs[:, 1]
+    assert ((span >= 1) & (span <= 3)).all()
+    # every finished episode in the stats ran to its natural end
+    assert set(stats.lengths) == {12}
+
+
+def test_ppo_sampler_batches_stop_before_a_crash():
+    cfg = PPOConfig(hidden_sizes=[8])
+    sampler = OnPolicySampler(_factory, num_envs=2, cfg=cfg, seed=0, max_backoff_s=0.0)
+    errors, rows, masked_rows, steps = 0, 0, 0, 0
+    for _ in range(200):
+        batch, stats = sampler.collect(16)
+        errors += stats.env_errors
+        if batch is None:
+            continue
+        rows += len(batch)
+        done = batch.terminated | batch.truncated
+        for t in range(len(batch.obs) - 1):
+            cont = ~done[t]
+            # consecutive rows of a running episode are consecutive steps of the same episode
+            np.testing.assert_array_equal(batch.obs[t + 1][cont, 0], batch.obs[t][cont, 0])
+            np.testing.assert_array_equal(batch.obs[t + 1][cont, 1], batch.obs[t][cont, 1] + 1)
+        masked_rows += int((~batch.masks[..., 2]).sum())
+        steps += int(batch.masks[..., 0].sum())
+    assert errors > 5 and rows > 1000
+    assert 0 < masked_rows < steps  # masks from info were recorded with the samples
