@@ -65,7 +65,9 @@ def test_hydra_section_is_ignored():
     assert cfg.stop.env_steps == 1000
 
 
-def test_shipped_configs_parse():
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+@pytest.mark.parametrize("env", ["lunarlander", "cartpole", "iudex"])
+def test_shipped_configs_parse(algo, env):
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
@@ -73,7 +75,9 @@ def test_shipped_configs_parse():
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        for env in ("lunarlander", "cartpole"):
-            cfg = compose(config_name="config", overrides=[f"env={env}"])
-            parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
-            assert parsed.stop.return_mean == parsed.env.return_target
+        cfg = compose(config_name="config", overrides=[f"algo={algo}", f"env={env}"])
+    parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
+    assert parsed.algo.name == algo
+    assert parsed.stop.return_mean == parsed.env.return_target
+    if (algo, env) == ("ppo", "lunarlander"):
+        assert parsed.env.num_envs_per_actor == 8 and parsed.algo.gamma == 0.999
