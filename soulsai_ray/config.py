@@ -270,8 +270,8 @@ class ClusterConfig:
 
     address: str | None = None
     """None starts an embedded local Ray; ``auto`` or ``HOST:PORT`` joins a running cluster."""
-    num_rollout_actors: int = 2
-    """Rollout actors to keep alive."""
+    num_rollout_actors: int | Literal["auto"] = 2
+    """Rollout actors to keep alive; ``auto``: one per slot of ``env.actor_resources``."""
     rollout_num_cpus: float = 1.0
     """Logical CPUs each rollout actor reserves."""
     num_cpus: int | None = None
@@ -284,7 +284,11 @@ class ClusterConfig:
     """How often Ray restarts a dead actor (-1: forever)."""
 
     def validate(self, key: str) -> None:
-        _require(self.num_rollout_actors > 0, f"{key}.num_rollout_actors", "must be > 0")
+        _require(
+            self.num_rollout_actors == "auto" or self.num_rollout_actors > 0,
+            f"{key}.num_rollout_actors",
+            "must be > 0 or auto",
+        )
         _require(self.rollout_num_cpus >= 0, f"{key}.rollout_num_cpus", "must be >= 0")
         _require(
             self.num_cpus is None or self.num_cpus > 0, f"{key}.num_cpus", "must be > 0 or null"
@@ -366,6 +370,11 @@ class TrainConfig:
     def validate(self, key: str = "") -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
         _require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
+        _require(
+            self.cluster.num_rollout_actors != "auto" or bool(self.env.actor_resources),
+            "cluster.num_rollout_actors",
+            "auto needs env.actor_resources (e.g. {soulsgym: 1}) to count the slots",
+        )
         _require(
             isinstance(self.algo, PPOConfig) or self.env.num_envs_per_actor == 1,
             "env.num_envs_per_actor",
@@ -453,6 +462,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a list, got {value!r}")
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        if value is None:  # `key: null` in YAML lets command-line overrides replace the mapping
+            return {}
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
@@ -476,7 +487,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    names = [getattr(a, "__name__", str(a)) for a in args]
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+    parts = []
+    for arg in typing.get_args(tp):
+        if arg is type(None):
+            continue
+        if typing.get_origin(arg) is Literal:
+            parts += [repr(v) for v in typing.get_args(arg)]
+        else:
+            parts.append(names.get(arg, getattr(arg, "__name__", str(arg))))
     suffix = " or null" if type(None) in typing.get_args(tp) else ""
-    return " or ".join(names) + suffix
+    return " or ".join(parts) + suffix

@@ -47,11 +47,13 @@ class RolloutActor:
     ``weight_sync_every`` steps without blocking.
     """
 
-    def __init__(self, cfg: TrainConfig, index: int, replay: str, weight_store: str) -> None:
+    def __init__(
+        self, cfg: TrainConfig, index: int, num_actors: int, replay: str, weight_store: str
+    ) -> None:
         torch.set_num_threads(cfg.cluster.torch_threads)
         self.cfg = cfg.algo
         self.index = index
-        self.num_actors = cfg.cluster.num_rollout_actors
+        self.num_actors = max(num_actors, index + 1)
         # Peers are passed by name: handles as constructor arguments would pin objects that a
         # restarted actor depends on.
         self.replay = ray.get_actor(replay)

@@ -23,6 +23,7 @@ from soulsai_ray.actors.rollout import CollectReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ class DQNAsyncLoop:
         self.recorder = recorder
         self.counters = RunCounters()
         self.interval = IntervalStats()
-        self.alive: dict[int, bool] = {}
         self.node_of: dict[int, str] = {}
         self.samples_by_node: dict[str, int] = {}
         self._collect_refs: dict[ray.ObjectRef, int] = {}
@@ -83,7 +83,8 @@ class DQNAsyncLoop:
         self.replay = ReplayActor.options(
             name=self.names["replay"], scheduling_strategy=pinned
         ).remote(self.algo, cfg.seed)
-        self.rollouts = [self._make_rollout(i) for i in range(cfg.cluster.num_rollout_actors)]
+        self.fleet = RolloutFleet(cfg, self._make_rollout)
+        self.fleet.start()
         self.spec = self._probe_spec()
         ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
         self.learner = LearnerActor.options(scheduling_strategy=pinned).remote(
@@ -95,17 +96,14 @@ class DQNAsyncLoop:
         )
         ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
 
-    def _make_rollout(self, index: int) -> Any:
-        cluster = self.cfg.cluster
-        return RolloutActor.options(
-            num_cpus=cluster.rollout_num_cpus,
-            resources=dict(self.cfg.env.actor_resources) or None,
-            max_restarts=cluster.actor_max_restarts,
-        ).remote(self.cfg, index, self.names["replay"], self.names["weights"])
+    def _make_rollout(self, options: dict[str, Any], index: int, num_actors: int) -> Any:
+        return RolloutActor.options(**options).remote(
+            self.cfg, index, num_actors, self.names["replay"], self.names["weights"]
+        )
 
     def _probe_spec(self) -> Any:
         try:
-            spec = ray.get(self.rollouts[0].spec.remote(), timeout=SPEC_TIMEOUT_S)
+            spec = ray.get(self.fleet.actors[0].spec.remote(), timeout=SPEC_TIMEOUT_S)
         except GetTimeoutError as err:
             raise RuntimeError(
                 f"no rollout actor started within {SPEC_TIMEOUT_S:.0f}s; does the cluster offer "
@@ -118,6 +116,7 @@ class DQNAsyncLoop:
         self.build()
         reason = None
         while reason is None:
+            self.fleet.maybe_scale()
             self._schedule()
             self._handle_ready()
             self._maybe_log()
@@ -144,7 +143,7 @@ class DQNAsyncLoop:
     def _schedule(self) -> None:
         busy = set(self._collect_refs.values())
         if self._lead_steps() <= self.algo.ratio_slack_steps:
-            for index, actor in enumerate(self.rollouts):
+            for index, actor in enumerate(self.fleet.actors):
                 if index not in busy:
                     self._collect_refs[actor.collect.remote(self.counters.env_steps)] = index
         wanted = self._allowed_updates() - self.counters.updates
@@ -169,13 +168,10 @@ class DQNAsyncLoop:
             report: CollectReport = ray.get(ref)
         except (RayActorError, RayTaskError) as err:
             self.counters.actor_failures += 1
-            if self.alive.get(index, True):
-                logger.warning(
-                    "rollout actor %d failed (%s); Ray restarts it", index, type(err).__name__
-                )
-            self.alive[index] = False
+            logger.debug("rollout actor %d: %s", index, err)
+            self.fleet.mark(index, ok=False)
             return
-        self.alive[index] = True
+        self.fleet.mark(index, ok=True)
         self._on_collect(report)
 
     def _on_collect(self, report: CollectReport) -> None:
@@ -231,7 +227,8 @@ class DQNAsyncLoop:
             "dist/model_lag_mean": iv.lag_sum / iv.accepted if iv.accepted else None,
             "dist/samples_rejected": c.samples_stale,
             "dist/samples_invalid": c.samples_invalid,
-            "dist/actors_alive": sum(self.alive.get(i, True) for i in range(len(self.rollouts))),
+            "dist/actors_alive": self.fleet.num_alive,
+            "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
             "dist/weight_version": c.weight_version,
             "env/errors": c.env_errors,
@@ -274,7 +271,7 @@ class DQNAsyncLoop:
             "algo": "dqn",
             "env": self.cfg.env.id,
             "title": f"DQN on {self.cfg.env.id}",
-            "actors": len(self.rollouts),
+            "actors": len(self.fleet),
             "samples_by_node": self.samples_by_node,
         }
         return self.recorder.finish(self.counters, reason, extra)

@@ -21,6 +21,7 @@ from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateRe
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ class PPOSyncLoop:
         self.recorder = recorder
         self.counters = RunCounters()
         self.iteration = 0
-        self.alive: dict[int, bool] = {}
         self.samples_by_node: dict[str, int] = {}
         self._busy: dict[int, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
         self._next_checkpoint = cfg.checkpoint.every_updates
@@ -51,16 +51,12 @@ class PPOSyncLoop:
         self.weight_store = WeightStore.options(
             name=store_name, scheduling_strategy=pinned
         ).remote()
-        self.rollouts = [
-            PPORolloutActor.options(
-                num_cpus=cfg.cluster.rollout_num_cpus,
-                resources=dict(cfg.env.actor_resources) or None,
-                max_restarts=cfg.cluster.actor_max_restarts,
-            ).remote(cfg, i)
-            for i in range(cfg.cluster.num_rollout_actors)
-        ]
+        self.fleet = RolloutFleet(
+            cfg, lambda options, index, _: PPORolloutActor.options(**options).remote(cfg, index)
+        )
+        self.fleet.start()
         try:
-            spec = ray.get(self.rollouts[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
+            spec = ray.get(self.fleet.actors[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
         except GetTimeoutError as err:
             raise RuntimeError(
                 f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
@@ -90,7 +86,8 @@ class PPOSyncLoop:
 
     def _collect(self) -> tuple[list[ray.ObjectRef], list[RolloutReport]]:
         """One round of rollouts; returns the current-version batches and their reports."""
-        for index, actor in enumerate(self.rollouts):
+        self.fleet.maybe_scale()
+        for index, actor in enumerate(self.fleet.actors):
             if index not in self._busy:
                 self._busy[index] = tuple(actor.collect.remote(self.version, self.weights))
         batches: list[ray.ObjectRef] = []
@@ -116,7 +113,7 @@ class PPOSyncLoop:
                     "iteration %d: %d/%d rollout actors answered within %.0fs; waiting for min_workers=%d",
                     self.iteration,
                     len(batches),
-                    len(self.rollouts),
+                    len(self.fleet),
                     self.algo.iteration_timeout_s,
                     self.algo.min_workers,
                 )
@@ -174,7 +171,8 @@ class PPOSyncLoop:
             "perf/env_steps_per_s": (c.env_steps - self._last_log_steps) / iteration_s,
             "perf/update_s": update_s,
             "dist/iteration_workers": workers,
-            "dist/actors_alive": sum(self.alive.get(i, True) for i in range(len(self.rollouts))),
+            "dist/actors_alive": self.fleet.num_alive,
+            "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
             "dist/samples_rejected": c.samples_stale,
             "dist/weight_version": c.weight_version,
@@ -212,7 +210,7 @@ class PPOSyncLoop:
             "algo": "ppo",
             "env": self.cfg.env.id,
             "title": f"PPO on {self.cfg.env.id}",
-            "actors": len(self.rollouts),
+            "actors": len(self.fleet),
             "iterations": self.iteration,
             "samples_by_node": self.samples_by_node,
         }

@@ -20,7 +20,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_yaml)
-    cpus = cfg.cluster.rollout_num_cpus * cfg.cluster.num_rollout_actors
+    actors = cfg.cluster.num_rollout_actors
+    cpus = cfg.cluster.rollout_num_cpus * (actors if isinstance(actors, int) else 1)
     init_ray(cfg.cluster, extra_cpus_needed=cpus)
     try:
         recorder = RunRecorder(

@@ -35,7 +35,7 @@ def wired():
     store = WeightStore.options(name="test-weights").remote()
     replay = ReplayActor.options(name="test-replay").remote(cfg.algo, cfg.seed)
     actors = [
-        RolloutActor.options(num_cpus=0).remote(cfg, i, "test-replay", "test-weights")
+        RolloutActor.options(num_cpus=0).remote(cfg, i, 2, "test-replay", "test-weights")
         for i in range(2)
     ]
     spec = ray.get(actors[0].spec.remote())

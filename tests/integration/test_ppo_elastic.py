@@ -43,7 +43,7 @@ def test_iteration_finishes_without_a_killed_actor_and_the_actor_rejoins(tmp_pat
     def kill_one_actor_mid_iteration() -> None:
         while loop.iteration < 3:
             time.sleep(0.05)
-        pid = ray.get(loop.rollouts[1].pid.remote())
+        pid = ray.get(loop.fleet.actors[1].pid.remote())
         time.sleep(0.2)  # the next iteration's rollouts are under way
         killed["iteration"] = loop.iteration
         os.kill(pid, signal.SIGKILL)
@@ -63,7 +63,7 @@ def test_iteration_finishes_without_a_killed_actor_and_the_actor_rejoins(tmp_pat
     summary = loop.run()
     assert "pid" in killed, "the actor was never killed"
     assert summary["counters"]["actor_failures"] >= 1
-    new_pid = ray.get(loop.rollouts[1].pid.remote())
+    new_pid = ray.get(loop.fleet.actors[1].pid.remote())
     assert new_pid != killed["pid"]
 
     events = EventAccumulator(str(tmp_path / "tb"))
@@ -74,5 +74,5 @@ def test_iteration_finishes_without_a_killed_actor_and_the_actor_rejoins(tmp_pat
     assert 2 in after, workers  # an iteration finished with the two survivors
     assert after[-1] == 3, workers  # the restarted actor is back
     assert after.index(2) < len(after) - 1 - after[::-1].index(3)
-    for actor in [*loop.rollouts, loop.learner, loop.weight_store]:
+    for actor in [*loop.fleet.actors, loop.learner, loop.weight_store]:
         ray.kill(actor)

@@ -49,7 +49,9 @@ def _factory() -> gym.Env:
 
 
 def test_dqn_sampler_transitions_never_cross_a_crash():
-    sampler = EpsilonGreedySampler(_factory, DQNConfig(hidden_sizes=[8], n_step=3), seed=0, max_backoff_s=0.0)
+    sampler = EpsilonGreedySampler(
+        _factory, DQNConfig(hidden_sizes=[8], n_step=3), seed=0, max_backoff_s=0.0
+    )
     batches = []
     for _ in range(3000):
         sampler.step(epsilon=0.5)

@@ -1,0 +1,50 @@
+<#
+.SYNOPSIS
+  Join a soulsai_ray head node from a Windows game PC running Dark Souls III.
+
+.EXAMPLE
+  .\scripts\join_cluster.ps1 -HeadAddress 192.168.1.10:6379 -TokenFile C:\Users\me\auth_token
+
+.DESCRIPTION
+  Sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 (Ray supports Windows worker nodes only at your own
+  risk), token authentication, and offers one `soulsgym` resource so exactly one SoulsGym
+  rollout actor runs on this PC. Checks that the head is reachable and the token exists first.
+#>
+param(
+  [Parameter(Mandatory = $true)][string]$HeadAddress,
+  [string]$TokenFile = "$HOME\.ray\auth_token",
+  [string]$Resources = '{"soulsgym": 1}',
+  [int]$NumCpus = 0,
+  [string]$Ray = "ray"
+)
+$ErrorActionPreference = "Stop"
+
+if ($HeadAddress -notmatch ":") { $HeadAddress = "${HeadAddress}:6379" }
+$hostName, $port = $HeadAddress.Split(":")
+
+if (-not (Get-Command $Ray -ErrorAction SilentlyContinue)) {
+  $venvRay = Join-Path $PSScriptRoot "..\.venv\Scripts\ray.exe"
+  if (Test-Path $venvRay) { $Ray = $venvRay } else {
+    Write-Error "ray not found: install soulsai_ray with 'pip install -e .[soulsgym]' in this Python first"
+  }
+}
+if (-not (Test-Path $TokenFile) -or (Get-Item $TokenFile).Length -eq 0) {
+  Write-Error "no cluster token at ${TokenFile}: copy the head's ~/.ray/auth_token here or pass -TokenFile"
+}
+if (-not (Test-NetConnection -ComputerName $hostName -Port $port -InformationLevel Quiet)) {
+  Write-Error "cannot reach the head at ${HeadAddress}; is scripts/start_head.sh running and the port open?"
+}
+
+$env:RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = "1"
+$env:RAY_AUTH_MODE = "token"
+$env:RAY_AUTH_TOKEN_PATH = (Resolve-Path $TokenFile).Path
+
+$args = @("start", "--address=$HeadAddress", "--resources=$Resources", "--disable-usage-stats",
+  "--object-manager-port=8076", "--node-manager-port=8077", "--min-worker-port=10002", "--max-worker-port=10999")
+if ($NumCpus -gt 0) { $args += "--num-cpus=$NumCpus" }
+Write-Host "joining $HeadAddress (Python and Ray versions must match the head's)"
+& $Ray @args
+if ($LASTEXITCODE -ne 0) {
+  Write-Error "ray start failed: check that the token matches the head's and that Python/Ray versions are the same"
+}
+Write-Host "Joined. Keep Dark Souls III open and focused; stop with: ray stop"

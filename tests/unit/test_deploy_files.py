@@ -1,0 +1,127 @@
+"""The deployment files (docker, cluster scripts) parse and name only things that exist.
+
+There is no Docker engine on the test machines, so the images are not built here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from soulsai_ray.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+
+
+def test_dockerfile_copies_existing_paths():
+    text = (DOCKER / "Dockerfile").read_text()
+    sources = [src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]]
+    assert sources, "no COPY lines found"
+    for src in sources:
+        assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
+    assert re.search(r'^ENTRYPOINT \["soulsai-entrypoint"\]', text, re.M)
+
+
+def test_compose_file_is_consistent():
+    compose_file = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    services = compose_file["services"]
+    assert {"head", "rollout", "prometheus", "grafana"} <= set(services)
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    build = services["head"]["build"]
+    assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith(".") and not host.endswith("outputs"):
+                assert (DOCKER / host).exists(), f"{name} mounts missing {host}"
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    assert services["rollout"]["command"] == ["rollout"]
+
+
+def test_compose_head_overrides_make_a_valid_config():
+    head = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())["services"]["head"]
+    overrides = [o for o in head["command"][1:] if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["cluster=remote", *overrides])
+    parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
+    assert parsed.cluster.address == "auto"
+    assert parsed.cluster.num_rollout_actors == "auto"
+    assert parsed.env.actor_resources == {"rollout": 1.0}
+    entrypoint = (DOCKER / "entrypoint.sh").read_text()
+    assert "--resources='{\"rollout\": 1}'" in entrypoint
+    assert "scripts/train.py cluster=remote" in entrypoint
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        DOCKER / "prometheus" / "prometheus.yml",
+        DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml",
+        DOCKER / "grafana" / "provisioning" / "dashboards" / "ray.yml",
+    ],
+)
+def test_monitoring_files_parse(path):
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict) and data
+
+
+@pytest.mark.parametrize(
+    "script", ["scripts/start_head.sh", "scripts/join_cluster.sh", "docker/entrypoint.sh"]
+)
+def test_shell_scripts_are_valid_and_use_token_auth(script):
+    subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+    text = (ROOT / script).read_text()
+    assert "RAY_AUTH" in text
+    assert (ROOT / script).stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_windows_join_script_sets_what_windows_nodes_need():
+    text = (ROOT / "scripts" / "join_cluster.ps1").read_text()
+    for needle in (
+        'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = "1"',
+        'RAY_AUTH_MODE = "token"',
+        "RAY_AUTH_TOKEN_PATH",
+        "soulsgym",
+    ):
+        assert needle in text
+
+
+def test_join_script_reports_unreachable_head_clearly(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "join_cluster.sh"),
+            "127.0.0.1:1",
+            "--token-file",
+            str(token),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    assert "cannot reach the head at 127.0.0.1:1" in proc.stderr
+
+
+def test_join_script_reports_missing_token(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "join_cluster.sh"), "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    assert "no cluster token" in proc.stderr
