@@ -4,10 +4,14 @@
     python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1
     python scripts/benchmark.py solve --algo dqn --env lunarlander --baseline sb3
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
+    python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
 
 ``throughput`` measures the env steps/s that PPO rollout actors deliver (batches fetched by the
 driver, as the learner receives them) on LunarLander against a single-process loop that steps
-the same vector env with the same policy network, in the same command.
+the same vector env with the same policy network, in the same command. ``scale`` runs DQN with
+N rollout actors on a latency-bound env (a game at a fixed step rate) across simulated nodes of a
+local multi-node cluster and reports aggregate env steps/s against N x rate, the learner's update
+rate, the model lag and how long a weight publish takes to reach the actors (p50/p99).
 
 ``solve`` trains with the shipped config until the env's target return (mean of the last 100
 training episodes) and reports wall seconds and env steps to the target. ``--baseline sb3`` runs
@@ -261,6 +265,108 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     print(f"ratio: {actors / single:.2f}x")
 
 
+def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str, Any]:
+    """DQN with ``actors`` latency-bound rollout actors spread over ``nodes`` simulated game PCs."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from soulsai_ray.config import (
+        CheckpointConfig,
+        ClusterConfig,
+        DQNConfig,
+        EnvConfig,
+        StopConfig,
+        TelemetryConfig,
+        TrainConfig,
+    )
+    from soulsai_ray.loops.common import MetricsExporter, RunRecorder
+    from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+
+    per_node = -(-actors // nodes)
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"}
+    )
+    for _ in range(nodes):
+        cluster.add_node(
+            num_cpus=per_node, resources={"soulsgym": per_node}, node_ip_address="127.0.0.1"
+        )
+    ray.init(address=cluster.address)
+    cfg = TrainConfig(
+        algo=DQNConfig(hidden_sizes=[128, 128], learning_starts=500, replay_ratio=32),
+        env=EnvConfig(id="CartPole-v1", step_latency_s=1.0 / rate, actor_resources={"soulsgym": 1}),
+        cluster=ClusterConfig(
+            address=cluster.address, num_rollout_actors=actors, rollout_num_cpus=0
+        ),
+        stop=StopConfig(env_steps=None, time_s=3600.0),
+        checkpoint=CheckpointConfig(every_updates=10**9),
+        telemetry=TelemetryConfig(console=False, prometheus=False),
+    )
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench_scale_{actors}_"))
+    loop = DQNAsyncLoop(
+        cfg, RunRecorder(run_dir, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "b"))
+    )
+    window: dict[str, Any] = {}
+
+    def measure() -> None:
+        while len(loop.fleet.alive) < actors or not loop.sync_latencies:
+            time.sleep(0.1)
+        time.sleep(2.0)
+        c = loop.counters
+        t0, steps0, updates0, lag0, acc0 = (
+            time.monotonic(),
+            c.env_steps,
+            c.updates,
+            c.model_lag_sum,
+            c.samples_accepted,
+        )
+        time.sleep(seconds)
+        dt = time.monotonic() - t0
+        window.update(
+            steps_per_s=(c.env_steps - steps0) / dt,
+            updates_per_s=(c.updates - updates0) / dt,
+            model_lag=(c.model_lag_sum - lag0) / max(c.samples_accepted - acc0, 1),
+        )
+        cfg.stop.time_s = 0.001
+
+    thread = threading.Thread(target=measure, daemon=True)
+    thread.start()
+    try:
+        summary = loop.run()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    limit = actors * rate
+    return {
+        "actors": actors,
+        "limit_steps_per_s": limit,
+        "efficiency": window["steps_per_s"] / limit,
+        **window,
+        "weight_sync_p50_s": summary["weight_sync_p50_s"],
+        "weight_sync_p99_s": summary["weight_sync_p99_s"],
+    }
+
+
+def cmd_scale(args: argparse.Namespace) -> None:
+    print(
+        f"latency-bound env at {args.rate:g} steps/s per actor, {args.nodes} simulated nodes, DQN learning"
+    )
+    print(" actors  steps/s  limit  efficiency  updates/s  model lag  sync p50  sync p99")
+    rows = []
+    for n in args.actors:
+        r = scale_once(n, min(args.nodes, n), args.rate, args.seconds)
+        rows.append(r)
+        print(
+            f"{n:7d} {r['steps_per_s']:8.1f} {r['limit_steps_per_s']:6.0f} {r['efficiency']:11.3f} "
+            f"{r['updates_per_s']:10.1f} {r['model_lag']:10.2f} {r['weight_sync_p50_s'] * 1e3:7.1f}ms "
+            f"{r['weight_sync_p99_s'] * 1e3:7.1f}ms",
+            flush=True,
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +390,13 @@ def main() -> None:
     thr.add_argument("--n-steps", type=int, default=128)
     thr.add_argument("--seconds", type=float, default=20.0)
     thr.set_defaults(func=cmd_throughput)
+    scale = sub.add_parser("scale", help="aggregate env steps/s vs the physical limit for N actors")
+    scale.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    scale.add_argument("--nodes", type=int, default=4, help="simulated game-PC nodes")
+    scale.add_argument("--rate", type=float, default=20.0, help="env steps/s per actor")
+    scale.add_argument("--seconds", type=float, default=30.0, help="measurement window per N")
+    scale.add_argument("--json", help="write the table to this file")
+    scale.set_defaults(func=cmd_scale)
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     args.func(args)

@@ -1,4 +1,4 @@
-"""Shared fixtures. Ray is started once per test session and only on 127.0.0.1."""
+"""Shared fixtures. Ray is started once per test module and only on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """An embedded local Ray for integration tests (4 logical CPUs, loopback only)."""
+    """An embedded local Ray for one test module (4 logical CPUs, loopback only).
+
+    Module scope lets modules that need a multi-node ``ray.cluster_utils.Cluster`` connect
+    their own driver in between.
+    """
     from soulsai_ray.cluster import init_ray, shutdown_ray
     from soulsai_ray.config import ClusterConfig
 

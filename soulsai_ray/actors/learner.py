@@ -30,6 +30,10 @@ class TrainReport:
     q_mean: float | None
     grad_norm: float | None
     busy_s: float
+    nan_rollbacks: int
+    """Updates rolled back so far because the loss or weights became non-finite."""
+    publishes: list[tuple[int, float]]
+    """(version, wall time) of each publish during the call."""
 
 
 def resolve_device(device: str) -> str:
@@ -63,6 +67,7 @@ class LearnerActor:
         self._ready: list[SampledBatch] = []
         self._priority_refs: list[ray.ObjectRef] = []
         self._published: ray.ObjectRef | None = None
+        self._publishes: list[tuple[int, float]] = []
         self.publish()
 
     def train(self, max_updates: int) -> TrainReport:
@@ -79,7 +84,7 @@ class LearnerActor:
             losses.append(result.loss)
             qs.append(result.q_mean)
             norms.append(result.grad_norm)
-            if self.cfg.prioritized:
+            if self.cfg.prioritized and not result.rolled_back:
                 self._send_priorities(result.indices, result.td_errors)
             if self.learner.updates % self.cfg.publish_every == 0:
                 self.publish()
@@ -91,14 +96,22 @@ class LearnerActor:
             q_mean=float(np.mean(qs)) if qs else None,
             grad_norm=float(np.nanmean(norms)) if norms else None,
             busy_s=time.perf_counter() - start,
+            nan_rollbacks=self.learner.nan_rollbacks,
+            publishes=self._pop_publishes(),
         )
+
+    def _pop_publishes(self) -> list[tuple[int, float]]:
+        publishes, self._publishes = self._publishes, []
+        return publishes
 
     def publish(self) -> int:
         """Puts the current weights in the object store and announces them as a new version."""
+        self.learner.checkpoint_good_state()  # never hand non-finite weights to rollout actors
         if self.learner.updates > 0:
             self.version += 1
         self._published = ray.put(self.learner.policy_weights())
         self.weight_store.publish.remote(self.version, [self._published])
+        self._publishes.append((self.version, time.time()))
         return self.version
 
     def ready(self) -> int:

@@ -35,6 +35,8 @@ class CollectReport:
     invalid: int = 0
     lag_sum: int = 0
     errors: list[str] = field(default_factory=list)
+    weight_loads: list[tuple[int, float]] = field(default_factory=list)
+    """(version, wall time) of each weight version this actor installed."""
 
 
 @ray.remote
@@ -67,6 +69,7 @@ class RolloutActor:
         self._poll_ref: ray.ObjectRef | None = None
         self._steps_since_sync = 0
         self._receipts: list[AddReceipt] = []
+        self._weight_loads: list[tuple[int, float]] = []
 
     def spec(self) -> EnvSpec:
         """Observation size and number of actions of this actor's env."""
@@ -125,6 +128,7 @@ class RolloutActor:
         self._poll_ref = None
         if version > self.sampler.version and ref:
             self.sampler.load_weights(ray.get(ref[0]), version)
+            self._weight_loads.append((version, time.time()))
 
     def _report(self, eps: float) -> CollectReport:
         receipts = self._receipts
@@ -149,4 +153,9 @@ class RolloutActor:
             invalid=sum(r.invalid for r in receipts),
             lag_sum=sum(r.lag_sum for r in receipts),
             errors=[r.error for r in receipts if r.error],
+            weight_loads=self._pop_weight_loads(),
         )
+
+    def _pop_weight_loads(self) -> list[tuple[int, float]]:
+        loads, self._weight_loads = self._weight_loads, []
+        return loads

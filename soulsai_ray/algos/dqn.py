@@ -11,6 +11,7 @@ Order of calls for a learner::
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from soulsai_ray.algos.optim import make_adam
 from soulsai_ray.config import DQNConfig
 from soulsai_ray.models import QNetwork, state_dict_to_numpy
 from soulsai_ray.replay import SampledBatch
 
 NEG_INF = torch.finfo(torch.float32).min
+
+logger = logging.getLogger(__name__)
 
 
 def masked_argmax(q_values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -83,15 +87,6 @@ def dqn_loss(
     return loss, td_errors.detach(), metrics
 
 
-def make_adam(params: Any, lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch offers it (several times faster on CPU)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 @dataclass
 class UpdateResult:
     """What one gradient step produced."""
@@ -101,6 +96,8 @@ class UpdateResult:
     loss: float
     q_mean: float
     grad_norm: float
+    rolled_back: bool = False
+    """The loss or gradient was not finite: the learner returned to its last good state."""
 
 
 class DQNLearner:
@@ -116,6 +113,8 @@ class DQNLearner:
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
         self.updates = 0
+        self.nan_rollbacks = 0
+        self._last_good = self.state_dict()
 
     def per_beta(self) -> float:
         """Importance-sampling exponent, annealed linearly to 1."""
@@ -150,6 +149,8 @@ class DQNLearner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self._clip_gradients()
+        if not (math.isfinite(float(loss)) and math.isfinite(grad_norm)):
+            return self._roll_back(sampled, float(loss), grad_norm)
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
@@ -161,6 +162,32 @@ class DQNLearner:
             q_mean=metrics["q_mean"],
             grad_norm=grad_norm,
         )
+
+    def checkpoint_good_state(self) -> bool:
+        """Makes the current state the rollback point if all weights are finite.
+
+        Returns False (after rolling back to the previous good state) if they are not.
+        """
+        if all(torch.isfinite(p).all() for p in self.q_net.parameters()):
+            self._last_good = self.state_dict()
+            return True
+        self.load_state_dict(self._last_good)
+        self.nan_rollbacks += 1
+        logger.error("non-finite weights: rolled back to the weights of update %d", self.updates)
+        return False
+
+    def _roll_back(self, sampled: SampledBatch, loss: float, grad_norm: float) -> UpdateResult:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.load_state_dict(self._last_good)
+        self.nan_rollbacks += 1
+        logger.error(
+            "non-finite loss %s / gradient norm %s: rolled back to the weights of update %d",
+            loss,
+            grad_norm,
+            self.updates,
+        )
+        nan = np.full(len(sampled.indices), np.nan, dtype=np.float32)
+        return UpdateResult(sampled.indices, nan, loss, float("nan"), grad_norm, rolled_back=True)
 
     def policy_weights(self) -> dict[str, np.ndarray]:
         """The online network's weights as numpy arrays, for the rollout actors."""
@@ -188,15 +215,9 @@ class DQNLearner:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
     def _clip_gradients(self) -> float:
-        params = self.q_net.parameters()
-        if self.cfg.grad_clip > 0:
-            norm = nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        else:
-            norm = torch.sqrt(
-                sum(p.grad.pow(2).sum() for p in self.q_net.parameters() if p.grad is not None)
-            )
-        value = float(norm)
-        return value if math.isfinite(value) else float("nan")
+        """Clips to ``grad_clip`` (0: no clipping) and returns the norm before clipping."""
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        return float(nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm))
 
     def _update_target(self) -> None:
         tau = self.cfg.target_tau

@@ -26,6 +26,7 @@ class RunCounters:
     updates: int = 0
     weight_version: int = 0
     samples_accepted: int = 0
+    model_lag_sum: int = 0
     samples_stale: int = 0
     samples_invalid: int = 0
     env_errors: int = 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -31,6 +33,7 @@ WAIT_S = 0.2
 STATE_TIMEOUT_S = 120.0
 SPEC_TIMEOUT_S = 300.0
 LEARNER_IDLE_BACKOFF_S = 0.05
+COLLECTS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -46,10 +49,19 @@ class IntervalStats:
     q_means: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
     epsilons: list[float] = field(default_factory=list)
+    sync_latencies: list[float] = field(default_factory=list)
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _latency_percentiles(latencies: list[float]) -> dict[str, float | None]:
+    """p50/p99 of the time from a weight publish until a rollout actor installed it."""
+    if not latencies:
+        return {"weight_sync_p50_s": None, "weight_sync_p99_s": None}
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return {"weight_sync_p50_s": float(p50), "weight_sync_p99_s": float(p99)}
 
 
 class DQNAsyncLoop:
@@ -68,6 +80,8 @@ class DQNAsyncLoop:
         self._learner_idle_until = 0.0
         self._last_log = time.monotonic()
         self._next_checkpoint = cfg.checkpoint.every_updates
+        self.publish_times: dict[int, float] = {}
+        self.sync_latencies: list[float] = []
 
     def build(self) -> None:
         """Creates the weight store, replay, rollout actors and learner, in that order.
@@ -141,10 +155,12 @@ class DQNAsyncLoop:
         return math.floor(steps * self.algo.replay_ratio / self.algo.batch_size)
 
     def _schedule(self) -> None:
-        busy = set(self._collect_refs.values())
+        # Two calls per actor: the next one is queued while the current one runs, so an actor
+        # never idles waiting for the driver between calls.
+        inflight = Counter(self._collect_refs.values())
         if self._lead_steps() <= self.algo.ratio_slack_steps:
             for index, actor in enumerate(self.fleet.actors):
-                if index not in busy:
+                for _ in range(COLLECTS_IN_FLIGHT - inflight[index]):
                     self._collect_refs[actor.collect.remote(self.counters.env_steps)] = index
         wanted = self._allowed_updates() - self.counters.updates
         if self._train_ref is None and wanted > 0 and time.monotonic() >= self._learner_idle_until:
@@ -179,6 +195,7 @@ class DQNAsyncLoop:
         c.env_steps += report.env_steps
         c.episodes += len(report.returns)
         c.samples_accepted += report.accepted
+        c.model_lag_sum += report.lag_sum
         c.samples_stale += report.stale
         c.samples_invalid += report.invalid
         c.env_errors += report.env_errors
@@ -193,12 +210,18 @@ class DQNAsyncLoop:
         for message in report.errors:
             logger.error(message)
         self.recorder.record_episodes(c.env_steps, report.returns, report.lengths)
+        for version, loaded_at in report.weight_loads:
+            published = self.publish_times.get(version)
+            if published is not None:
+                iv.sync_latencies.append(loaded_at - published)
+                self.sync_latencies.append(loaded_at - published)
 
     def _on_train(self, report: TrainReport) -> None:
         c, iv = self.counters, self.interval
         c.updates = report.total_updates
         c.weight_version = report.version
         iv.updates += report.updates
+        self.publish_times.update(report.publishes)
         if report.updates == 0:
             self._learner_idle_until = time.monotonic() + LEARNER_IDLE_BACKOFF_S
         for values, value in (
@@ -231,6 +254,7 @@ class DQNAsyncLoop:
             "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
             "dist/weight_version": c.weight_version,
+            "dist/weight_sync_latency_s": _mean(iv.sync_latencies),
             "env/errors": c.env_errors,
             "progress/updates": c.updates,
             "progress/episodes": c.episodes,
@@ -273,5 +297,6 @@ class DQNAsyncLoop:
             "title": f"DQN on {self.cfg.env.id}",
             "actors": len(self.fleet),
             "samples_by_node": self.samples_by_node,
+            **_latency_percentiles(self.sync_latencies),
         }
         return self.recorder.finish(self.counters, reason, extra)

@@ -105,3 +105,31 @@ def test_learner_state_round_trip():
     assert ra.loss == pytest.approx(rb.loss)
     for (k, va), vb in zip(a.policy_weights().items(), b.policy_weights().values(), strict=True):
         np.testing.assert_allclose(va, vb, err_msg=k)
+
+
+def test_nan_loss_rolls_back_to_last_good_weights():
+    cfg = DQNConfig(hidden_sizes=[16], batch_size=8)
+    learner = DQNLearner(cfg, 3, 2)
+    for _ in range(3):
+        learner.update(_batch(8))
+    assert learner.checkpoint_good_state()
+    good = learner.policy_weights()
+    learner.update(_batch(8, seed=1))  # moves away from the good state
+    poisoned = _batch(8, seed=2)
+    poisoned.batch.rewards[0] = np.nan
+    result = learner.update(poisoned)
+    assert result.rolled_back and learner.nan_rollbacks == 1
+    assert learner.updates == 3
+    for key, value in learner.policy_weights().items():
+        np.testing.assert_array_equal(value, good[key])
+    assert not learner.update(_batch(8, seed=3)).rolled_back  # training goes on
+
+
+def test_non_finite_weights_are_never_kept():
+    learner = DQNLearner(DQNConfig(hidden_sizes=[16], batch_size=8), 3, 2)
+    good = learner.policy_weights()
+    with torch.no_grad():
+        next(learner.q_net.parameters()).fill_(float("inf"))
+    assert not learner.checkpoint_good_state()
+    for key, value in learner.policy_weights().items():
+        np.testing.assert_array_equal(value, good[key])

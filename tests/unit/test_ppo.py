@@ -405,3 +405,18 @@ def test_learner_rejects_malformed_batches():
         learner.update([])
     with pytest.raises(ValueError, match="batch 0: obs"):
         learner.update([_random_batch(obs_dim=4)])
+
+
+def test_nan_loss_rolls_back_the_whole_iteration():
+    from soulsai_ray.config import PPOConfig as _PPOConfig
+
+    learner = PPOLearner(_PPOConfig(hidden_sizes=[8], epochs=2, minibatch_size=4), 3, 2)
+    before = {k: v.copy() for k, v in learner.policy_weights().items()}
+    batch = _random_batch(seed=1)
+    batch.rewards[0, 0] = 1e38  # finite input whose squared value error overflows
+    batch.rewards[1, 0] = -1e38
+    metrics = learner.update([batch])
+    assert metrics["nan_rollback"] == 1.0 and learner.nan_rollbacks == 1
+    for key, value in learner.policy_weights().items():
+        np.testing.assert_array_equal(value, before[key])
+    assert learner.update([_random_batch(seed=2)])["nan_rollback"] == 0.0
