@@ -39,6 +39,7 @@ def fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
+    from soulsai_ray.checkpoint import CheckpointError
     from soulsai_ray.config import ConfigError, parse_config
     from soulsai_ray.loops import run_training
 
@@ -50,7 +51,11 @@ def main(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         fail(_omegaconf_message(err))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    except CheckpointError as err:
+        print(f"resume error: {err}", file=sys.stderr)
+        sys.exit(CONFIG_ERROR_EXIT)
 
 
 def _omegaconf_message(err: OmegaConfBaseException) -> str:

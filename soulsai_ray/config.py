@@ -328,6 +328,8 @@ class CheckpointConfig:
     """Learner updates between checkpoints (one is always written at the end)."""
     keep_last: int = 3
     """Newest checkpoints to keep (the best by return is kept as well)."""
+    save_replay: bool = False
+    """Include the DQN replay buffer (large) so a resumed run continues with the same data."""
 
     def validate(self, key: str) -> None:
         _require(self.every_updates > 0, f"{key}.every_updates", "must be > 0")
@@ -366,9 +368,12 @@ class TrainConfig:
     """Base seed; actor i seeds its env with seed + 1000 * (i + 1)."""
     device: str = "cpu"
     """Learner torch device: cpu, cuda, or auto (cuda when available)."""
+    resume: str | None = None
+    """Continue a run: ``auto`` (newest good checkpoint in this run dir, if any) or a checkpoint path."""
 
     def validate(self, key: str = "") -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
+        _require(self.resume != "", "resume", "must be auto, a checkpoint path, or null")
         _require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
         _require(
             self.cluster.num_rollout_actors != "auto" or bool(self.env.actor_resources),

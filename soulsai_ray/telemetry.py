@@ -178,6 +178,12 @@ class Telemetry:
         """Total number of episodes logged."""
         return len(self._curve)
 
+    def restore_curve(self, curve: Sequence[tuple[int, float]]) -> None:
+        """Continues a resumed run: earlier ``(env_step, return)`` points, without re-logging them."""
+        self._curve = [(int(step), float(ret)) for step, ret in curve]
+        self._recent_returns.clear()
+        self._recent_returns.extend(ret for _, ret in self._curve[-self.window :])
+
     def learning_curve(self) -> list[tuple[int, float]]:
         """Every logged episode as ``(env_step, return)``, in logging order."""
         return list(self._curve)

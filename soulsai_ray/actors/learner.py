@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -10,12 +11,17 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.exceptions import GetTimeoutError, RayActorError
 
+from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.replay import SampledBatch
 
 MAX_INFLIGHT_PRIORITY_UPDATES = 4
+SAMPLE_TIMEOUT_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +57,14 @@ class LearnerActor:
     """
 
     def __init__(
-        self, cfg: TrainConfig, obs_dim: int, num_actions: int, replay: str, weight_store: str
+        self,
+        cfg: TrainConfig,
+        obs_dim: int,
+        num_actions: int,
+        replay: str,
+        weight_store: str,
+        checkpoint_dir: str,
+        resume_path: str | None = None,
     ) -> None:
         torch.set_num_threads(cfg.cluster.torch_threads)
         # Batches arrive as read-only zero-copy arrays; the learner only reads them.
@@ -63,12 +76,19 @@ class LearnerActor:
         self.replay = ray.get_actor(replay)
         self.weight_store = ray.get_actor(weight_store)
         self.version = 0
+        payload = load_payload(checkpoint_dir, resume_path)
+        if payload is not None:
+            self.learner.load_state_dict(payload["learner"])
+            self.version = int(payload["version"])
+        # After a restart, continue above every version already handed out, so that no actor
+        # mistakes new weights for ones it already holds.
+        self.version = max(self.version, ray.get(self.weight_store.version.remote()) + 1)
         self._pending_sample: ray.ObjectRef | None = None
         self._ready: list[SampledBatch] = []
         self._priority_refs: list[ray.ObjectRef] = []
         self._published: ray.ObjectRef | None = None
         self._publishes: list[tuple[int, float]] = []
-        self.publish()
+        self.publish(bump=False)
 
     def train(self, max_updates: int) -> TrainReport:
         """Runs up to ``max_updates`` updates (fewer when replay has too little data)."""
@@ -104,10 +124,10 @@ class LearnerActor:
         publishes, self._publishes = self._publishes, []
         return publishes
 
-    def publish(self) -> int:
+    def publish(self, bump: bool = True) -> int:
         """Puts the current weights in the object store and announces them as a new version."""
         self.learner.checkpoint_good_state()  # never hand non-finite weights to rollout actors
-        if self.learner.updates > 0:
+        if bump:
             self.version += 1
         self._published = ray.put(self.learner.policy_weights())
         self.weight_store.publish.remote(self.version, [self._published])
@@ -126,7 +146,13 @@ class LearnerActor:
         if not self._ready:
             if self._pending_sample is None:
                 self._pending_sample = self._request()
-            batches = ray.get(self._pending_sample)
+            try:
+                batches = ray.get(self._pending_sample, timeout=SAMPLE_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError) as err:
+                # Replay is restarting (Ray restarts it) or overloaded: no data this call.
+                logger.warning("sampling from replay failed (%s); retrying", type(err).__name__)
+                self._pending_sample = None
+                return None
             self._pending_sample = self._request()
             if not batches:
                 return None
@@ -141,5 +167,7 @@ class LearnerActor:
 
     def _send_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         if len(self._priority_refs) >= MAX_INFLIGHT_PRIORITY_UPDATES:
-            _, self._priority_refs = ray.wait(self._priority_refs, num_returns=1)
+            _, self._priority_refs = ray.wait(
+                self._priority_refs, num_returns=1, timeout=SAMPLE_TIMEOUT_S
+            )
         self._priority_refs.append(self.replay.update_priorities.remote(indices, td_errors))

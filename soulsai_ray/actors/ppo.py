@@ -10,6 +10,7 @@ from typing import Any
 import ray
 import torch
 
+from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.algos.ppo import PPOLearner, RolloutBatch
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import EnvSpec, make_env
@@ -74,43 +75,77 @@ class PPOUpdateReport:
     gradient_steps: int
     metrics: dict[str, float]
     busy_s: float
+    samples: int
+    """Transitions trained on in this update."""
+    rejected: list[str]
+    """Why batches were left out (malformed data from a misconfigured actor)."""
 
 
 @ray.remote(num_cpus=0)
 class PPOLearnerActor:
     """Runs PPO updates on the batches of one iteration and publishes the new weights."""
 
-    def __init__(self, cfg: TrainConfig, obs_dim: int, num_actions: int, weight_store: str) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        obs_dim: int,
+        num_actions: int,
+        weight_store: str,
+        checkpoint_dir: str,
+        resume_path: str | None = None,
+    ) -> None:
         from soulsai_ray.actors.learner import resolve_device
 
         torch.set_num_threads(cfg.cluster.torch_threads)
+        self.obs_dim, self.num_actions = obs_dim, num_actions
         self.learner = PPOLearner(
             cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.weight_store = ray.get_actor(weight_store)
         self.version = 0
         self.gradient_steps = 0
+        payload = load_payload(checkpoint_dir, resume_path)
+        if payload is not None:
+            self.learner.load_state_dict(payload["learner"])
+            self.version = int(payload["version"])
+            self.gradient_steps = int(payload["gradient_steps"])
+        # After a restart, continue above every version already handed out.
+        self.version = max(self.version, ray.get(self.weight_store.version.remote()) + 1)
         self._published = self._publish()
 
     def ready(self) -> tuple[int, list[ray.ObjectRef]]:
         """The current version and weights once construction is done."""
         return self.version, [self._published]
 
-    def update(self, progress: float, *batches: RolloutBatch) -> PPOUpdateReport:
-        """One PPO update over ``batches`` (already filtered to the current version)."""
+    def update(
+        self, progress: float, actor_indices: list[int], *batches: RolloutBatch
+    ) -> PPOUpdateReport:
+        """One PPO update over the valid ``batches`` (already filtered to the current version)."""
         start = time.perf_counter()
-        metrics = self.learner.update(batches, progress)
-        samples = int(metrics.get("samples", 0))
-        minibatch = self.learner.cfg.minibatch_size
-        self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
-        self.version += 1
-        self._published = self._publish()
+        good, rejected = [], []
+        for index, batch in zip(actor_indices, batches, strict=True):
+            problem = batch.validate(self.obs_dim, self.num_actions)
+            if problem is None:
+                good.append(batch)
+            else:
+                rejected.append(f"batch from rollout actor {index} rejected: {problem}")
+        metrics: dict[str, float] = {}
+        samples = 0
+        if good:
+            metrics = self.learner.update(good, progress)
+            samples = int(metrics.get("samples", 0)) if not metrics.get("nan_rollback") else 0
+            minibatch = self.learner.cfg.minibatch_size
+            self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
+            self.version += 1
+            self._published = self._publish()
         return PPOUpdateReport(
             self.version,
             [self._published],
             self.gradient_steps,
             metrics,
             time.perf_counter() - start,
+            samples,
+            rejected,
         )
 
     def state(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
+from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.config import DQNConfig
 from soulsai_ray.replay import (
     PrioritizedReplayBuffer,
@@ -39,10 +40,16 @@ class ReplayActor:
     non-finite values.
     """
 
-    def __init__(self, cfg: DQNConfig, seed: int) -> None:
+    def __init__(
+        self, cfg: DQNConfig, seed: int, checkpoint_dir: str = "", resume_path: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.seed = seed
         self.buffer: ReplayBuffer | None = None
+        self._reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        payload = load_payload(checkpoint_dir, resume_path) if checkpoint_dir else None
+        replay_state = (payload or {}).get("replay") or {}
+        self._restore_state = replay_state.get("buffer")
         self.learner_version = 0
         self.stale = 0
         self.invalid = 0
@@ -69,9 +76,14 @@ class ReplayActor:
             )
         else:
             self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, num_actions, seed)
+        if self._restore_state is not None:
+            self.buffer.load_state_dict(self._restore_state)
+            self._restore_state = None
 
     def add(self, batch: TransitionBatch, actor_index: int, node_id: str = "") -> AddReceipt:
         """Adds a pushed batch after dropping stale and non-finite transitions."""
+        if self.buffer is None and self._reconstructed:
+            self.set_spec(batch.obs.shape[-1], batch.next_masks.shape[-1])  # restarted by Ray
         if self.buffer is None:
             return AddReceipt(0, 0, 0, 0, error="replay received data before its spec was set")
         problem = batch.validate(self.obs_dim, self.num_actions)
@@ -109,6 +121,10 @@ class ReplayActor:
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Sets new priorities from TD errors (no-op for uniform replay)."""
         self.buffer.update_priorities(indices, td_errors)
+
+    def state(self) -> dict[str, object]:
+        """The buffer's contents for a checkpoint (``checkpoint.save_replay``)."""
+        return {"buffer": self.buffer.state_dict() if self.buffer is not None else None}
 
     def stats(self) -> dict[str, object]:
         """Counters for telemetry."""

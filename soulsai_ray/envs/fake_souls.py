@@ -88,6 +88,7 @@ class FakeSoulsEnv(gym.Env):
         reset_error_prob: float = 0.0,
         valid_action_prob: float = 0.7,
         phase: int = 1,
+        nan_reward_prob: float = 0.0,
     ) -> None:
         """Creates the env.
 
@@ -96,11 +97,13 @@ class FakeSoulsEnv(gym.Env):
             reset_error_prob: Probability that a reset raises an injected crash.
             valid_action_prob: Probability that an action other than no-op is valid in a step.
             phase: Boss phase reported in the observation (1 or 2).
+            nan_reward_prob: Probability that a step reports a NaN reward (corrupt game data).
         """
         for name, prob in (
             ("step_error_prob", step_error_prob),
             ("reset_error_prob", reset_error_prob),
             ("valid_action_prob", valid_action_prob),
+            ("nan_reward_prob", nan_reward_prob),
         ):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {prob}")
@@ -109,6 +112,7 @@ class FakeSoulsEnv(gym.Env):
         self.step_error_prob = step_error_prob
         self.reset_error_prob = reset_error_prob
         self.valid_action_prob = valid_action_prob
+        self.nan_reward_prob = nan_reward_prob
         self.phase = phase
         self.observation_space = iudex_observation_space()
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
@@ -164,6 +168,8 @@ class FakeSoulsEnv(gym.Env):
             reward += 1.0 if duel.boss_hp <= 0 else -1.0
         self._mask = self._draw_mask()
         self.step_count += 1
+        if self.nan_reward_prob > 0 and self._error_rng.random() < self.nan_reward_prob:
+            reward = float("nan")
         return self._observation(), float(reward), self._terminated, False, self._info()
 
     def _load_arena(self) -> None:

@@ -6,12 +6,12 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from soulsai_ray.checkpoint import CheckpointManager
-from soulsai_ray.config import StopConfig, TelemetryConfig
+from soulsai_ray.config import StopConfig, TelemetryConfig, TrainConfig
 from soulsai_ray.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,49 @@ class RunCounters:
     updates: int = 0
     weight_version: int = 0
     samples_accepted: int = 0
+    samples_trained: int = 0
     model_lag_sum: int = 0
     samples_stale: int = 0
     samples_invalid: int = 0
     env_errors: int = 0
     actor_failures: int = 0
+    learner_failures: int = 0
+    nan_rollbacks: int = 0
+    resumes: int = 0
+
+
+@dataclass
+class Restore:
+    """A checkpoint a run continues from."""
+
+    path: Path
+    payload: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def counters_from_meta(meta: dict[str, Any]) -> RunCounters:
+    """The counters saved in a checkpoint's metadata (unknown fields ignored)."""
+    known = {f.name for f in fields(RunCounters)}
+    return RunCounters(**{k: v for k, v in meta.get("counters", {}).items() if k in known})
+
+
+RESUME_SEED_STRIDE = 1_000_003
+
+
+def resume_state(
+    cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None
+) -> tuple[TrainConfig, RunCounters]:
+    """Config and counters a run starts with; a resumed run continues its counters and curve.
+
+    A resumed run's actors get fresh seeds, so they do not replay the exploration noise of the
+    run's start.
+    """
+    if restore is None:
+        return cfg, RunCounters()
+    counters = counters_from_meta(restore.meta)
+    counters.resumes += 1
+    recorder.restore(restore.payload)
+    return replace(cfg, seed=cfg.seed + RESUME_SEED_STRIDE * counters.resumes), counters
 
 
 def stop_reason(
@@ -137,6 +175,14 @@ class RunRecorder:
         name = f"ckpt_{counters.updates:09d}_{counters.env_steps:011d}"
         self.last_checkpoint = self.checkpoints.save(name, payload, meta, self.config_yaml)
         return self.last_checkpoint
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continues the statistics of a checkpointed run (see :meth:`save_checkpoint`)."""
+        state = payload.get("telemetry", {})
+        self.telemetry.restore_curve(state.get("curve", []))
+        self.time_to_target_s = state.get("time_to_target_s")
+        self.env_steps_to_target = state.get("env_steps_to_target")
+        self.start -= float(state.get("elapsed_s", 0.0))
 
     def finish(self, counters: RunCounters, reason: str, extra: dict[str, Any]) -> dict[str, Any]:
         """Writes ``summary.json`` and ``learning_curve.png``; returns the summary."""

@@ -24,7 +24,7 @@ from soulsai_ray.actors.learner import TrainReport
 from soulsai_ray.actors.rollout import CollectReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,14 @@ def _latency_percentiles(latencies: list[float]) -> dict[str, float | None]:
 class DQNAsyncLoop:
     """Runs asynchronous DQN until a stop condition is met; see the module docstring."""
 
-    def __init__(self, cfg: TrainConfig, recorder: RunRecorder) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
+    ) -> None:
+        self.cfg, self.counters = resume_state(cfg, recorder, restore)
         self.algo = cfg.algo
         self.recorder = recorder
-        self.counters = RunCounters()
+        self.resume_path = str(restore.path) if restore else None
+        self.stop_requested: str | None = None
         self.interval = IntervalStats()
         self.node_of: dict[int, str] = {}
         self.samples_by_node: dict[str, int] = {}
@@ -79,7 +82,7 @@ class DQNAsyncLoop:
         self._train_ref: ray.ObjectRef | None = None
         self._learner_idle_until = 0.0
         self._last_log = time.monotonic()
-        self._next_checkpoint = cfg.checkpoint.every_updates
+        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
         self.publish_times: dict[int, float] = {}
         self.sync_latencies: list[float] = []
 
@@ -95,20 +98,30 @@ class DQNAsyncLoop:
             name=self.names["weights"], scheduling_strategy=pinned
         ).remote()
         self.replay = ReplayActor.options(
-            name=self.names["replay"], scheduling_strategy=pinned
-        ).remote(self.algo, cfg.seed)
+            name=self.names["replay"],
+            scheduling_strategy=pinned,
+            max_restarts=cfg.cluster.actor_max_restarts,
+        ).remote(self.algo, cfg.seed, self._checkpoint_dir, self.resume_path)
         self.fleet = RolloutFleet(cfg, self._make_rollout)
         self.fleet.start()
         self.spec = self._probe_spec()
         ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
-        self.learner = LearnerActor.options(scheduling_strategy=pinned).remote(
+        self.learner = LearnerActor.options(
+            scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
+        ).remote(
             cfg,
             self.spec.obs_dim,
             self.spec.num_actions,
             self.names["replay"],
             self.names["weights"],
+            self._checkpoint_dir,
+            self.resume_path,
         )
-        ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
+        self.counters.weight_version = ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
+
+    @property
+    def _checkpoint_dir(self) -> str:
+        return str(self.recorder.checkpoints.root)
 
     def _make_rollout(self, options: dict[str, Any], index: int, num_actors: int) -> Any:
         return RolloutActor.options(**options).remote(
@@ -135,7 +148,7 @@ class DQNAsyncLoop:
             self._handle_ready()
             self._maybe_log()
             self._maybe_checkpoint()
-            reason = stop_reason(
+            reason = self.stop_requested or stop_reason(
                 self.cfg.stop,
                 self.counters,
                 self.recorder.telemetry.return_mean,
@@ -172,9 +185,9 @@ class DQNAsyncLoop:
             pending.append(self._train_ref)
         ready, _ = ray.wait(pending, num_returns=1, timeout=WAIT_S)
         for ref in ready:
-            if ref is self._train_ref or ref == self._train_ref:
+            if ref == self._train_ref:
                 self._train_ref = None
-                self._on_train(ray.get(ref))
+                self._on_train_result(ref)
             else:
                 self._on_collect_result(ref)
 
@@ -216,10 +229,23 @@ class DQNAsyncLoop:
                 iv.sync_latencies.append(loaded_at - published)
                 self.sync_latencies.append(loaded_at - published)
 
+    def _on_train_result(self, ref: ray.ObjectRef) -> None:
+        try:
+            report: TrainReport = ray.get(ref)
+        except (RayActorError, RayTaskError) as err:
+            self.counters.learner_failures += 1
+            logger.warning(
+                "learner call failed (%s); Ray restarts it from the last checkpoint", err
+            )
+            self._learner_idle_until = time.monotonic() + 1.0
+            return
+        self._on_train(report)
+
     def _on_train(self, report: TrainReport) -> None:
         c, iv = self.counters, self.interval
         c.updates = report.total_updates
         c.weight_version = report.version
+        c.nan_rollbacks = report.nan_rollbacks
         iv.updates += report.updates
         self.publish_times.update(report.publishes)
         if report.updates == 0:
@@ -253,6 +279,8 @@ class DQNAsyncLoop:
             "dist/actors_alive": self.fleet.num_alive,
             "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
+            "dist/learner_failures": c.learner_failures,
+            "train/nan_rollbacks": c.nan_rollbacks,
             "dist/weight_version": c.weight_version,
             "dist/weight_sync_latency_s": _mean(iv.sync_latencies),
             "env/errors": c.env_errors,
@@ -280,11 +308,17 @@ class DQNAsyncLoop:
     def _maybe_checkpoint(self, force: bool = False) -> None:
         if not force and self.counters.updates < self._next_checkpoint:
             return
-        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
-        self.counters.weight_version = state["version"]
-        self.recorder.save_checkpoint(self.counters, state)
         every = self.cfg.checkpoint.every_updates
         self._next_checkpoint = (self.counters.updates // every + 1) * every
+        try:
+            state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+            if self.cfg.checkpoint.save_replay:
+                state["replay"] = ray.get(self.replay.state.remote(), timeout=STATE_TIMEOUT_S)
+        except (RayActorError, RayTaskError, GetTimeoutError) as err:
+            logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
+            return
+        self.counters.weight_version = state["version"]
+        self.recorder.save_checkpoint(self.counters, state)
 
     def _finish(self, reason: str) -> dict[str, Any]:
         self._maybe_log(force=True)

@@ -20,29 +20,33 @@ from soulsai_ray.actors import WeightStore
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.common import RunCounters, RunRecorder, stop_reason
+from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 300.0
 STATE_TIMEOUT_S = 120.0
+UPDATE_TIMEOUT_S = 600.0
 
 
 class PPOSyncLoop:
     """Runs synchronous PPO until a stop condition is met; see the module docstring."""
 
-    def __init__(self, cfg: TrainConfig, recorder: RunRecorder) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
+    ) -> None:
+        self.cfg, self.counters = resume_state(cfg, recorder, restore)
         self.algo = cfg.algo
         self.recorder = recorder
-        self.counters = RunCounters()
+        self.resume_path = str(restore.path) if restore else None
+        self.stop_requested: str | None = None
         self.iteration = 0
         self.samples_by_node: dict[str, int] = {}
         self._busy: dict[int, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
-        self._next_checkpoint = cfg.checkpoint.every_updates
+        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
         self._last_log = time.monotonic()
-        self._last_log_steps = 0
+        self._last_log_steps = self.counters.env_steps
 
     def build(self) -> None:
         """Creates the weight store, the rollout actors and the learner."""
@@ -62,8 +66,15 @@ class PPOSyncLoop:
                 f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
                 f"the resources env.actor_resources={cfg.env.actor_resources} asks for?"
             ) from err
-        self.learner = PPOLearnerActor.options(scheduling_strategy=pinned).remote(
-            cfg, spec.obs_dim, spec.num_actions, store_name
+        self.learner = PPOLearnerActor.options(
+            scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
+        ).remote(
+            cfg,
+            spec.obs_dim,
+            spec.num_actions,
+            store_name,
+            str(self.recorder.checkpoints.root),
+            self.resume_path,
         )
         self.version, self.weights = ray.get(self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S)
 
@@ -76,7 +87,7 @@ class PPOSyncLoop:
             if batches:
                 self._update(batches, reports)
             self._maybe_checkpoint()
-            reason = stop_reason(
+            reason = self.stop_requested or stop_reason(
                 self.cfg.stop,
                 self.counters,
                 self.recorder.telemetry.return_mean,
@@ -94,12 +105,13 @@ class PPOSyncLoop:
         reports: list[RolloutReport] = []
         deadline = time.monotonic() + self.algo.iteration_timeout_s
         waiting = dict(self._busy)
-        while waiting:
+        warned = False
+        while waiting and self.stop_requested is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and len(batches) >= self.algo.min_workers:
                 break
             refs = [report for _, report in waiting.values()]
-            ready, _ = ray.wait(refs, num_returns=1, timeout=max(remaining, 1.0))
+            ready, _ = ray.wait(refs, num_returns=1, timeout=min(max(remaining, 0.05), 1.0))
             for ref in ready:
                 index = next(i for i, (_, r) in waiting.items() if r == ref)
                 batch_ref, _ = waiting.pop(index)
@@ -108,7 +120,8 @@ class PPOSyncLoop:
                 if report is not None and report.version == self.version and report.steps > 0:
                     batches.append(batch_ref)
                     reports.append(report)
-            if not ready and remaining <= 0:
+            if not ready and remaining <= 0 and not warned:
+                warned = True
                 logger.warning(
                     "iteration %d: %d/%d rollout actors answered within %.0fs; waiting for min_workers=%d",
                     self.iteration,
@@ -124,16 +137,15 @@ class PPOSyncLoop:
             report: RolloutReport = ray.get(ref)
         except (RayActorError, RayTaskError) as err:
             self.counters.actor_failures += 1
-            logger.warning(
-                "rollout actor %d failed (%s); Ray restarts it", index, type(err).__name__
-            )
-            self.alive[index] = False
+            logger.debug("rollout actor %d: %s", index, err)
+            self.fleet.mark(index, ok=False)
             return None
-        self.alive[index] = True
+        self.fleet.mark(index, ok=True)
         c = self.counters
         c.env_steps += report.stats.env_steps
         c.episodes += len(report.stats.returns)
         c.env_errors += report.stats.env_errors
+        c.samples_invalid += report.stats.invalid_steps
         self.samples_by_node[report.node_id] = (
             self.samples_by_node.get(report.node_id, 0) + report.steps
         )
@@ -147,14 +159,32 @@ class PPOSyncLoop:
         if self.cfg.stop.env_steps:
             progress = min(self.counters.env_steps / self.cfg.stop.env_steps, 1.0)
         start = time.monotonic()
-        result: PPOUpdateReport = ray.get(self.learner.update.remote(progress, *batches))
+        indices = [r.actor_index for r in reports]
+        try:
+            result: PPOUpdateReport = ray.get(
+                self.learner.update.remote(progress, indices, *batches), timeout=UPDATE_TIMEOUT_S
+            )
+        except (RayActorError, RayTaskError, GetTimeoutError) as err:
+            self.counters.learner_failures += 1
+            logger.warning(
+                "learner update failed (%s); Ray restarts it from the last checkpoint", err
+            )
+            self.version, self.weights = ray.get(
+                self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S
+            )
+            return
+        for message in result.rejected:
+            logger.error(message)
         self.version, self.weights = result.version, result.weights
         self.iteration += 1
         c = self.counters
         c.updates = result.gradient_steps
         c.weight_version = result.version
+        c.nan_rollbacks += int(result.metrics.get("nan_rollback", 0))
         c.samples_accepted += sum(r.steps for r in reports)
-        self._log(result, len(batches), time.monotonic() - start)
+        c.samples_invalid += sum(r.steps for r in reports) - result.samples
+        c.samples_trained += result.samples
+        self._log(result, len(batches) - len(result.rejected), time.monotonic() - start)
 
     def _log(self, result: PPOUpdateReport, workers: int, update_s: float) -> None:
         now = time.monotonic()
@@ -174,6 +204,9 @@ class PPOSyncLoop:
             "dist/actors_alive": self.fleet.num_alive,
             "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
+            "dist/learner_failures": c.learner_failures,
+            "dist/samples_invalid": c.samples_invalid,
+            "train/nan_rollbacks": c.nan_rollbacks,
             "dist/samples_rejected": c.samples_stale,
             "dist/weight_version": c.weight_version,
             "env/errors": c.env_errors,
@@ -199,10 +232,14 @@ class PPOSyncLoop:
     def _maybe_checkpoint(self, force: bool = False) -> None:
         if not force and self.counters.updates < self._next_checkpoint:
             return
-        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
-        self.recorder.save_checkpoint(self.counters, state)
         every = self.cfg.checkpoint.every_updates
         self._next_checkpoint = (self.counters.updates // every + 1) * every
+        try:
+            state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        except (RayActorError, RayTaskError, GetTimeoutError) as err:
+            logger.error("checkpoint skipped: the learner did not answer (%s)", err)
+            return
+        self.recorder.save_checkpoint(self.counters, state)
 
     def _finish(self, reason: str) -> dict[str, Any]:
         self._maybe_checkpoint(force=True)

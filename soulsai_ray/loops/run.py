@@ -3,22 +3,60 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint, verify_checkpoint
 from soulsai_ray.cluster import init_ray, shutdown_ray
 from soulsai_ray.config import PPOConfig, TrainConfig
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
+from soulsai_ray.loops.common import MetricsExporter, Restore, RunRecorder
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def find_resume_checkpoint(resume: str | None, checkpoint_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` asks for, verified before anything starts.
+
+    Args:
+        resume: None (fresh run), ``auto`` (newest good checkpoint in ``checkpoint_dir``; a fresh
+            run if there is none) or the path of a checkpoint folder.
+        checkpoint_dir: This run's checkpoint folder.
+
+    Raises:
+        CheckpointError: if an explicitly named checkpoint is missing, partial or corrupt.
+    """
+    if resume is None:
+        return None
+    if resume == "auto":
+        latest = CheckpointManager(checkpoint_dir).latest()
+        if latest is None:
+            logger.info("resume=auto: no checkpoint in %s yet; starting a new run", checkpoint_dir)
+            return None
+        return latest.path
+    path = Path(resume).expanduser().resolve()
+    verify_checkpoint(path)
+    return path
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict[str, Any]:
     """Trains with ``cfg``, writing everything into ``run_dir``; returns the run summary.
 
     Starts an embedded Ray (or joins ``cfg.cluster.address``) and shuts it down afterwards.
+    SIGINT and SIGTERM stop the run gracefully: a final checkpoint and summary are written.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
+    restore = None
+    if checkpoint_path is not None:
+        payload, meta = load_checkpoint(checkpoint_path)
+        restore = Restore(checkpoint_path, payload, meta)
+        logger.info("resuming from %s", checkpoint_path)
     (run_dir / "config.yaml").write_text(config_yaml)
     actors = cfg.cluster.num_rollout_actors
     cpus = cfg.cluster.rollout_num_cpus * (actors if isinstance(actors, int) else 1)
@@ -32,8 +70,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
             config_yaml,
             MetricsExporter(cfg.telemetry.prometheus, run_dir.name),
         )
-        loop = _loop_class(cfg)(cfg, recorder)
-        summary = loop.run()
+        loop = _loop_class(cfg)(cfg, recorder, restore)
+        with _stop_on_signals(loop):
+            summary = loop.run()
     finally:
         shutdown_ray()
     logger.info(
@@ -44,7 +83,35 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
         summary["return_mean"],
         run_dir / "summary.json",
     )
+    if summary["stop_reason"] in {s.name for s in STOP_SIGNALS}:
+        logger.info(
+            "stopped by %s; continue with the same overrides plus: resume=auto hydra.run.dir=%s",
+            summary["stop_reason"],
+            run_dir,
+        )
     return summary
+
+
+@contextmanager
+def _stop_on_signals(loop: Any) -> Iterator[None]:
+    """Turns the first SIGINT/SIGTERM into a graceful stop; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if loop.stop_requested is not None:
+            raise KeyboardInterrupt(f"second {name}")
+        logger.warning("%s received: finishing with a checkpoint (send it again to abort)", name)
+        loop.stop_requested = name
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _loop_class(cfg: TrainConfig) -> type:

@@ -13,6 +13,8 @@ class EpisodeStats:
     lengths: list[int] = field(default_factory=list)
     env_steps: int = 0
     env_errors: int = 0
+    invalid_steps: int = 0
+    """Steps dropped because the env returned a NaN/inf observation or reward."""
 
 
 def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:

@@ -84,6 +84,13 @@ class OnPolicySampler:
             except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
                 self._recover(err)
                 return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
+            if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
+                # Never train on it: end the rollout before this step, as after a crash.
+                self._stats.invalid_steps += self.num_envs
+                self._recover(
+                    FloatingPointError("the env returned a non-finite observation or reward")
+                )
+                return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
             self._failures_in_row = 0
             final_values = self._final_values(infos, truncated & ~terminated)
             buf.record(

@@ -30,7 +30,7 @@ def _cfg(**algo) -> TrainConfig:
 
 
 @pytest.fixture
-def wired():
+def wired(tmp_path):
     cfg = _cfg()
     store = WeightStore.options(name="test-weights").remote()
     replay = ReplayActor.options(name="test-replay").remote(cfg.algo, cfg.seed)
@@ -42,7 +42,7 @@ def wired():
     assert (spec.obs_dim, spec.num_actions) == (8, 4)
     ray.get(replay.set_spec.remote(spec.obs_dim, spec.num_actions))
     learner = LearnerActor.remote(
-        cfg, spec.obs_dim, spec.num_actions, "test-replay", "test-weights"
+        cfg, spec.obs_dim, spec.num_actions, "test-replay", "test-weights", str(tmp_path / "ckpt")
     )
     assert ray.get(learner.ready.remote()) == 0
     yield cfg, store, replay, actors, learner

@@ -28,12 +28,18 @@ FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 ANGLES = ["player_pose[3]", "boss_pose[3]"]
 
 
-def _run(loop_cls, algo, tmp_path, steps: int, error_prob: float) -> dict:
+def _run(
+    loop_cls, algo, tmp_path, steps: int, error_prob: float, nan_reward_prob: float = 0.0
+) -> dict:
     cfg = TrainConfig(
         algo=algo,
         env=EnvConfig(
             id=FAKE_SOULS,
-            kwargs={"step_error_prob": error_prob, "reset_error_prob": error_prob},
+            kwargs={
+                "step_error_prob": error_prob,
+                "reset_error_prob": error_prob,
+                "nan_reward_prob": nan_reward_prob,
+            },
             angle_keys=ANGLES,
         ),
         cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
@@ -88,3 +94,14 @@ def test_injected_game_crashes_are_recovered_and_counted(loop_cls, algo, tmp_pat
     assert counters["actor_failures"] == 0  # crashes never kill a rollout actor
     assert counters["samples_invalid"] == 0
     assert summary["env_steps"] >= 3000 and summary["updates"] > 0
+
+
+@pytest.mark.parametrize(
+    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
+)
+def test_nan_rewards_are_dropped_and_counted(loop_cls, algo, tmp_path):
+    summary = _run(loop_cls, algo, tmp_path, steps=3000, error_prob=0.0, nan_reward_prob=0.01)
+    counters = summary["counters"]
+    assert counters["samples_invalid"] > 0
+    assert counters["nan_rollbacks"] == 0  # nothing non-finite reached a loss
+    assert summary["updates"] > 0

@@ -417,6 +417,6 @@ def test_nan_loss_rolls_back_the_whole_iteration():
     batch.rewards[1, 0] = -1e38
     metrics = learner.update([batch])
     assert metrics["nan_rollback"] == 1.0 and learner.nan_rollbacks == 1
-    for key, value in learner.policy_weights().items():
-        np.testing.assert_array_equal(value, before[key])
+    for key, weights in learner.policy_weights().items():
+        np.testing.assert_array_equal(weights, before[key])
     assert learner.update([_random_batch(seed=2)])["nan_rollback"] == 0.0

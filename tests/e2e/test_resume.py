@@ -1,0 +1,141 @@
+"""Runs that survive their driver: SIGKILL + resume=auto, graceful SIGINT, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from soulsai_ray.checkpoint import CheckpointManager, verify_checkpoint
+
+from .conftest import ROOT
+
+SHORT_DQN = [
+    "algo=dqn",
+    "env=cartpole",
+    "algo.hidden_sizes=[64,64]",
+    "algo.learning_starts=500",
+    "algo.replay_ratio=64",
+    "checkpoint.every_updates=400",
+    "checkpoint.save_replay=true",
+    "stop.return_mean=null",
+    "telemetry.log_every_s=0.5",
+    "telemetry.console=false",
+]
+
+
+def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            *SHORT_DQN,
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_checkpoints(
+    run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 240
+) -> None:
+    manager = CheckpointManager(run_dir / "checkpoints")
+    deadline = time.monotonic() + timeout
+    while len(manager.list()) < count:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+
+
+def _scalar_steps(events_file: Path, tag: str) -> list[int]:
+    acc = EventAccumulator(str(events_file))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "stop.env_steps=200000")
+    _wait_for_checkpoints(run_dir, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    manager = CheckpointManager(run_dir / "checkpoints")
+    for checkpoint in manager.list():
+        verify_checkpoint(checkpoint.path)  # a killed writer never leaves a corrupt checkpoint
+    resumed_from = manager.latest()
+    before = resumed_from.meta["counters"]
+    assert before["updates"] >= 400 and before["env_steps"] > 0
+    first_events = sorted((run_dir / "tb").glob("events.out.tfevents.*"))
+
+    target = before["env_steps"] + 3000
+    proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"resuming from {resumed_from.path}" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    after = summary["counters"]
+    assert after["resumes"] == 1
+    assert after["env_steps"] >= target
+    assert after["updates"] > before["updates"]
+    assert after["episodes"] > before["episodes"]
+    assert after["weight_version"] > before["weight_version"]
+    assert summary["episodes"] == after["episodes"]
+    new_events = [
+        f for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")) if f not in first_events
+    ]
+    assert len(new_events) == 1
+    steps = _scalar_steps(new_events[0], "progress/updates")
+    assert steps and min(steps) >= before["env_steps"]  # the TensorBoard axis did not restart at 0
+
+
+def test_sigint_stops_gracefully_and_the_run_can_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "stop.env_steps=500000")
+    _wait_for_checkpoints(run_dir, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "resume=auto" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "SIGINT"
+    final = CheckpointManager(run_dir / "checkpoints").latest()
+    assert final is not None and final.meta["counters"]["env_steps"] == summary["env_steps"]
+    assert (run_dir / "learning_curve.png").is_file()
+
+
+def test_corrupt_checkpoint_is_refused_and_auto_falls_back(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "stop.env_steps=500000")
+    _wait_for_checkpoints(run_dir, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    manager = CheckpointManager(run_dir / "checkpoints")
+    newest, older = manager.list()[:2]
+    state = newest.path / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+
+    proc = _start(tmp_path / "other", f"resume={newest.path}", "stop.env_steps=1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-2000:]
+    assert str(newest.path) in out and "sha256" in out
+
+    proc = _start(
+        run_dir, "resume=auto", f"stop.env_steps={older.meta['counters']['env_steps'] + 500}"
+    )
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"resuming from {older.path}" in out
