@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import ray
 import torch
+from ray.exceptions import RayActorError
 
 from soulsai_ray.actors.replay import AddReceipt
 from soulsai_ray.algos.exploration import apex_epsilon, linear_epsilon
@@ -16,6 +17,7 @@ from soulsai_ray.envs import EnvSpec, make_env
 from soulsai_ray.sampling import EpsilonGreedySampler
 
 POLL_CHECK_EVERY = 8
+PUSH_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -70,6 +72,8 @@ class RolloutActor:
         self._steps_since_sync = 0
         self._receipts: list[AddReceipt] = []
         self._weight_loads: list[tuple[int, float]] = []
+        self._errors: list[str] = []
+        self.pushes_lost = 0
 
     def spec(self) -> EnvSpec:
         """Observation size and number of actions of this actor's env."""
@@ -111,9 +115,21 @@ class RolloutActor:
         if chunk is None:
             return
         while len(self._push_refs) >= self.cfg.max_inflight_pushes:
-            done, self._push_refs = ray.wait(self._push_refs, num_returns=1)
-            self._receipts += ray.get(done)
+            done, self._push_refs = ray.wait(self._push_refs, num_returns=1, timeout=PUSH_TIMEOUT_S)
+            if not done:
+                self._errors.append(
+                    f"replay did not acknowledge a push within {PUSH_TIMEOUT_S:.0f}s"
+                )
+                continue
+            self._take_receipts(done)
         self._push_refs.append(self.replay.add.remote(chunk, self.index, self.node_id))
+
+    def _take_receipts(self, refs: list[ray.ObjectRef]) -> None:
+        for ref in refs:
+            try:
+                self._receipts.append(ray.get(ref))
+            except RayActorError:
+                self.pushes_lost += 1  # replay died; Ray restarts it and pushes go on
 
     def _sync_weights(self, blocking: bool) -> None:
         if self._poll_ref is None:
@@ -131,13 +147,13 @@ class RolloutActor:
             self._weight_loads.append((version, time.time()))
 
     def _report(self, eps: float) -> CollectReport:
-        receipts = self._receipts
         if self._push_refs:
             done, self._push_refs = ray.wait(
                 self._push_refs, num_returns=len(self._push_refs), timeout=0
             )
-            receipts = receipts + ray.get(done)
-        self._receipts = []
+            self._take_receipts(done)
+        receipts, self._receipts = self._receipts, []
+        errors, self._errors = self._errors, []
         stats = self.sampler.pop_stats()
         return CollectReport(
             actor_index=self.index,
@@ -152,7 +168,7 @@ class RolloutActor:
             stale=sum(r.stale for r in receipts),
             invalid=sum(r.invalid for r in receipts),
             lag_sum=sum(r.lag_sum for r in receipts),
-            errors=[r.error for r in receipts if r.error],
+            errors=errors + [r.error for r in receipts if r.error],
             weight_loads=self._pop_weight_loads(),
         )
 

@@ -1,7 +1,8 @@
 """Asynchronous DQN orchestration on Ray.
 
-The driver keeps one ``collect`` call in flight per rollout actor and one ``train`` call on the
-learner, reacting to whichever finishes first (``ray.wait``). It holds the replay ratio: the
+The driver keeps two ``collect`` calls in flight per rollout actor (so an actor never idles
+between calls) and one ``train`` call on the learner, reacting to whichever finishes first
+(``ray.wait``). It holds the replay ratio: the
 learner is never asked for more updates than the data allows, and rollout actors pause when
 sampling runs more than ``ratio_slack_steps`` ahead of learning.
 """
@@ -17,21 +18,20 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
 from soulsai_ray.actors.learner import TrainReport
 from soulsai_ray.actors.rollout import CollectReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
+from soulsai_ray.loops.base import ACTOR_ERRORS, STARTUP_TIMEOUT_S, STATE_TIMEOUT_S, TrainingLoop
+from soulsai_ray.loops.common import Restore, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
 
 WAIT_S = 0.2
-STATE_TIMEOUT_S = 120.0
-SPEC_TIMEOUT_S = 300.0
 LEARNER_IDLE_BACKOFF_S = 0.05
 COLLECTS_IN_FLIGHT = 2
 
@@ -64,25 +64,20 @@ def _latency_percentiles(latencies: list[float]) -> dict[str, float | None]:
     return {"weight_sync_p50_s": float(p50), "weight_sync_p99_s": float(p99)}
 
 
-class DQNAsyncLoop:
+class DQNAsyncLoop(TrainingLoop):
     """Runs asynchronous DQN until a stop condition is met; see the module docstring."""
+
+    algo_name = "dqn"
 
     def __init__(
         self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
     ) -> None:
-        self.cfg, self.counters = resume_state(cfg, recorder, restore)
-        self.algo = cfg.algo
-        self.recorder = recorder
-        self.resume_path = str(restore.path) if restore else None
-        self.stop_requested: str | None = None
+        super().__init__(cfg, recorder, restore)
         self.interval = IntervalStats()
-        self.node_of: dict[int, str] = {}
-        self.samples_by_node: dict[str, int] = {}
         self._collect_refs: dict[ray.ObjectRef, int] = {}
         self._train_ref: ray.ObjectRef | None = None
         self._learner_idle_until = 0.0
         self._last_log = time.monotonic()
-        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
         self.publish_times: dict[int, float] = {}
         self.sync_latencies: list[float] = []
 
@@ -101,10 +96,10 @@ class DQNAsyncLoop:
             name=self.names["replay"],
             scheduling_strategy=pinned,
             max_restarts=cfg.cluster.actor_max_restarts,
-        ).remote(self.algo, cfg.seed, self._checkpoint_dir, self.resume_path)
+        ).remote(self.algo, cfg.seed, self.checkpoint_dir, self.resume_path)
         self.fleet = RolloutFleet(cfg, self._make_rollout)
         self.fleet.start()
-        self.spec = self._probe_spec()
+        self.spec = self.probe_spec()
         ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
         self.learner = LearnerActor.options(
             scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
@@ -114,47 +109,24 @@ class DQNAsyncLoop:
             self.spec.num_actions,
             self.names["replay"],
             self.names["weights"],
-            self._checkpoint_dir,
+            self.checkpoint_dir,
             self.resume_path,
         )
-        self.counters.weight_version = ray.get(self.learner.ready.remote(), timeout=SPEC_TIMEOUT_S)
-
-    @property
-    def _checkpoint_dir(self) -> str:
-        return str(self.recorder.checkpoints.root)
+        self.counters.weight_version = ray.get(
+            self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S
+        )
 
     def _make_rollout(self, options: dict[str, Any], index: int, num_actors: int) -> Any:
         return RolloutActor.options(**options).remote(
             self.cfg, index, num_actors, self.names["replay"], self.names["weights"]
         )
 
-    def _probe_spec(self) -> Any:
-        try:
-            spec = ray.get(self.fleet.actors[0].spec.remote(), timeout=SPEC_TIMEOUT_S)
-        except GetTimeoutError as err:
-            raise RuntimeError(
-                f"no rollout actor started within {SPEC_TIMEOUT_S:.0f}s; does the cluster offer "
-                f"the resources env.actor_resources={self.cfg.env.actor_resources} asks for?"
-            ) from err
-        return spec
-
-    def run(self) -> dict[str, Any]:
-        """Trains until a stop condition; returns the run summary."""
-        self.build()
-        reason = None
-        while reason is None:
-            self.fleet.maybe_scale()
-            self._schedule()
-            self._handle_ready()
-            self._maybe_log()
-            self._maybe_checkpoint()
-            reason = self.stop_requested or stop_reason(
-                self.cfg.stop,
-                self.counters,
-                self.recorder.telemetry.return_mean,
-                self.recorder.elapsed_s,
-            )
-        return self._finish(reason)
+    def step(self) -> None:
+        """Schedules calls, handles whichever finished, and logs on schedule."""
+        self.fleet.maybe_scale()
+        self._schedule()
+        self._handle_ready()
+        self._maybe_log()
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -216,10 +188,7 @@ class DQNAsyncLoop:
         iv.accepted += report.accepted
         iv.lag_sum += report.lag_sum
         iv.epsilons.append(report.epsilon)
-        self.node_of[report.actor_index] = report.node_id
-        self.samples_by_node[report.node_id] = (
-            self.samples_by_node.get(report.node_id, 0) + report.accepted
-        )
+        self.count_samples(report.node_id, report.accepted)
         for message in report.errors:
             logger.error(message)
         self.recorder.record_episodes(c.env_steps, report.returns, report.lengths)
@@ -232,7 +201,7 @@ class DQNAsyncLoop:
     def _on_train_result(self, ref: ray.ObjectRef) -> None:
         try:
             report: TrainReport = ray.get(ref)
-        except (RayActorError, RayTaskError) as err:
+        except ACTOR_ERRORS as err:
             self.counters.learner_failures += 1
             logger.warning(
                 "learner call failed (%s); Ray restarts it from the last checkpoint", err
@@ -286,9 +255,8 @@ class DQNAsyncLoop:
             "env/errors": c.env_errors,
             "progress/updates": c.updates,
             "progress/episodes": c.episodes,
+            **self.node_scalars(),
         }
-        for node, count in self.samples_by_node.items():
-            scalars[f"dist/node_samples/{node[:12]}"] = count
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(
             c.env_steps,
@@ -305,32 +273,17 @@ class DQNAsyncLoop:
         self.interval = IntervalStats(start=now)
         self._last_log = now
 
-    def _maybe_checkpoint(self, force: bool = False) -> None:
-        if not force and self.counters.updates < self._next_checkpoint:
-            return
-        every = self.cfg.checkpoint.every_updates
-        self._next_checkpoint = (self.counters.updates // every + 1) * every
-        try:
-            state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
-            if self.cfg.checkpoint.save_replay:
-                state["replay"] = ray.get(self.replay.state.remote(), timeout=STATE_TIMEOUT_S)
-        except (RayActorError, RayTaskError, GetTimeoutError) as err:
-            logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
-            return
-        self.counters.weight_version = state["version"]
-        self.recorder.save_checkpoint(self.counters, state)
+    def checkpoint_state(self) -> dict[str, Any]:
+        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        if self.cfg.checkpoint.save_replay:
+            state["replay"] = ray.get(self.replay.state.remote(), timeout=STATE_TIMEOUT_S)
+        return state
 
-    def _finish(self, reason: str) -> dict[str, Any]:
+    def finish(self, reason: str) -> dict[str, Any]:
         self._maybe_log(force=True)
-        self._maybe_checkpoint(force=True)
         for ref in list(self._collect_refs):
             ray.cancel(ref)
-        extra = {
-            "algo": "dqn",
-            "env": self.cfg.env.id,
-            "title": f"DQN on {self.cfg.env.id}",
-            "actors": len(self.fleet),
-            "samples_by_node": self.samples_by_node,
-            **_latency_percentiles(self.sync_latencies),
-        }
-        return self.recorder.finish(self.counters, reason, extra)
+        return super().finish(reason)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return _latency_percentiles(self.sync_latencies)

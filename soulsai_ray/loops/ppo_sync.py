@@ -14,37 +14,32 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from soulsai_ray.actors import WeightStore
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
+from soulsai_ray.loops.base import ACTOR_ERRORS, STARTUP_TIMEOUT_S, STATE_TIMEOUT_S, TrainingLoop
+from soulsai_ray.loops.common import Restore, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT_S = 300.0
-STATE_TIMEOUT_S = 120.0
 UPDATE_TIMEOUT_S = 600.0
 
 
-class PPOSyncLoop:
+class PPOSyncLoop(TrainingLoop):
     """Runs synchronous PPO until a stop condition is met; see the module docstring."""
+
+    algo_name = "ppo"
 
     def __init__(
         self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
     ) -> None:
-        self.cfg, self.counters = resume_state(cfg, recorder, restore)
-        self.algo = cfg.algo
-        self.recorder = recorder
-        self.resume_path = str(restore.path) if restore else None
-        self.stop_requested: str | None = None
+        super().__init__(cfg, recorder, restore)
         self.iteration = 0
-        self.samples_by_node: dict[str, int] = {}
         self._busy: dict[int, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
-        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
         self._last_log = time.monotonic()
         self._last_log_steps = self.counters.env_steps
 
@@ -59,13 +54,7 @@ class PPOSyncLoop:
             cfg, lambda options, index, _: PPORolloutActor.options(**options).remote(cfg, index)
         )
         self.fleet.start()
-        try:
-            spec = ray.get(self.fleet.actors[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
-        except GetTimeoutError as err:
-            raise RuntimeError(
-                f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
-                f"the resources env.actor_resources={cfg.env.actor_resources} asks for?"
-            ) from err
+        spec = self.probe_spec()
         self.learner = PPOLearnerActor.options(
             scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
         ).remote(
@@ -73,27 +62,16 @@ class PPOSyncLoop:
             spec.obs_dim,
             spec.num_actions,
             store_name,
-            str(self.recorder.checkpoints.root),
+            self.checkpoint_dir,
             self.resume_path,
         )
         self.version, self.weights = ray.get(self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S)
 
-    def run(self) -> dict[str, Any]:
-        """Trains until a stop condition; returns the run summary."""
-        self.build()
-        reason = None
-        while reason is None:
-            batches, reports = self._collect()
-            if batches:
-                self._update(batches, reports)
-            self._maybe_checkpoint()
-            reason = self.stop_requested or stop_reason(
-                self.cfg.stop,
-                self.counters,
-                self.recorder.telemetry.return_mean,
-                self.recorder.elapsed_s,
-            )
-        return self._finish(reason)
+    def step(self) -> None:
+        """One iteration: collect rollouts, then update on the current-version batches."""
+        batches, reports = self._collect()
+        if batches:
+            self._update(batches, reports)
 
     def _collect(self) -> tuple[list[ray.ObjectRef], list[RolloutReport]]:
         """One round of rollouts; returns the current-version batches and their reports."""
@@ -146,9 +124,7 @@ class PPOSyncLoop:
         c.episodes += len(report.stats.returns)
         c.env_errors += report.stats.env_errors
         c.samples_invalid += report.stats.invalid_steps
-        self.samples_by_node[report.node_id] = (
-            self.samples_by_node.get(report.node_id, 0) + report.steps
-        )
+        self.count_samples(report.node_id, report.steps)
         if report.version != self.version:
             c.samples_stale += report.steps
         self.recorder.record_episodes(c.env_steps, report.stats.returns, report.stats.lengths)
@@ -164,7 +140,7 @@ class PPOSyncLoop:
             result: PPOUpdateReport = ray.get(
                 self.learner.update.remote(progress, indices, *batches), timeout=UPDATE_TIMEOUT_S
             )
-        except (RayActorError, RayTaskError, GetTimeoutError) as err:
+        except ACTOR_ERRORS as err:
             self.counters.learner_failures += 1
             logger.warning(
                 "learner update failed (%s); Ray restarts it from the last checkpoint", err
@@ -212,9 +188,8 @@ class PPOSyncLoop:
             "env/errors": c.env_errors,
             "progress/updates": c.updates,
             "progress/iterations": self.iteration,
+            **self.node_scalars(),
         }
-        for node, count in self.samples_by_node.items():
-            scalars[f"dist/node_samples/{node[:12]}"] = count
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(
             c.env_steps,
@@ -229,26 +204,8 @@ class PPOSyncLoop:
         )
         self._last_log, self._last_log_steps = now, c.env_steps
 
-    def _maybe_checkpoint(self, force: bool = False) -> None:
-        if not force and self.counters.updates < self._next_checkpoint:
-            return
-        every = self.cfg.checkpoint.every_updates
-        self._next_checkpoint = (self.counters.updates // every + 1) * every
-        try:
-            state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
-        except (RayActorError, RayTaskError, GetTimeoutError) as err:
-            logger.error("checkpoint skipped: the learner did not answer (%s)", err)
-            return
-        self.recorder.save_checkpoint(self.counters, state)
+    def checkpoint_state(self) -> dict[str, Any]:
+        return ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
 
-    def _finish(self, reason: str) -> dict[str, Any]:
-        self._maybe_checkpoint(force=True)
-        extra = {
-            "algo": "ppo",
-            "env": self.cfg.env.id,
-            "title": f"PPO on {self.cfg.env.id}",
-            "actors": len(self.fleet),
-            "iterations": self.iteration,
-            "samples_by_node": self.samples_by_node,
-        }
-        return self.recorder.finish(self.counters, reason, extra)
+    def summary_extra(self) -> dict[str, Any]:
+        return {"iterations": self.iteration}

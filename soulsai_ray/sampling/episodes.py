@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+EnvT = TypeVar("EnvT")
 
 
 @dataclass
@@ -20,3 +29,32 @@ class EpisodeStats:
 def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:
     """Growing, capped back-off before re-creating a crashed env (0.1, 0.2, 0.4, ... s)."""
     return min(base_s * 2.0 ** min(max(failures_in_row - 1, 0), 60), cap_s)
+
+
+class EnvRecovery(Generic[EnvT]):
+    """Re-creates a crashed env after a growing, capped back-off."""
+
+    def __init__(self, factory: Callable[[], EnvT], max_backoff_s: float) -> None:
+        self.factory = factory
+        self.max_backoff_s = max_backoff_s
+        self.failures_in_row = 0
+
+    def succeeded(self) -> None:
+        """Resets the back-off after a step or reset that worked."""
+        self.failures_in_row = 0
+
+    def recreate(self, env: EnvT, err: Exception) -> EnvT:
+        """Closes ``env``, waits, and returns a new env (the old one if creating fails)."""
+        self.failures_in_row += 1
+        delay = backoff_s(self.failures_in_row, self.max_backoff_s)
+        logger.warning(
+            "env error (%s: %s); re-creating the env in %.1fs", type(err).__name__, err, delay
+        )
+        with contextlib.suppress(Exception):  # a crashed env may not close cleanly
+            env.close()  # type: ignore[attr-defined]
+        time.sleep(delay)
+        try:
+            return self.factory()
+        except Exception as create_err:  # noqa: BLE001 - retried at the next step
+            logger.warning("re-creating the env failed: %s", create_err)
+            return env

@@ -12,9 +12,7 @@ Order of calls::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 import gymnasium as gym
@@ -25,7 +23,7 @@ from soulsai_ray.config import DQNConfig
 from soulsai_ray.envs import action_mask_from_info
 from soulsai_ray.models import QNetwork, load_numpy_state_dict
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
-from soulsai_ray.sampling.episodes import EpisodeStats, backoff_s
+from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +43,9 @@ class EpsilonGreedySampler:
         seed: int,
         max_backoff_s: float = 30.0,
     ) -> None:
-        self._env_factory = env_factory
         self._seed = seed
         self._rng = np.random.default_rng(seed)
-        self._max_backoff_s = max_backoff_s
-        self._failures_in_row = 0
+        self._recovery = EnvRecovery(env_factory, max_backoff_s)
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
         obs_dim = int(self.env.observation_space.shape[0])
@@ -92,7 +88,7 @@ class EpsilonGreedySampler:
         except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
             self._recover(err)
             return
-        self._failures_in_row = 0
+        self._recovery.succeeded()
         next_obs = np.asarray(next_obs, dtype=np.float32)
         self._nstep.push(
             self._obs,
@@ -147,17 +143,6 @@ class EpsilonGreedySampler:
     def _recover(self, err: Exception) -> None:
         """Discards the partial episode and re-creates the env after a capped back-off."""
         self._stats.env_errors += 1
-        self._failures_in_row += 1
         self._nstep.reset()
         self._obs = None
-        backoff = backoff_s(self._failures_in_row, self._max_backoff_s)
-        logger.warning(
-            "env error (%s: %s); re-creating env in %.1fs", type(err).__name__, err, backoff
-        )
-        with contextlib.suppress(Exception):  # a crashed env may not close cleanly
-            self.env.close()
-        time.sleep(backoff)
-        try:
-            self.env = self._env_factory()
-        except Exception as create_err:  # noqa: BLE001
-            logger.warning("re-creating the env failed: %s", create_err)
+        self.env = self._recovery.recreate(self.env, err)

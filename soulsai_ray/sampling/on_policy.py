@@ -9,9 +9,7 @@ Order of calls::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 import gymnasium as gym
@@ -22,7 +20,7 @@ from soulsai_ray.algos.ppo import RolloutBatch, act, value
 from soulsai_ray.config import PPOConfig
 from soulsai_ray.envs import action_mask_from_info
 from soulsai_ray.models import ActorCritic, load_numpy_state_dict
-from soulsai_ray.sampling.episodes import EpisodeStats, backoff_s
+from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +46,7 @@ class OnPolicySampler:
         self._env_factory = env_factory
         self.num_envs = num_envs
         self._seed = seed
-        self._max_backoff_s = max_backoff_s
-        self._failures_in_row = 0
+        self._recovery = EnvRecovery(self._make_envs, max_backoff_s)
         self._generator = torch.Generator().manual_seed(seed)
         self.envs = self._make_envs()
         self.obs_dim = int(self.envs.single_observation_space.shape[0])
@@ -91,7 +88,7 @@ class OnPolicySampler:
                     FloatingPointError("the env returned a non-finite observation or reward")
                 )
                 return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
-            self._failures_in_row = 0
+            self._recovery.succeeded()
             final_values = self._final_values(infos, truncated & ~terminated)
             buf.record(
                 t,
@@ -173,19 +170,8 @@ class OnPolicySampler:
 
     def _recover(self, err: Exception) -> None:
         self._stats.env_errors += 1
-        self._failures_in_row += 1
         self._obs = None
-        delay = backoff_s(self._failures_in_row, self._max_backoff_s)
-        logger.warning(
-            "env error (%s: %s); re-creating envs in %.1fs", type(err).__name__, err, delay
-        )
-        with contextlib.suppress(Exception):  # a crashed env may not close cleanly
-            self.envs.close()
-        time.sleep(delay)
-        try:
-            self.envs = self._make_envs()
-        except Exception as create_err:  # noqa: BLE001
-            logger.warning("re-creating the envs failed: %s", create_err)
+        self.envs = self._recovery.recreate(self.envs, err)
 
 
 class _Buffers:

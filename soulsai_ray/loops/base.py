@@ -1,0 +1,124 @@
+"""What every training loop does the same way: start, stop, checkpoint, finish.
+
+A loop subclasses :class:`TrainingLoop` and fills in four hooks::
+
+    build()             create the actors (the fleet of rollout actors included)
+    step()              one round of the loop's own work (scheduling, waiting, updating)
+    checkpoint_state()  the learner (and replay) state to save; may raise Ray errors
+    summary_extra()     algorithm-specific entries of summary.json
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs import EnvSpec
+from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
+from soulsai_ray.loops.fleet import RolloutFleet
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 300.0
+STATE_TIMEOUT_S = 120.0
+ACTOR_ERRORS = (RayActorError, RayTaskError, GetTimeoutError)
+
+
+class TrainingLoop:
+    """Runs until a stop condition, a stop request (signal) or an error; see the module docstring."""
+
+    algo_name = ""
+    fleet: RolloutFleet
+
+    def __init__(
+        self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
+    ) -> None:
+        self.cfg, self.counters = resume_state(cfg, recorder, restore)
+        self.algo = cfg.algo
+        self.recorder = recorder
+        self.resume_path = str(restore.path) if restore else None
+        self.stop_requested: str | None = None
+        """Set (e.g. by a signal handler) to the reason for stopping after the current step."""
+        self.samples_by_node: dict[str, int] = {}
+        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {}
+
+    def run(self) -> dict[str, Any]:
+        """Trains until a stop condition; returns the run summary."""
+        self.build()
+        reason = None
+        while reason is None:
+            self.step()
+            self.maybe_checkpoint()
+            reason = self.stop_requested or stop_reason(
+                self.cfg.stop,
+                self.counters,
+                self.recorder.telemetry.return_mean,
+                self.recorder.elapsed_s,
+            )
+        return self.finish(reason)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """Where this run's checkpoints live (learner and replay restore from here)."""
+        return str(self.recorder.checkpoints.root)
+
+    def probe_spec(self) -> EnvSpec:
+        """The env's sizes, read from the first rollout actor (only game PCs can create SoulsGym)."""
+        try:
+            return ray.get(self.fleet.actors[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
+        except GetTimeoutError as err:
+            raise RuntimeError(
+                f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
+                f"the resources env.actor_resources={self.cfg.env.actor_resources} asks for?"
+            ) from err
+
+    def count_samples(self, node_id: str, samples: int) -> None:
+        """Adds to the per-node sample count shown in telemetry."""
+        self.samples_by_node[node_id] = self.samples_by_node.get(node_id, 0) + samples
+
+    def node_scalars(self) -> dict[str, float]:
+        """``dist/node_samples/<node>`` for telemetry."""
+        return {f"dist/node_samples/{node[:12]}": n for node, n in self.samples_by_node.items()}
+
+    def maybe_checkpoint(self, force: bool = False) -> None:
+        """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``)."""
+        if not force and self.counters.updates < self._next_checkpoint:
+            return
+        every = self.cfg.checkpoint.every_updates
+        self._next_checkpoint = (self.counters.updates // every + 1) * every
+        try:
+            state = self.checkpoint_state()
+        except ACTOR_ERRORS as err:
+            logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
+            return
+        self.counters.weight_version = state["version"]
+        self.recorder.save_checkpoint(self.counters, state)
+
+    def finish(self, reason: str) -> dict[str, Any]:
+        """Final checkpoint, summary.json and learning curve."""
+        self.maybe_checkpoint(force=True)
+        extra = {
+            "algo": self.algo_name,
+            "env": self.cfg.env.id,
+            "title": f"{self.algo_name.upper()} on {self.cfg.env.id}",
+            "actors": len(self.fleet),
+            "samples_by_node": self.samples_by_node,
+            **self.summary_extra(),
+        }
+        return self.recorder.finish(self.counters, reason, extra)
