@@ -62,6 +62,8 @@ class EnvConfig:
     """Extra wall time per step, to make a fast env behave like a real-time game."""
     reset_latency_s: float = 0.0
     """Extra wall time per reset."""
+    hard_reset_every_s: float | None = None
+    """Close and re-create the env this often, between episodes (SoulsGym lags after hours)."""
     angle_keys: list[str] = field(default_factory=list)
     """Dict-observation keys holding angles in radians, encoded as [sin, cos] pairs when the
     observation is flattened: ``key`` (every element) or ``key[i]`` (element i), nested keys
@@ -79,6 +81,11 @@ class EnvConfig:
         _require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
         _require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
         _require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
+        _require(
+            self.hard_reset_every_s is None or self.hard_reset_every_s > 0,
+            f"{key}.hard_reset_every_s",
+            "must be > 0 or null",
+        )
 
 
 @dataclass

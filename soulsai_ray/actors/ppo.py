@@ -44,6 +44,7 @@ class PPORolloutActor:
             env_cfg.num_envs_per_actor,
             cfg.algo,
             seed=cfg.seed + 1000 * (index + 1),
+            hard_reset_every_s=env_cfg.hard_reset_every_s,
         )
 
     def spec(self) -> EnvSpec:

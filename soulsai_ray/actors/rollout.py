@@ -18,6 +18,7 @@ from soulsai_ray.sampling import EpsilonGreedySampler
 
 POLL_CHECK_EVERY = 8
 PUSH_TIMEOUT_S = 60.0
+WEIGHTS_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -65,7 +66,10 @@ class RolloutActor:
         self.node_id = ray.get_runtime_context().get_node_id()
         env_cfg = cfg.env
         self.sampler = EpsilonGreedySampler(
-            lambda: make_env(env_cfg), cfg.algo, seed=cfg.seed + 1000 * (index + 1)
+            lambda: make_env(env_cfg),
+            cfg.algo,
+            seed=cfg.seed + 1000 * (index + 1),
+            hard_reset_every_s=env_cfg.hard_reset_every_s,
         )
         self._push_refs: list[ray.ObjectRef] = []
         self._poll_ref: ray.ObjectRef | None = None
@@ -137,7 +141,10 @@ class RolloutActor:
             self._steps_since_sync = 0
             if not blocking:
                 return
-        ready, _ = ray.wait([self._poll_ref], timeout=None if blocking else 0)
+        ready, _ = ray.wait([self._poll_ref], timeout=WEIGHTS_TIMEOUT_S if blocking else 0)
+        if blocking and not ready:
+            self._poll_ref = None
+            raise TimeoutError(f"the weight store did not answer within {WEIGHTS_TIMEOUT_S:.0f}s")
         if not ready:
             return
         version, ref = ray.get(self._poll_ref)

@@ -149,8 +149,9 @@ class DQNLearner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self._clip_gradients()
-        if not (math.isfinite(float(loss)) and math.isfinite(grad_norm)):
-            return self._roll_back(sampled, float(loss), grad_norm)
+        loss_value = float(loss.detach())
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            return self._roll_back(sampled, loss_value, grad_norm)
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
@@ -158,7 +159,7 @@ class DQNLearner:
         return UpdateResult(
             indices=sampled.indices,
             td_errors=td_errors.cpu().numpy(),
-            loss=float(loss.detach()),
+            loss=loss_value,
             q_mean=metrics["q_mean"],
             grad_norm=grad_norm,
         )

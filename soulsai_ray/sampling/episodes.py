@@ -34,10 +34,31 @@ def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:
 class EnvRecovery(Generic[EnvT]):
     """Re-creates a crashed env after a growing, capped back-off."""
 
-    def __init__(self, factory: Callable[[], EnvT], max_backoff_s: float) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], EnvT],
+        max_backoff_s: float,
+        hard_reset_every_s: float | None = None,
+    ) -> None:
         self.factory = factory
         self.max_backoff_s = max_backoff_s
+        self.hard_reset_every_s = hard_reset_every_s
         self.failures_in_row = 0
+        self.hard_resets = 0
+        self._created_at = time.monotonic()
+
+    def hard_reset_due(self) -> bool:
+        """True once the env has lived ``hard_reset_every_s`` (games start to lag after hours)."""
+        every = self.hard_reset_every_s
+        return every is not None and time.monotonic() - self._created_at >= every
+
+    def hard_reset(self, env: EnvT) -> EnvT:
+        """Closes ``env`` and creates a fresh one (call it between episodes)."""
+        self.hard_resets += 1
+        logger.info("scheduled hard reset of the env (every %.0fs)", self.hard_reset_every_s)
+        with contextlib.suppress(Exception):
+            env.close()  # type: ignore[attr-defined]
+        return self._create(env)
 
     def succeeded(self) -> None:
         """Resets the back-off after a step or reset that worked."""
@@ -53,8 +74,13 @@ class EnvRecovery(Generic[EnvT]):
         with contextlib.suppress(Exception):  # a crashed env may not close cleanly
             env.close()  # type: ignore[attr-defined]
         time.sleep(delay)
+        return self._create(env)
+
+    def _create(self, old: EnvT) -> EnvT:
         try:
-            return self.factory()
+            env = self.factory()
         except Exception as create_err:  # noqa: BLE001 - retried at the next step
             logger.warning("re-creating the env failed: %s", create_err)
-            return env
+            return old
+        self._created_at = time.monotonic()
+        return env

@@ -42,10 +42,11 @@ class EpsilonGreedySampler:
         cfg: DQNConfig,
         seed: int,
         max_backoff_s: float = 30.0,
+        hard_reset_every_s: float | None = None,
     ) -> None:
         self._seed = seed
         self._rng = np.random.default_rng(seed)
-        self._recovery = EnvRecovery(env_factory, max_backoff_s)
+        self._recovery = EnvRecovery(env_factory, max_backoff_s, hard_reset_every_s)
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
         obs_dim = int(self.env.observation_space.shape[0])
@@ -129,6 +130,8 @@ class EpsilonGreedySampler:
         self.env.close()
 
     def _reset(self) -> bool:
+        if self._recovery.hard_reset_due():
+            self.env = self._recovery.hard_reset(self.env)
         try:
             obs, info = self.env.reset(seed=self._seed if self._resets == 0 else None)
             mask = action_mask_from_info(info, self.num_actions)

@@ -42,11 +42,12 @@ class OnPolicySampler:
         cfg: PPOConfig,
         seed: int,
         max_backoff_s: float = 30.0,
+        hard_reset_every_s: float | None = None,
     ) -> None:
         self._env_factory = env_factory
         self.num_envs = num_envs
         self._seed = seed
-        self._recovery = EnvRecovery(self._make_envs, max_backoff_s)
+        self._recovery = EnvRecovery(self._make_envs, max_backoff_s, hard_reset_every_s)
         self._generator = torch.Generator().manual_seed(seed)
         self.envs = self._make_envs()
         self.obs_dim = int(self.envs.single_observation_space.shape[0])
@@ -69,6 +70,10 @@ class OnPolicySampler:
 
     def collect(self, n_steps: int) -> tuple[RolloutBatch | None, EpisodeStats]:
         """Runs up to ``n_steps`` steps in every env; None if no step succeeded."""
+        if self._recovery.hard_reset_due():
+            # Episodes still running end here uncounted; the rollout starts on fresh envs.
+            self.envs = self._recovery.hard_reset(self.envs)
+            self._obs = None
         if self._obs is None and not self._reset():
             return None, self._pop_stats()
         buf = _Buffers(n_steps, self.num_envs, self.obs_dim, self.num_actions)

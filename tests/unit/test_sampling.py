@@ -89,3 +89,20 @@ def test_ppo_sampler_batches_stop_before_a_crash():
         steps += int(batch.masks[..., 0].sum())
     assert errors > 5 and rows > 1000
     assert 0 < masked_rows < steps  # masks from info were recorded with the samples
+
+
+def test_scheduled_hard_reset_recreates_the_env_between_episodes():
+    created = []
+
+    def factory() -> gym.Env:
+        created.append(CrashingCounterEnv(crash_prob=0.0))
+        return Float32Observation(created[-1])
+
+    sampler = EpsilonGreedySampler(
+        factory, DQNConfig(hidden_sizes=[8]), seed=0, hard_reset_every_s=1e-6
+    )
+    for _ in range(60):  # five 12-step episodes
+        sampler.step(epsilon=1.0)
+    stats = sampler.pop_stats()
+    assert stats.env_errors == 0 and stats.lengths == [12] * 5
+    assert len(created) == 1 + 5  # the first env, then a fresh one before each of the 5 resets
