@@ -75,6 +75,7 @@ class LearnerActor:
         )
         self.replay = ray.get_actor(replay)
         self.weight_store = ray.get_actor(weight_store)
+        self.weight_store.register_start.remote("learner")
         self.version = 0
         payload = load_payload(checkpoint_dir, resume_path)
         if payload is not None:

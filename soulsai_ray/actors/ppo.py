@@ -33,8 +33,10 @@ class RolloutReport:
 class PPORolloutActor:
     """Collects ``n_steps`` per env with the weights it is handed, on request of the driver."""
 
-    def __init__(self, cfg: TrainConfig, index: int) -> None:
+    def __init__(self, cfg: TrainConfig, index: int, weight_store: str | None = None) -> None:
         torch.set_num_threads(cfg.cluster.torch_threads)
+        if weight_store is not None:
+            ray.get_actor(weight_store).register_start.remote(f"rollout-{index}")
         self.index = index
         self.n_steps = cfg.algo.n_steps
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -103,6 +105,7 @@ class PPOLearnerActor:
             cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.weight_store = ray.get_actor(weight_store)
+        self.weight_store.register_start.remote("learner")
         self.version = 0
         self.gradient_steps = 0
         payload = load_payload(checkpoint_dir, resume_path)

@@ -41,12 +41,19 @@ class ReplayActor:
     """
 
     def __init__(
-        self, cfg: DQNConfig, seed: int, checkpoint_dir: str = "", resume_path: str | None = None
+        self,
+        cfg: DQNConfig,
+        seed: int,
+        checkpoint_dir: str = "",
+        resume_path: str | None = None,
+        weight_store: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.seed = seed
         self.buffer: ReplayBuffer | None = None
         self._reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        if weight_store is not None:
+            ray.get_actor(weight_store).register_start.remote("replay")
         payload = load_payload(checkpoint_dir, resume_path) if checkpoint_dir else None
         replay_state = (payload or {}).get("replay") or {}
         self._restore_state = replay_state.get("buffer")

@@ -63,6 +63,7 @@ class RolloutActor:
         # restarted actor depends on.
         self.replay = ray.get_actor(replay)
         self.weight_store = ray.get_actor(weight_store)
+        self.weight_store.register_start.remote(f"rollout-{index}")
         self.node_id = ray.get_runtime_context().get_node_id()
         env_cfg = cfg.env
         self.sampler = EpsilonGreedySampler(
@@ -113,6 +114,15 @@ class RolloutActor:
                 break
         self._push()
         return self._report(eps)
+
+    def flush(self) -> int:
+        """Waits (bounded) until replay acknowledged every push; returns how many are still open."""
+        if self._push_refs:
+            done, self._push_refs = ray.wait(
+                self._push_refs, num_returns=len(self._push_refs), timeout=PUSH_TIMEOUT_S
+            )
+            self._take_receipts(done)
+        return len(self._push_refs)
 
     def _push(self) -> None:
         chunk = self.sampler.pop_transitions()

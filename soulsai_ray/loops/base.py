@@ -11,10 +11,12 @@ A loop subclasses :class:`TrainingLoop` and fills in four hooks::
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import EnvSpec
@@ -26,6 +28,21 @@ logger = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 300.0
 STATE_TIMEOUT_S = 120.0
 ACTOR_ERRORS = (RayActorError, RayTaskError, GetTimeoutError)
+
+
+def get_when_available(call: Callable[[], ray.ObjectRef], timeout_s: float) -> Any:
+    """``ray.get`` of ``call()``, re-issued while the actor is restarting, until ``timeout_s``.
+
+    Only for calls that are safe to repeat (reads such as ``ready`` or ``state``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(call(), timeout=max(deadline - time.monotonic(), 0.1))
+        except ActorUnavailableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 class TrainingLoop:
@@ -45,6 +62,8 @@ class TrainingLoop:
         """Set (e.g. by a signal handler) to the reason for stopping after the current step."""
         self.samples_by_node: dict[str, int] = {}
         self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
+        c = self.counters  # restarts before a resume are kept; the new run counts on top
+        self._restarts_before = (c.actor_restarts, c.learner_restarts, c.replay_restarts)
 
     def build(self) -> None:
         raise NotImplementedError
@@ -95,6 +114,22 @@ class TrainingLoop:
     def node_scalars(self) -> dict[str, float]:
         """``dist/node_samples/<node>`` for telemetry."""
         return {f"dist/node_samples/{node[:12]}": n for node, n in self.samples_by_node.items()}
+
+    def restart_scalars(self) -> dict[str, int]:
+        """Restarts of rollout actors, learner and replay (counted by the weight store)."""
+        try:
+            restarts = ray.get(self.weight_store.restarts.remote(), timeout=10.0)
+        except ACTOR_ERRORS:
+            restarts = {}
+        c, (actors, learner, replay) = self.counters, self._restarts_before
+        c.actor_restarts = max(c.actor_restarts, actors + restarts.get("rollout", 0))
+        c.learner_restarts = max(c.learner_restarts, learner + restarts.get("learner", 0))
+        c.replay_restarts = max(c.replay_restarts, replay + restarts.get("replay", 0))
+        return {
+            "dist/actor_restarts": c.actor_restarts,
+            "dist/learner_restarts": c.learner_restarts,
+            "dist/replay_restarts": c.replay_restarts,
+        }
 
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``)."""

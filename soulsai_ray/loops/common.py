@@ -33,6 +33,9 @@ class RunCounters:
     env_errors: int = 0
     actor_failures: int = 0
     learner_failures: int = 0
+    actor_restarts: int = 0
+    learner_restarts: int = 0
+    replay_restarts: int = 0
     nan_rollbacks: int = 0
     resumes: int = 0
 

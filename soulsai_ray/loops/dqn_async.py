@@ -18,15 +18,21 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
 from soulsai_ray.actors.learner import TrainReport
 from soulsai_ray.actors.rollout import CollectReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.base import ACTOR_ERRORS, STARTUP_TIMEOUT_S, STATE_TIMEOUT_S, TrainingLoop
-from soulsai_ray.loops.common import Restore, RunRecorder
+from soulsai_ray.loops.base import (
+    ACTOR_ERRORS,
+    STARTUP_TIMEOUT_S,
+    STATE_TIMEOUT_S,
+    TrainingLoop,
+    get_when_available,
+)
+from soulsai_ray.loops.common import Restore, RunCounters, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
@@ -34,6 +40,7 @@ logger = logging.getLogger(__name__)
 WAIT_S = 0.2
 LEARNER_IDLE_BACKOFF_S = 0.05
 COLLECTS_IN_FLIGHT = 2
+DRAIN_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -54,6 +61,30 @@ class IntervalStats:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+class ReplayCounts:
+    """Keeps the run's sample counters equal to replay's own, across replay restarts."""
+
+    def __init__(self, counters: RunCounters) -> None:
+        self.counters = counters
+        self._base = (counters.samples_accepted, counters.samples_stale, counters.samples_invalid)
+        self._last = (0, 0, 0)
+
+    def update(self, stats: dict[str, Any]) -> None:
+        """Applies replay's cumulative counts (a restarted replay counts from 0 again)."""
+        now = (
+            int(stats["total_added"]),
+            int(stats["stale"]),
+            int(stats["invalid"]) + int(stats["malformed"]),
+        )
+        if now[0] < self._last[0]:  # replay restarted: what it counted before is kept
+            self._base = tuple(b + last for b, last in zip(self._base, self._last, strict=True))
+        self._last = now
+        c = self.counters
+        c.samples_accepted, c.samples_stale, c.samples_invalid = (
+            b + n for b, n in zip(self._base, now, strict=True)
+        )
 
 
 def _latency_percentiles(latencies: list[float]) -> dict[str, float | None]:
@@ -77,9 +108,12 @@ class DQNAsyncLoop(TrainingLoop):
         self._collect_refs: dict[ray.ObjectRef, int] = {}
         self._train_ref: ray.ObjectRef | None = None
         self._learner_idle_until = 0.0
+        self._learner_down = False
         self._last_log = time.monotonic()
         self.publish_times: dict[int, float] = {}
         self.sync_latencies: list[float] = []
+        self._replay_counts = ReplayCounts(self.counters)
+        self._stats_ref: ray.ObjectRef | None = None
 
     def build(self) -> None:
         """Creates the weight store, replay, rollout actors and learner, in that order.
@@ -96,7 +130,7 @@ class DQNAsyncLoop(TrainingLoop):
             name=self.names["replay"],
             scheduling_strategy=pinned,
             max_restarts=cfg.cluster.actor_max_restarts,
-        ).remote(self.algo, cfg.seed, self.checkpoint_dir, self.resume_path)
+        ).remote(self.algo, cfg.seed, self.checkpoint_dir, self.resume_path, self.names["weights"])
         self.fleet = RolloutFleet(cfg, self._make_rollout)
         self.fleet.start()
         self.spec = self.probe_spec()
@@ -167,10 +201,11 @@ class DQNAsyncLoop(TrainingLoop):
         index = self._collect_refs.pop(ref)
         try:
             report: CollectReport = ray.get(ref)
+        except TaskCancelledError:
+            return
         except (RayActorError, RayTaskError) as err:
-            self.counters.actor_failures += 1
             logger.debug("rollout actor %d: %s", index, err)
-            self.fleet.mark(index, ok=False)
+            self.counters.actor_failures += self.fleet.mark(index, ok=False)
             return
         self.fleet.mark(index, ok=True)
         self._on_collect(report)
@@ -179,10 +214,7 @@ class DQNAsyncLoop(TrainingLoop):
         c, iv = self.counters, self.interval
         c.env_steps += report.env_steps
         c.episodes += len(report.returns)
-        c.samples_accepted += report.accepted
         c.model_lag_sum += report.lag_sum
-        c.samples_stale += report.stale
-        c.samples_invalid += report.invalid
         c.env_errors += report.env_errors
         iv.env_steps += report.env_steps
         iv.accepted += report.accepted
@@ -202,7 +234,8 @@ class DQNAsyncLoop(TrainingLoop):
         try:
             report: TrainReport = ray.get(ref)
         except ACTOR_ERRORS as err:
-            self.counters.learner_failures += 1
+            self.counters.learner_failures += not self._learner_down
+            self._learner_down = True
             logger.warning(
                 "learner call failed (%s); Ray restarts it from the last checkpoint", err
             )
@@ -211,6 +244,7 @@ class DQNAsyncLoop(TrainingLoop):
         self._on_train(report)
 
     def _on_train(self, report: TrainReport) -> None:
+        self._learner_down = False
         c, iv = self.counters, self.interval
         c.updates = report.total_updates
         c.weight_version = report.version
@@ -229,10 +263,24 @@ class DQNAsyncLoop(TrainingLoop):
 
     # --- telemetry and checkpoints ------------------------------------------------------------
 
+    def _refresh_replay_counts(self, wait_s: float = 0.0) -> None:
+        """Takes the sample counts from replay, their source of truth, without blocking the loop."""
+        if self._stats_ref is None:
+            self._stats_ref = self.replay.stats.remote()
+        ready, _ = ray.wait([self._stats_ref], timeout=wait_s)
+        if not ready:
+            return
+        try:
+            self._replay_counts.update(ray.get(self._stats_ref))
+        except ACTOR_ERRORS as err:
+            logger.warning("replay did not report its counts (%s)", type(err).__name__)
+        self._stats_ref = None
+
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_log < self.cfg.telemetry.log_every_s:
             return
+        self._refresh_replay_counts(wait_s=STATE_TIMEOUT_S if force else 0.0)
         iv, c = self.interval, self.counters
         dt = max(now - iv.start, 1e-9)
         scalars: dict[str, float | int | None] = {
@@ -256,6 +304,7 @@ class DQNAsyncLoop(TrainingLoop):
             "progress/updates": c.updates,
             "progress/episodes": c.episodes,
             **self.node_scalars(),
+            **self.restart_scalars(),
         }
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(
@@ -274,15 +323,24 @@ class DQNAsyncLoop(TrainingLoop):
         self._last_log = now
 
     def checkpoint_state(self) -> dict[str, Any]:
-        state = ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        state = get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)
         if self.cfg.checkpoint.save_replay:
-            state["replay"] = ray.get(self.replay.state.remote(), timeout=STATE_TIMEOUT_S)
+            state["replay"] = get_when_available(self.replay.state.remote, STATE_TIMEOUT_S)
         return state
 
     def finish(self, reason: str) -> dict[str, Any]:
+        """Drains the rollout calls and pushes in flight, so the final counts are exact."""
+        refs = list(self._collect_refs)
+        for ref in refs:
+            ray.cancel(ref)  # queued calls are dropped; running ones complete
+        done, _ = (
+            ray.wait(refs, num_returns=len(refs), timeout=DRAIN_TIMEOUT_S) if refs else ([], [])
+        )
+        for ref in done:
+            self._on_collect_result(ref)
+        flushes = [actor.flush.remote() for actor in self.fleet.actors]
+        ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
         self._maybe_log(force=True)
-        for ref in list(self._collect_refs):
-            ray.cancel(ref)
         return super().finish(reason)
 
     def summary_extra(self) -> dict[str, Any]:

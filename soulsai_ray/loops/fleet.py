@@ -76,13 +76,19 @@ class RolloutFleet:
         self._last_scale_check = now
         return self._grow(self.target_size())
 
-    def mark(self, index: int, ok: bool) -> None:
-        """Records the outcome of actor ``index``'s latest call."""
-        if not ok and self.alive.get(index, True):
+    def mark(self, index: int, ok: bool) -> bool:
+        """Records the outcome of actor ``index``'s latest call; True if it just went down.
+
+        Calls that fail while the actor is already down (restarting, or waiting for its node)
+        belong to the same failure.
+        """
+        went_down = not ok and self.alive.get(index, True)
+        if went_down:
             logger.warning(
                 "rollout actor %d failed; Ray restarts it when its resources are available", index
             )
         self.alive[index] = ok
+        return went_down
 
     @property
     def num_alive(self) -> int:

@@ -20,7 +20,13 @@ from soulsai_ray.actors import WeightStore
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.loops.base import ACTOR_ERRORS, STARTUP_TIMEOUT_S, STATE_TIMEOUT_S, TrainingLoop
+from soulsai_ray.loops.base import (
+    ACTOR_ERRORS,
+    STARTUP_TIMEOUT_S,
+    STATE_TIMEOUT_S,
+    TrainingLoop,
+    get_when_available,
+)
 from soulsai_ray.loops.common import Restore, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
 
@@ -51,7 +57,10 @@ class PPOSyncLoop(TrainingLoop):
             name=store_name, scheduling_strategy=pinned
         ).remote()
         self.fleet = RolloutFleet(
-            cfg, lambda options, index, _: PPORolloutActor.options(**options).remote(cfg, index)
+            cfg,
+            lambda options, index, _: PPORolloutActor.options(**options).remote(
+                cfg, index, store_name
+            ),
         )
         self.fleet.start()
         spec = self.probe_spec()
@@ -114,9 +123,8 @@ class PPOSyncLoop(TrainingLoop):
         try:
             report: RolloutReport = ray.get(ref)
         except (RayActorError, RayTaskError) as err:
-            self.counters.actor_failures += 1
             logger.debug("rollout actor %d: %s", index, err)
-            self.fleet.mark(index, ok=False)
+            self.counters.actor_failures += self.fleet.mark(index, ok=False)
             return None
         self.fleet.mark(index, ok=True)
         c = self.counters
@@ -145,8 +153,8 @@ class PPOSyncLoop(TrainingLoop):
             logger.warning(
                 "learner update failed (%s); Ray restarts it from the last checkpoint", err
             )
-            self.version, self.weights = ray.get(
-                self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S
+            self.version, self.weights = get_when_available(
+                self.learner.ready.remote, STARTUP_TIMEOUT_S
             )
             return
         for message in result.rejected:
@@ -189,6 +197,7 @@ class PPOSyncLoop(TrainingLoop):
             "progress/updates": c.updates,
             "progress/iterations": self.iteration,
             **self.node_scalars(),
+            **self.restart_scalars(),
         }
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(
@@ -205,7 +214,7 @@ class PPOSyncLoop(TrainingLoop):
         self._last_log, self._last_log_steps = now, c.env_steps
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return ray.get(self.learner.state.remote(), timeout=STATE_TIMEOUT_S)
+        return get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)
 
     def summary_extra(self) -> dict[str, Any]:
         return {"iterations": self.iteration}

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from soulsai_ray.checkpoint import CheckpointManager, verify_checkpoint
 
-from .conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 SHORT_DQN = [
     "algo=dqn",

@@ -83,25 +83,27 @@ def _last(tmp_path, tag: str) -> float:
     return acc.Scalars(tag)[-1].value
 
 
+def _assert_faults_counted(counters: dict, kills: dict[str, int], tmp_path) -> None:
+    assert kills["actors"] >= 4 and kills["learner"] == 1
+    # every restart Ray completed is counted; the last kill's restart may still be under way
+    assert kills["actors"] - 1 <= counters["actor_restarts"] <= kills["actors"]
+    assert counters["learner_restarts"] == 1
+    assert 1 <= counters["actor_failures"] <= kills["actors"]  # failures the driver saw
+    assert counters["learner_failures"] <= 1  # only if a call was under way when it died
+    assert _last(tmp_path, "dist/actor_restarts") == counters["actor_restarts"]
+    assert _last(tmp_path, "dist/learner_restarts") == 1
+
+
 def test_dqn_survives_killed_actors_and_learner(tmp_path):
     algo = DQNConfig(hidden_sizes=[64], learning_starts=500, batch_size=64, replay_ratio=32)
     summary, kills, loop = _run_with_faults(DQNAsyncLoop, algo, tmp_path)
     counters = summary["counters"]
-    assert kills["actors"] >= 4 and kills["learner"] == 1
-    assert counters["actor_failures"] >= kills["actors"]
-    assert counters["learner_failures"] >= 1
-    assert _last(tmp_path, "dist/actor_failures") >= kills["actors"]
-    assert _last(tmp_path, "dist/learner_failures") >= 1
+    _assert_faults_counted(counters, kills, tmp_path)
     stats = ray.get(loop.replay.stats.remote())
-    # every transition replay accepted is counted once per actor: no duplicated pushes
+    # replay counted every accepted transition once per actor (no duplicated pushes), and the
+    # run's counter is replay's own count, so nothing pushed by a killed actor goes uncounted
     assert stats["total_added"] == sum(stats["accepted_by_actor"].values())
-    # the driver learned of all accepted data but at most the pushes in flight on killed actors
-    in_flight = kills["actors"] * algo.max_inflight_pushes * algo.push_every
-    assert (
-        counters["samples_accepted"]
-        <= stats["total_added"]
-        <= counters["samples_accepted"] + in_flight
-    )
+    assert counters["samples_accepted"] == stats["total_added"] > 0
     assert summary["updates"] > 0 and summary["episodes"] > 0
     for actor in [*loop.fleet.actors, loop.learner, loop.replay, loop.weight_store]:
         ray.kill(actor)
@@ -113,10 +115,7 @@ def test_ppo_survives_killed_actors_and_learner(tmp_path):
     )
     summary, kills, loop = _run_with_faults(PPOSyncLoop, algo, tmp_path)
     counters = summary["counters"]
-    assert kills["actors"] >= 4 and kills["learner"] == 1
-    assert counters["actor_failures"] >= kills["actors"]
-    assert counters["learner_failures"] >= 1
-    assert _last(tmp_path, "dist/actor_failures") >= kills["actors"]
+    _assert_faults_counted(counters, kills, tmp_path)
     # every accepted rollout step was trained on exactly once
     assert counters["samples_trained"] == counters["samples_accepted"] - counters["samples_invalid"]
     assert counters["samples_trained"] > 0
