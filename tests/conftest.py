@@ -6,8 +6,10 @@ import os
 
 import pytest
 
-# Keep every Ray address on loopback (see README, "Security").
+# Keep every Ray address on loopback (see README, "Security"), and use token authentication for
+# every cluster the tests start (Ray reads these once, before it is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 

@@ -50,9 +50,9 @@ class Restore:
 
 
 def counters_from_meta(meta: dict[str, Any]) -> RunCounters:
-    """The counters saved in a checkpoint's metadata (unknown fields ignored)."""
+    """The counters saved in a checkpoint's metadata (other fields ignored)."""
     known = {f.name for f in fields(RunCounters)}
-    return RunCounters(**{k: v for k, v in meta.get("counters", {}).items() if k in known})
+    return RunCounters(**{k: v for k, v in meta.items() if k in known})
 
 
 RESUME_SEED_STRIDE = 1_000_003
@@ -169,14 +169,26 @@ class RunRecorder:
         self.metrics.export(scalars)
 
     def save_checkpoint(self, counters: RunCounters, payload: dict[str, Any]) -> Path:
-        """Writes an atomic checkpoint named after the update count."""
+        """Writes an atomic checkpoint named after the update and env-step counts.
+
+        Besides ``payload`` (learner and optionally replay state) it holds the learning curve, so
+        a resumed run continues its statistics; ``meta.json`` holds the counters.
+        """
+        telemetry = {
+            "curve": self.telemetry.learning_curve(),
+            "time_to_target_s": self.time_to_target_s,
+            "env_steps_to_target": self.env_steps_to_target,
+            "elapsed_s": self.elapsed_s,
+        }
         meta = {
             **asdict(counters),
             "return_mean": self.telemetry.return_mean,
             "wall_s": self.elapsed_s,
         }
         name = f"ckpt_{counters.updates:09d}_{counters.env_steps:011d}"
-        self.last_checkpoint = self.checkpoints.save(name, payload, meta, self.config_yaml)
+        self.last_checkpoint = self.checkpoints.save(
+            name, {**payload, "telemetry": telemetry}, meta, self.config_yaml
+        )
         return self.last_checkpoint
 
     def restore(self, payload: dict[str, Any]) -> None:

@@ -75,7 +75,7 @@ def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path):
     for checkpoint in manager.list():
         verify_checkpoint(checkpoint.path)  # a killed writer never leaves a corrupt checkpoint
     resumed_from = manager.latest()
-    before = resumed_from.meta["counters"]
+    before = resumed_from.meta
     assert before["updates"] >= 400 and before["env_steps"] > 0
     first_events = sorted((run_dir / "tb").glob("events.out.tfevents.*"))
 
@@ -111,7 +111,7 @@ def test_sigint_stops_gracefully_and_the_run_can_resume(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "SIGINT"
     final = CheckpointManager(run_dir / "checkpoints").latest()
-    assert final is not None and final.meta["counters"]["env_steps"] == summary["env_steps"]
+    assert final is not None and final.meta["env_steps"] == summary["env_steps"]
     assert (run_dir / "learning_curve.png").is_file()
 
 
@@ -133,9 +133,7 @@ def test_corrupt_checkpoint_is_refused_and_auto_falls_back(tmp_path):
     assert proc.returncode == 2, out[-2000:]
     assert str(newest.path) in out and "sha256" in out
 
-    proc = _start(
-        run_dir, "resume=auto", f"stop.env_steps={older.meta['counters']['env_steps'] + 500}"
-    )
+    proc = _start(run_dir, "resume=auto", f"stop.env_steps={older.meta['env_steps'] + 500}")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert f"resuming from {older.path}" in out

@@ -36,7 +36,9 @@ GAME_PC = {"num_cpus": 1, "resources": {"soulsgym": 1}, "node_ip_address": LOOPB
 
 @pytest.fixture(scope="module")
 def cluster():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # tests/conftest.py turns token authentication on (RAY_AUTH_MODE=token, ~/.ray/auth_token),
+    # as scripts/start_head.sh does.
+    assert os.environ["RAY_AUTH_MODE"] == "token"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": LOOPBACK})
     ray.init(address=c.address)
     yield c
@@ -78,6 +80,7 @@ def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
 
     def scenario() -> None:
         try:
+            _wait_for(lambda: hasattr(loop, "fleet"), 120, "the loop to start")
             _wait_for(lambda: samples_from(pc1) > 0, 120, "samples from the first game PC")
             pc2 = cluster.add_node(**GAME_PC)
             events["join_s"] = _wait_for(
@@ -99,10 +102,14 @@ def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
         finally:
             cfg.stop.time_s = 0.001
 
-    thread = threading.Thread(target=scenario, daemon=True)
+    # Ray's node helpers install signal handlers, so the scenario runs in the main thread and
+    # the training loop beside it.
+    result: dict[str, dict] = {}
+    thread = threading.Thread(target=lambda: result.update(summary=loop.run()), daemon=True)
     thread.start()
-    summary = loop.run()
-    thread.join(timeout=10)
+    scenario()
+    thread.join(timeout=120)
+    summary = result["summary"]
     assert "error" not in events, events.get("error")
     head = cluster.head_node.node_id
     assert {_node_of(a) for a in (loop.learner, loop.replay, loop.weight_store)} == {head}
