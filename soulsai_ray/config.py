@@ -7,12 +7,10 @@ below by :func:`parse_config`. Unknown keys, wrong types and impossible values r
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
+
+from soulsai_ray.typed_config import ConfigError, build_dataclass, require
 
 __all__ = [
     "AlgoConfig",
@@ -27,19 +25,6 @@ __all__ = [
     "TrainConfig",
     "parse_config",
 ]
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; ``key`` is the dotted path of the offending key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(key, message)
 
 
 @dataclass
@@ -70,18 +55,18 @@ class EnvConfig:
     joined by dots (see :class:`~soulsai_ray.envs.wrappers.FlattenDictObservation`)."""
 
     def validate(self, key: str) -> None:
-        _require(bool(self.id), f"{key}.id", "must name a gymnasium env")
-        _require(
+        require(bool(self.id), f"{key}.id", "must name a gymnasium env")
+        require(
             self.max_episode_steps is None or self.max_episode_steps > 0,
             f"{key}.max_episode_steps",
             "must be > 0 or null",
         )
         for name, amount in self.actor_resources.items():
-            _require(amount > 0, f"{key}.actor_resources.{name}", "must be > 0")
-        _require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
-        _require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
-        _require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
-        _require(
+            require(amount > 0, f"{key}.actor_resources.{name}", "must be > 0")
+        require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
+        require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
+        require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
+        require(
             self.hard_reset_every_s is None or self.hard_reset_every_s > 0,
             f"{key}.hard_reset_every_s",
             "must be > 0 or null",
@@ -177,31 +162,31 @@ class DQNConfig:
             "updates_per_call",
         )
         for name in positive_ints:
-            _require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        _require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
         for i, width in enumerate(self.hidden_sizes):
-            _require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
-        _require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
-        _require(self.lr > 0, f"{key}.lr", "must be > 0")
-        _require(self.replay_ratio > 0, f"{key}.replay_ratio", "must be > 0")
-        _require(self.learning_starts >= 0, f"{key}.learning_starts", "must be >= 0")
-        _require(
+            require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
+        require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
+        require(self.lr > 0, f"{key}.lr", "must be > 0")
+        require(self.replay_ratio > 0, f"{key}.replay_ratio", "must be > 0")
+        require(self.learning_starts >= 0, f"{key}.learning_starts", "must be >= 0")
+        require(
             self.learning_starts <= self.buffer_size,
             f"{key}.learning_starts",
             f"must be <= algo.buffer_size ({self.buffer_size})",
         )
-        _require(self.batch_size <= self.buffer_size, f"{key}.batch_size", "exceeds buffer_size")
-        _require(self.huber_delta > 0, f"{key}.huber_delta", "must be > 0")
-        _require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
-        _require(0.0 < self.target_tau <= 1.0, f"{key}.target_tau", "must be in (0, 1]")
+        require(self.batch_size <= self.buffer_size, f"{key}.batch_size", "exceeds buffer_size")
+        require(self.huber_delta > 0, f"{key}.huber_delta", "must be > 0")
+        require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
+        require(0.0 < self.target_tau <= 1.0, f"{key}.target_tau", "must be in (0, 1]")
         for name in ("eps_start", "eps_end", "apex_eps_base"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
-        _require(self.apex_eps_alpha >= 0, f"{key}.apex_eps_alpha", "must be >= 0")
-        _require(self.per_alpha >= 0, f"{key}.per_alpha", "must be >= 0")
-        _require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
-        _require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
-        _require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
-        _require(self.ratio_slack_steps > 0, f"{key}.ratio_slack_steps", "must be > 0")
+            require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
+        require(self.apex_eps_alpha >= 0, f"{key}.apex_eps_alpha", "must be >= 0")
+        require(self.per_alpha >= 0, f"{key}.per_alpha", "must be >= 0")
+        require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
+        require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
+        require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
+        require(self.ratio_slack_steps > 0, f"{key}.ratio_slack_steps", "must be > 0")
 
 
 @dataclass
@@ -250,21 +235,21 @@ class PPOConfig:
 
     def validate(self, key: str) -> None:
         for name in ("n_steps", "epochs", "minibatch_size", "min_workers"):
-            _require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        _require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(bool(self.hidden_sizes), f"{key}.hidden_sizes", "needs at least one layer")
         for i, width in enumerate(self.hidden_sizes):
-            _require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
-        _require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
-        _require(0.0 <= self.gae_lambda <= 1.0, f"{key}.gae_lambda", "must be in [0, 1]")
-        _require(self.lr > 0, f"{key}.lr", "must be > 0")
-        _require(self.clip_coef > 0, f"{key}.clip_coef", "must be > 0")
-        _require(self.ent_coef >= 0, f"{key}.ent_coef", "must be >= 0")
-        _require(self.vf_coef >= 0, f"{key}.vf_coef", "must be >= 0")
-        _require(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
-        _require(
+            require(width > 0, f"{key}.hidden_sizes[{i}]", "must be > 0")
+        require(0.0 < self.gamma <= 1.0, f"{key}.gamma", "must be in (0, 1]")
+        require(0.0 <= self.gae_lambda <= 1.0, f"{key}.gae_lambda", "must be in [0, 1]")
+        require(self.lr > 0, f"{key}.lr", "must be > 0")
+        require(self.clip_coef > 0, f"{key}.clip_coef", "must be > 0")
+        require(self.ent_coef >= 0, f"{key}.ent_coef", "must be >= 0")
+        require(self.vf_coef >= 0, f"{key}.vf_coef", "must be >= 0")
+        require(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
+        require(
             self.target_kl is None or self.target_kl > 0, f"{key}.target_kl", "must be > 0 or null"
         )
-        _require(self.iteration_timeout_s > 0, f"{key}.iteration_timeout_s", "must be > 0")
+        require(self.iteration_timeout_s > 0, f"{key}.iteration_timeout_s", "must be > 0")
 
 
 AlgoConfig = DQNConfig | PPOConfig
@@ -291,17 +276,17 @@ class ClusterConfig:
     """How often Ray restarts a dead actor (-1: forever)."""
 
     def validate(self, key: str) -> None:
-        _require(
+        require(
             self.num_rollout_actors == "auto" or self.num_rollout_actors > 0,
             f"{key}.num_rollout_actors",
             "must be > 0 or auto",
         )
-        _require(self.rollout_num_cpus >= 0, f"{key}.rollout_num_cpus", "must be >= 0")
-        _require(
+        require(self.rollout_num_cpus >= 0, f"{key}.rollout_num_cpus", "must be >= 0")
+        require(
             self.num_cpus is None or self.num_cpus > 0, f"{key}.num_cpus", "must be > 0 or null"
         )
-        _require(self.torch_threads > 0, f"{key}.torch_threads", "must be > 0")
-        _require(self.actor_max_restarts >= -1, f"{key}.actor_max_restarts", "must be >= -1")
+        require(self.torch_threads > 0, f"{key}.torch_threads", "must be > 0")
+        require(self.actor_max_restarts >= -1, f"{key}.actor_max_restarts", "must be >= -1")
 
 
 @dataclass
@@ -316,11 +301,11 @@ class StopConfig:
     """Mean return over the last 100 episodes."""
 
     def validate(self, key: str) -> None:
-        _require(
+        require(
             self.env_steps is None or self.env_steps > 0, f"{key}.env_steps", "must be > 0 or null"
         )
-        _require(self.time_s is None or self.time_s > 0, f"{key}.time_s", "must be > 0 or null")
-        _require(
+        require(self.time_s is None or self.time_s > 0, f"{key}.time_s", "must be > 0 or null")
+        require(
             any(v is not None for v in (self.env_steps, self.time_s, self.return_mean)),
             key,
             "at least one of env_steps, time_s, return_mean must be set",
@@ -339,8 +324,8 @@ class CheckpointConfig:
     """Include the DQN replay buffer (large) so a resumed run continues with the same data."""
 
     def validate(self, key: str) -> None:
-        _require(self.every_updates > 0, f"{key}.every_updates", "must be > 0")
-        _require(self.keep_last > 0, f"{key}.keep_last", "must be > 0")
+        require(self.every_updates > 0, f"{key}.every_updates", "must be > 0")
+        require(self.keep_last > 0, f"{key}.keep_last", "must be > 0")
 
 
 @dataclass
@@ -357,8 +342,8 @@ class TelemetryConfig:
     """Seconds between scalar writes."""
 
     def validate(self, key: str) -> None:
-        _require(self.window > 0, f"{key}.window", "must be > 0")
-        _require(self.log_every_s > 0, f"{key}.log_every_s", "must be > 0")
+        require(self.window > 0, f"{key}.window", "must be > 0")
+        require(self.log_every_s > 0, f"{key}.log_every_s", "must be > 0")
 
 
 @dataclass
@@ -379,15 +364,15 @@ class TrainConfig:
     """Continue a run: ``auto`` (newest good checkpoint in this run dir, if any) or a checkpoint path."""
 
     def validate(self, key: str = "") -> None:
-        _require(self.seed >= 0, "seed", "must be >= 0")
-        _require(self.resume != "", "resume", "must be auto, a checkpoint path, or null")
-        _require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
-        _require(
+        require(self.seed >= 0, "seed", "must be >= 0")
+        require(self.resume != "", "resume", "must be auto, a checkpoint path, or null")
+        require(self.device in ("cpu", "cuda", "auto"), "device", "must be cpu, cuda or auto")
+        require(
             self.cluster.num_rollout_actors != "auto" or bool(self.env.actor_resources),
             "cluster.num_rollout_actors",
             "auto needs env.actor_resources (e.g. {soulsgym: 1}) to count the slots",
         )
-        _require(
+        require(
             isinstance(self.algo, PPOConfig) or self.env.num_envs_per_actor == 1,
             "env.num_envs_per_actor",
             "DQN rollout actors step one env each; use more actors instead",
@@ -416,97 +401,5 @@ def parse_config(data: dict[str, Any]) -> TrainConfig:
         raise ConfigError(
             "algo.name", f"unknown algorithm {algo['name']!r}; use one of {sorted(ALGO_CONFIGS)}"
         )
-    data = {**data, "algo": _build(algo_cls, algo, "algo")}
-    return _build(TrainConfig, data, "")
-
-
-def _build(cls: type, data: Any, key: str) -> Any:
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(key or "<root>", f"expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in data:
-        if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1)
-            hint = f"; did you mean {_join(key, close[0])!r}?" if close else ""
-            raise ConfigError(_join(key, str(name)), f"unknown key{hint}")
-    values = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _coerce(hints[name], data[name], _join(key, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(_join(key, name), "missing required key")
-    obj = cls(**values)
-    obj.validate(key)
-    return obj
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Checks ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(key, f"must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(key, f"expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if value is None:  # `key: null` in YAML lets command-line overrides replace the mapping
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}")
-        return value
-    raise ConfigError(key, f"unsupported type {tp!r}")
-
-
-def _type_name(tp: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
-    parts = []
-    for arg in typing.get_args(tp):
-        if arg is type(None):
-            continue
-        if typing.get_origin(arg) is Literal:
-            parts += [repr(v) for v in typing.get_args(arg)]
-        else:
-            parts.append(names.get(arg, getattr(arg, "__name__", str(arg))))
-    suffix = " or null" if type(None) in typing.get_args(tp) else ""
-    return " or ".join(parts) + suffix
+    data = {**data, "algo": build_dataclass(algo_cls, algo, "algo")}
+    return build_dataclass(TrainConfig, data, "")
