@@ -196,7 +196,17 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
         )
     ray.init(address=cluster.address)
     cfg = TrainConfig(
-        algo=DQNConfig(hidden_sizes=[128, 128], learning_starts=500, replay_ratio=32),
+        # settings for a real-time env, as in conf/algo_env/dqn_iudex.yaml
+        algo=DQNConfig(
+            hidden_sizes=[128, 128],
+            learning_starts=500,
+            batch_size=64,
+            replay_ratio=64,
+            weight_sync_every=10,
+            push_every=16,
+            collect_steps=64,
+            collect_time_s=2.0,
+        ),
         env=EnvConfig(id="CartPole-v1", step_latency_s=1.0 / rate, actor_resources={"soulsgym": 1}),
         cluster=ClusterConfig(
             address=cluster.address, num_rollout_actors=actors, rollout_num_cpus=0
@@ -212,25 +222,31 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
     window: dict[str, Any] = {}
 
     def measure() -> None:
-        while len(loop.fleet.alive) < actors or not loop.sync_latencies:
-            time.sleep(0.1)
-        time.sleep(2.0)
-        c = loop.counters
-        t0, steps0, updates0, lag0, acc0 = (
-            time.monotonic(),
-            c.env_steps,
-            c.updates,
-            c.model_lag_sum,
-            c.samples_accepted,
-        )
-        time.sleep(seconds)
-        dt = time.monotonic() - t0
-        window.update(
-            steps_per_s=(c.env_steps - steps0) / dt,
-            updates_per_s=(c.updates - updates0) / dt,
-            model_lag=(c.model_lag_sum - lag0) / max(c.samples_accepted - acc0, 1),
-        )
-        cfg.stop.time_s = 0.001
+        try:
+            while (
+                not hasattr(loop, "fleet")
+                or len(loop.fleet.alive) < actors
+                or not loop.sync_latencies
+            ):
+                time.sleep(0.1)
+            time.sleep(2.0)
+            c = loop.counters
+            t0, steps0, updates0, lag0, acc0 = (
+                time.monotonic(),
+                c.env_steps,
+                c.updates,
+                c.model_lag_sum,
+                c.model_lag_samples,
+            )
+            time.sleep(seconds)
+            dt = time.monotonic() - t0
+            window.update(
+                steps_per_s=(c.env_steps - steps0) / dt,
+                updates_per_s=(c.updates - updates0) / dt,
+                model_lag=(c.model_lag_sum - lag0) / max(c.model_lag_samples - acc0, 1),
+            )
+        finally:
+            cfg.stop.time_s = 0.001  # always end the run
 
     thread = threading.Thread(target=measure, daemon=True)
     thread.start()

@@ -251,31 +251,34 @@ def _flat(value: Any, key: str, n: int) -> np.ndarray:
 
 
 class LatencyWrapper(gym.Wrapper):
-    """Holds each step and reset to a minimum wall time, like a real-time game.
+    """Holds the env to a fixed step rate, like a real-time game (e.g. 0.05 s = 20 steps/s).
 
-    A step that already took longer than ``step_latency_s`` is not delayed further, so the
-    wrapper models a fixed step rate (e.g. 0.05 s = 20 steps/s), not an added delay.
+    A step returns no earlier than ``step_latency_s`` after the previous step (or reset)
+    returned, so the agent's own time per step overlaps with the game's, as it does when a game
+    ticks at a fixed rate. A step that takes longer than that is not delayed further.
     """
 
     def __init__(self, env: gym.Env, step_latency_s: float, reset_latency_s: float) -> None:
         super().__init__(env)
         self.step_latency_s = step_latency_s
         self.reset_latency_s = reset_latency_s
+        self._last_return = time.perf_counter()
 
     def step(self, action: Any) -> Any:
-        start = time.perf_counter()
         result = self.env.step(action)
-        _sleep_until(start + self.step_latency_s)
+        self._last_return = _sleep_until(self._last_return + self.step_latency_s)
         return result
 
     def reset(self, **kwargs: Any) -> Any:
         start = time.perf_counter()
         result = self.env.reset(**kwargs)
-        _sleep_until(start + self.reset_latency_s)
+        self._last_return = _sleep_until(start + self.reset_latency_s)
         return result
 
 
-def _sleep_until(deadline: float) -> None:
+def _sleep_until(deadline: float) -> float:
+    """Sleeps until ``deadline`` (perf_counter time); returns the time it woke up."""
     remaining = deadline - time.perf_counter()
     if remaining > 0:
         time.sleep(remaining)
+    return time.perf_counter()

@@ -28,6 +28,8 @@ class RunCounters:
     samples_accepted: int = 0
     samples_trained: int = 0
     model_lag_sum: int = 0
+    """Sum over accepted samples of (learner version - sample version), with model_lag_samples."""
+    model_lag_samples: int = 0
     samples_stale: int = 0
     samples_invalid: int = 0
     env_errors: int = 0

@@ -215,6 +215,7 @@ class DQNAsyncLoop(TrainingLoop):
         c.env_steps += report.env_steps
         c.episodes += len(report.returns)
         c.model_lag_sum += report.lag_sum
+        c.model_lag_samples += report.accepted
         c.env_errors += report.env_errors
         iv.env_steps += report.env_steps
         iv.accepted += report.accepted
