@@ -206,6 +206,7 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
             push_every=16,
             collect_steps=64,
             collect_time_s=0.5,  # short calls: the measurement sees steps within 0.5 s
+            ratio_slack_steps=None,
         ),
         # Acrobot: 500-step episodes even for a poor policy, so resets hardly count
         env=EnvConfig(id="Acrobot-v1", step_latency_s=1.0 / rate, actor_resources={"soulsgym": 1}),

@@ -141,8 +141,9 @@ class DQNConfig:
     """Batches the learner fetches per replay call (one call is always prefetched)."""
     updates_per_call: int = 200
     """Max updates per learner call before the driver gets metrics back."""
-    ratio_slack_steps: int = 2_000
-    """How far (in env steps) sampling may run ahead of learning before actors pause."""
+    ratio_slack_steps: int | None = 2_000
+    """How far (in env steps) sampling may run ahead of learning before actors pause; null never
+    pauses them (for real-time games, where a paused game PC saves the learner nothing)."""
 
     def validate(self, key: str) -> None:
         positive_ints = (
@@ -186,7 +187,11 @@ class DQNConfig:
         require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
         require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
         require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
-        require(self.ratio_slack_steps > 0, f"{key}.ratio_slack_steps", "must be > 0")
+        require(
+            self.ratio_slack_steps is None or self.ratio_slack_steps > 0,
+            f"{key}.ratio_slack_steps",
+            "must be > 0 or null",
+        )
 
 
 @dataclass

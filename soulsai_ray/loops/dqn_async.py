@@ -177,7 +177,8 @@ class DQNAsyncLoop(TrainingLoop):
         # Two calls per actor: the next one is queued while the current one runs, so an actor
         # never idles waiting for the driver between calls.
         inflight = Counter(self._collect_refs.values())
-        if self._lead_steps() <= self.algo.ratio_slack_steps:
+        slack = self.algo.ratio_slack_steps
+        if slack is None or self._lead_steps() <= slack:
             for index, actor in enumerate(self.fleet.actors):
                 for _ in range(COLLECTS_IN_FLIGHT - inflight[index]):
                     self._collect_refs[actor.collect.remote(self.counters.env_steps)] = index
