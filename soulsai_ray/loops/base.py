@@ -111,9 +111,24 @@ class TrainingLoop:
         """Adds to the per-node sample count shown in telemetry."""
         self.samples_by_node[node_id] = self.samples_by_node.get(node_id, 0) + samples
 
-    def node_scalars(self) -> dict[str, float]:
-        """``dist/node_samples/<node>`` for telemetry."""
-        return {f"dist/node_samples/{node[:12]}": n for node, n in self.samples_by_node.items()}
+    def common_scalars(self) -> dict[str, float | int]:
+        """Telemetry every loop writes: fleet health, faults, bad data, progress, per-node samples."""
+        c = self.counters
+        return {
+            "dist/actors_alive": self.fleet.num_alive,
+            "dist/actors": len(self.fleet),
+            "dist/actor_failures": c.actor_failures,
+            "dist/learner_failures": c.learner_failures,
+            "dist/samples_rejected": c.samples_stale,
+            "dist/samples_invalid": c.samples_invalid,
+            "dist/weight_version": c.weight_version,
+            "train/nan_rollbacks": c.nan_rollbacks,
+            "env/errors": c.env_errors,
+            "progress/updates": c.updates,
+            "progress/episodes": c.episodes,
+            **{f"dist/node_samples/{node[:12]}": n for node, n in self.samples_by_node.items()},
+            **self.restart_scalars(),
+        }
 
     def restart_scalars(self) -> dict[str, int]:
         """Restarts of rollout actors, learner and replay (counted by the weight store)."""

@@ -293,20 +293,8 @@ class DQNAsyncLoop(TrainingLoop):
             "perf/env_steps_per_s": iv.env_steps / dt,
             "perf/updates_per_s": iv.updates / dt,
             "dist/model_lag_mean": iv.lag_sum / iv.accepted if iv.accepted else None,
-            "dist/samples_rejected": c.samples_stale,
-            "dist/samples_invalid": c.samples_invalid,
-            "dist/actors_alive": self.fleet.num_alive,
-            "dist/actors": len(self.fleet),
-            "dist/actor_failures": c.actor_failures,
-            "dist/learner_failures": c.learner_failures,
-            "train/nan_rollbacks": c.nan_rollbacks,
-            "dist/weight_version": c.weight_version,
             "dist/weight_sync_latency_s": _mean(iv.sync_latencies),
-            "env/errors": c.env_errors,
-            "progress/updates": c.updates,
-            "progress/episodes": c.episodes,
-            **self.node_scalars(),
-            **self.restart_scalars(),
+            **self.common_scalars(),
         }
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(

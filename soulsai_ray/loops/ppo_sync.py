@@ -185,19 +185,8 @@ class PPOSyncLoop(TrainingLoop):
             "perf/env_steps_per_s": (c.env_steps - self._last_log_steps) / iteration_s,
             "perf/update_s": update_s,
             "dist/iteration_workers": workers,
-            "dist/actors_alive": self.fleet.num_alive,
-            "dist/actors": len(self.fleet),
-            "dist/actor_failures": c.actor_failures,
-            "dist/learner_failures": c.learner_failures,
-            "dist/samples_invalid": c.samples_invalid,
-            "train/nan_rollbacks": c.nan_rollbacks,
-            "dist/samples_rejected": c.samples_stale,
-            "dist/weight_version": c.weight_version,
-            "env/errors": c.env_errors,
-            "progress/updates": c.updates,
             "progress/iterations": self.iteration,
-            **self.node_scalars(),
-            **self.restart_scalars(),
+            **self.common_scalars(),
         }
         self.recorder.record_scalars(c.env_steps, scalars)
         self.recorder.telemetry.update_console(
