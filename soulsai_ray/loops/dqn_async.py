@@ -330,6 +330,7 @@ class DQNAsyncLoop(TrainingLoop):
             self._on_collect_result(ref)
         flushes = [actor.flush.remote() for actor in self.fleet.actors]
         ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
+        self._stats_ref = None  # a request sent before the drain would report stale counts
         self._maybe_log(force=True)
         return super().finish(reason)
 
