@@ -355,7 +355,7 @@ class TelemetryConfig:
 class TrainConfig:
     """The whole run."""
 
-    algo: DQNConfig | PPOConfig
+    algo: AlgoConfig
     env: EnvConfig = field(default_factory=EnvConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)

@@ -78,7 +78,6 @@ class RolloutActor:
         self._receipts: list[AddReceipt] = []
         self._weight_loads: list[tuple[int, float]] = []
         self._errors: list[str] = []
-        self.pushes_lost = 0
 
     def spec(self) -> EnvSpec:
         """Observation size and number of actions of this actor's env."""
@@ -142,8 +141,8 @@ class RolloutActor:
         for ref in refs:
             try:
                 self._receipts.append(ray.get(ref))
-            except RayActorError:
-                self.pushes_lost += 1  # replay died; Ray restarts it and pushes go on
+            except RayActorError:  # replay died; Ray restarts it and pushes go on
+                self._errors.append("a push was lost: replay restarted before acknowledging it")
 
     def _sync_weights(self, blocking: bool) -> None:
         if self._poll_ref is None:
