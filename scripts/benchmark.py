@@ -5,6 +5,7 @@
     python scripts/benchmark.py solve --algo dqn --env lunarlander --baseline sb3
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
     python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
+    python scripts/benchmark.py soak --minutes 30 --algo dqn --seed 0
 
 ``throughput`` measures the env steps/s that PPO rollout actors deliver (batches fetched by the
 driver, as the learner receives them) on LunarLander against a single-process loop that steps
@@ -12,6 +13,10 @@ the same vector env with the same policy network, in the same command. ``scale``
 N rollout actors on a latency-bound env (a game at a fixed step rate) across simulated nodes of a
 local multi-node cluster and reports aggregate env steps/s against N x rate, the learner's update
 rate, the model lag and how long a weight publish takes to reach the actors (p50/p99).
+
+``soak`` trains on game-rate envs across simulated game-PC nodes while it SIGKILLs every actor
+kind and the driver (then resumes it), freezes envs and fills the checkpoint disk on a seeded
+schedule, and reports recovery times, segments, samples and memory (see ``scripts/soak.py``).
 
 ``solve`` trains with the shipped config until the env's target return (mean of the last 100
 training episodes) and reports wall seconds and env steps to the target. ``--baseline sb3`` runs
@@ -287,6 +292,18 @@ def cmd_scale(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
+def cmd_soak(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from soak import Soak, print_report
+
+    soak = Soak(args.algo, args.minutes, args.seed, args.nodes, args.step_latency)
+    report = soak.run()
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(report), indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -317,6 +334,14 @@ def main() -> None:
     scale.add_argument("--seconds", type=float, default=30.0, help="measurement window per N")
     scale.add_argument("--json", help="write the table to this file")
     scale.set_defaults(func=cmd_scale)
+    soak = sub.add_parser("soak", help="chaos soak: faults of every kind on a seeded schedule")
+    soak.add_argument("--minutes", type=float, default=30.0)
+    soak.add_argument("--algo", default="dqn", choices=["dqn", "ppo"])
+    soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--nodes", type=int, default=3, help="simulated game PCs, one actor each")
+    soak.add_argument("--step-latency", type=float, default=0.02, help="seconds per env step")
+    soak.add_argument("--json", help="write the report to this file")
+    soak.set_defaults(func=cmd_soak)
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     args.func(args)

@@ -52,10 +52,14 @@ def main(cfg: DictConfig) -> None:
         fail(_omegaconf_message(err))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+        summary = run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     except CheckpointError as err:
         print(f"resume error: {err}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)
+    except ConfigError as err:
+        fail(str(err))
+    if summary.get("exit_status"):
+        sys.exit(summary["exit_status"])
 
 
 def _omegaconf_message(err: OmegaConfBaseException) -> str:

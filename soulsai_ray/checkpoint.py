@@ -12,6 +12,9 @@ A folder is written under a temporary sibling name (``.tmp-<name>-<random>``) an
 place only once complete, so a crash leaves either the old state or the new one, never a mix.
 A folder without a manifest is a partial write; one whose files disagree with the manifest is
 corrupt. Both are refused by `verify_checkpoint` and skipped by `CheckpointManager`.
+
+Checkpoints are ordered by the run counters in their ``meta.json`` (``updates``, then
+``env_steps``, then ``resumes``), not by the wall clock, which may step back.
 """
 
 from __future__ import annotations
@@ -131,8 +134,8 @@ class CheckpointManager:
 
     Args:
         root: Folder holding the checkpoint folders; created on first save.
-        keep_last: How many of the newest checkpoints survive pruning (the best one is kept on
-            top of these).
+        keep_last: How many of the newest checkpoints survive pruning (the best one and the one
+            just saved are kept on top of these).
     """
 
     def __init__(self, root: Path, keep_last: int = 3) -> None:
@@ -154,6 +157,10 @@ class CheckpointManager:
 
         Returns:
             The final checkpoint folder.
+
+        Raises:
+            OSError: Writing failed (e.g. the disk is full). Nothing is pruned and the existing
+                checkpoints are untouched; the partial write is removed.
         """
         _check_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -167,11 +174,15 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._prune()
+        self._prune(saved=final)
         return final
 
     def list(self) -> list[Checkpoint]:
-        """Lists checkpoints whose files match the manifest sizes (no hashing), newest first."""
+        """Lists checkpoints whose files match the manifest sizes (no hashing), newest first.
+
+        Newest means the largest ``(updates, env_steps, resumes)`` from ``meta.json``; a missing
+        counter counts as older than any value, and ``created_at`` and the name only break ties.
+        """
         if not self.root.is_dir():
             return []
         checkpoints = []
@@ -185,7 +196,7 @@ class CheckpointManager:
                 logger.debug("Skipping %s: %s", folder, e)
                 continue
             checkpoints.append(Checkpoint(path=folder, meta=meta))
-        checkpoints.sort(key=lambda c: (_created_at(c), c.name), reverse=True)
+        checkpoints.sort(key=_order_key, reverse=True)
         return checkpoints
 
     def latest(self) -> Checkpoint | None:
@@ -203,11 +214,16 @@ class CheckpointManager:
     def _with_return_mean(self) -> list[Checkpoint]:
         return [c for c in self.list() if _return_mean(c) is not None]
 
-    def _prune(self) -> None:
-        """Deletes all but the newest `keep_last` and the best; updates the pointer files."""
+    def _prune(self, saved: Path) -> None:
+        """Deletes all but the newest `keep_last`, the best and `saved`; updates the pointer files.
+
+        Args:
+            saved: The checkpoint just written. It is kept even when older checkpoints rank
+                above it (a run resumed from an older checkpoint than the newest one).
+        """
         checkpoints = self.list()
         best = max(self._with_return_mean(), key=_best_key, default=None)
-        keep = {c.name for c in checkpoints[: self.keep_last]}
+        keep = {c.name for c in checkpoints[: self.keep_last]} | {saved.name}
         if best is not None:
             keep.add(best.name)
         for c in checkpoints:
@@ -274,13 +290,20 @@ def _write_folder(
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
-    """Renames `tmp` to `final`; an existing `final` is moved aside first and deleted after."""
+    """Renames `tmp` to `final`; an existing `final` is moved aside first and deleted after.
+
+    If the new folder cannot be moved in, the existing `final` is moved back.
+    """
     if not final.exists():
         os.rename(tmp, final)
     else:
         trash = final.with_name(f"{_TRASH_PREFIX}{final.name}-{secrets.token_hex(4)}")
         os.rename(final, trash)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(trash, final)
+            raise
         shutil.rmtree(trash)
     _fsync_dir(final.parent)
 
@@ -349,9 +372,28 @@ def _first_verified(candidates: list[Checkpoint]) -> Checkpoint | None:
     return None
 
 
+_ORDER_COUNTERS = ("updates", "env_steps", "resumes")
+
+
+def _order_key(c: Checkpoint) -> tuple[int | float | str, ...]:
+    """Sort key, larger is newer: run counters first, then ``created_at`` and name."""
+    counters = tuple(_counter(c, key) for key in _ORDER_COUNTERS)
+    return (*counters, _created_at(c), c.name)
+
+
+def _counter(c: Checkpoint, key: str) -> int:
+    """A non-negative int counter from meta; -1 (older than any value) when missing."""
+    value = c.meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return -1
+    return value
+
+
 def _created_at(c: Checkpoint) -> float:
     value = c.meta.get("created_at")
-    return float(value) if isinstance(value, int | float) else float("-inf")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return -math.inf
+    return float(value)
 
 
 def _return_mean(c: Checkpoint) -> float | None:
@@ -361,10 +403,10 @@ def _return_mean(c: Checkpoint) -> float | None:
     return float(value)
 
 
-def _best_key(c: Checkpoint) -> tuple[float, float, str]:
+def _best_key(c: Checkpoint) -> tuple[int | float | str, ...]:
     """Ranks by return_mean (missing counts as worst); ties go to the newer checkpoint."""
     value = _return_mean(c)
-    return (value if value is not None else -math.inf, _created_at(c), c.name)
+    return (value if value is not None else -math.inf, *_order_key(c))
 
 
 def _sha256(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -47,6 +48,44 @@ def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, An
     else:
         context = ray.init(address=cfg.address, runtime_env=runtime_env, log_to_driver=True)
     return dict(context.address_info)
+
+
+@dataclass(frozen=True)
+class ActorStatus:
+    """An actor's lifecycle as the cluster's control store (GCS) records it."""
+
+    state: str
+    """ALIVE, RESTARTING, DEPENDENCIES_UNREADY, PENDING_CREATION or DEAD (never coming back)."""
+    restarts: int
+    """How often Ray restarted it."""
+
+    @property
+    def gone(self) -> bool:
+        """Dead for good: restarts exhausted or restarts not allowed."""
+        return self.state == "DEAD"
+
+
+def actor_status(handle: Any) -> ActorStatus | None:
+    """The GCS record of an actor: the one source of restart counts; None if unreadable.
+
+    Reading it is a short request to the GCS; it never waits for the actor itself.
+    """
+    from ray._private import state
+
+    try:
+        info = state.actors(actor_id=handle._actor_id.hex())
+    except Exception as err:  # noqa: BLE001 - a GCS hiccup must not stop training
+        logger.debug("actor status unavailable: %s", err)
+        return None
+    if not info:
+        return None
+    return ActorStatus(str(info.get("State", "")), int(info.get("NumRestarts", 0)))
+
+
+def missing_local_resources(resources: dict[str, float]) -> dict[str, float]:
+    """Custom resources (of ``resources``) that no node of the connected cluster offers enough of."""
+    totals = ray.cluster_resources()
+    return {name: need for name, need in resources.items() if totals.get(name, 0.0) < need}
 
 
 def on_this_node() -> NodeAffinitySchedulingStrategy:

@@ -49,6 +49,9 @@ class EnvConfig:
     """Extra wall time per reset."""
     hard_reset_every_s: float | None = None
     """Close and re-create the env this often, between episodes (SoulsGym lags after hours)."""
+    step_timeout_s: float | None = None
+    """A rollout actor whose env step or reset runs longer (a frozen game) is killed and
+    restarted, and counted as ``env/stalls``; null: never."""
     angle_keys: list[str] = field(default_factory=list)
     """Dict-observation keys holding angles in radians, encoded as [sin, cos] pairs when the
     observation is flattened: ``key`` (every element) or ``key[i]`` (element i), nested keys
@@ -66,11 +69,9 @@ class EnvConfig:
         require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
         require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
         require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
-        require(
-            self.hard_reset_every_s is None or self.hard_reset_every_s > 0,
-            f"{key}.hard_reset_every_s",
-            "must be > 0 or null",
-        )
+        for name in ("hard_reset_every_s", "step_timeout_s"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"{key}.{name}", "must be > 0 or null")
 
 
 @dataclass

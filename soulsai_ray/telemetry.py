@@ -34,6 +34,7 @@ from soulsai_ray.checkpoint import write_text_atomic
 _clock = time.monotonic  # module-level so tests can control time
 _PLAIN_LINE_INTERVAL_S = 10.0
 _BAR_REFRESH_INTERVAL_S = 0.25
+DEFAULT_CURVE_POINTS = 4096
 
 
 def format_number(value: Any) -> str:
@@ -92,13 +93,156 @@ def to_json_safe(value: Any) -> Any:
     return str(value)
 
 
-def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
-    """Mean of the last ``window`` values up to each index (fewer at the start)."""
+def rolling_mean(
+    values: Sequence[float], window: int, counts: Sequence[int] | None = None
+) -> np.ndarray:
+    """Mean of the last ``window`` values up to each index (fewer at the start).
+
+    Args:
+        values: The values, or with ``counts`` the mean of each group of values.
+        window: How many values each mean covers.
+        counts: How many values each entry of ``values`` stands for; None means one each. A mean
+            then covers the fewest trailing entries holding at least ``window`` values (at least
+            the entry itself), weighting each entry by its count.
+
+    Returns:
+        One mean per entry of ``values``.
+    """
     x = np.asarray(values, dtype=np.float64)
-    csum = np.concatenate([[0.0], np.cumsum(x)])
-    idx = np.arange(1, len(x) + 1)
-    start = np.maximum(idx - window, 0)
-    return (csum[idx] - csum[start]) / (idx - start)
+    n = np.ones(len(x), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+    sums = np.concatenate([[0.0], np.cumsum(x * n)])
+    totals = np.concatenate([[0], np.cumsum(n)])
+    end = np.arange(1, len(x) + 1)
+    start = np.searchsorted(totals, totals[end] - window, side="right") - 1
+    start = np.clip(start, 0, end - 1)
+    return (sums[end] - sums[start]) / (totals[end] - totals[start])
+
+
+class LearningCurve:
+    """Episode returns against env steps, downsampled to at most ``max_points`` points.
+
+    Each point holds the env step of its last episode, the mean return of its episodes and how
+    many episodes it stands for. Up to ``max_points`` episodes, a point is one episode. When the
+    curve is full, adjacent points are merged pairwise and every later point collects twice as
+    many episodes, so all points but the newest (still filling) stand for the same number of
+    episodes: the curve stays an even downsample of the whole run.
+
+    Args:
+        max_points: Most points kept; even and >= 2.
+    """
+
+    def __init__(self, max_points: int = DEFAULT_CURVE_POINTS) -> None:
+        if max_points < 2 or max_points % 2:
+            raise ValueError(f"max_points must be even and >= 2, got {max_points}")
+        self.max_points = max_points
+        self._steps = np.zeros(max_points, dtype=np.int64)
+        self._sums = np.zeros(max_points, dtype=np.float64)
+        self._counts = np.zeros(max_points, dtype=np.int64)
+        self._size = 0
+        self._bucket = 1  # episodes in each full point
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def episodes(self) -> int:
+        """Number of episodes the curve stands for."""
+        return int(self._counts[: self._size].sum())
+
+    def extend(
+        self, steps: Sequence[int] | np.ndarray, returns: Sequence[float] | np.ndarray
+    ) -> None:
+        """Adds episodes in logging order.
+
+        Args:
+            steps: Env step each episode was reported at.
+            returns: Return of each episode.
+        """
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        returns = np.asarray(returns, dtype=np.float64).reshape(-1)
+        if steps.shape != returns.shape:
+            raise ValueError(f"got {len(steps)} steps but {len(returns)} returns")
+        start = 0
+        while start < len(returns):
+            last = self._open_point()
+            end = start + min(len(returns) - start, self._bucket - int(self._counts[last]))
+            self._sums[last] += returns[start:end].sum()
+            self._counts[last] += end - start
+            self._steps[last] = steps[end - 1]
+            start = end
+
+    def points(self) -> list[tuple[int, float]]:
+        """The curve as ``(env_step, mean return)`` pairs, oldest first."""
+        state = self.state()
+        return [(int(s), float(r)) for s, r in zip(state["steps"], state["returns"], strict=True)]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The points as arrays: ``steps`` (int64), ``returns`` (float64 means), ``counts`` (int64)."""
+        n = self._size
+        return {
+            "steps": self._steps[:n].copy(),
+            "returns": self._sums[:n] / self._counts[:n],
+            "counts": self._counts[:n].copy(),
+        }
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Replaces the points with those of `state` (as returned by `state`), merging if too many.
+
+        Args:
+            state: Arrays ``steps``, ``returns`` and ``counts`` of equal length; counts >= 1.
+        """
+        steps = np.asarray(state["steps"], dtype=np.int64).reshape(-1)
+        means = np.asarray(state["returns"], dtype=np.float64).reshape(-1)
+        counts = np.asarray(state["counts"], dtype=np.int64).reshape(-1)
+        if not len(steps) == len(means) == len(counts):
+            raise ValueError(
+                f"curve arrays differ in length: {len(steps)}, {len(means)}, {len(counts)}"
+            )
+        if np.any(counts < 1):
+            raise ValueError("curve counts must be >= 1")
+        sums = means * counts
+        bucket = int(counts.max(initial=1))
+        while len(steps) > self.max_points:
+            steps, sums, counts = _merge_pairs(steps, sums, counts)
+            bucket *= 2
+        self._set_points(steps, sums, counts)
+        self._bucket = bucket
+
+    def clear(self) -> None:
+        """Removes every point."""
+        self._set_points(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+        self._bucket = 1
+
+    def _open_point(self) -> int:
+        """Index of the point new episodes go to, starting a new one when the newest is full."""
+        if self._size > 0 and self._counts[self._size - 1] < self._bucket:
+            return self._size - 1
+        if self._size == self.max_points:
+            n = self._size
+            self._set_points(*_merge_pairs(self._steps[:n], self._sums[:n], self._counts[:n]))
+            self._bucket *= 2
+        self._size += 1
+        return self._size - 1
+
+    def _set_points(self, steps: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+        n = len(steps)
+        self._steps[:n], self._sums[:n], self._counts[:n] = steps, sums, counts
+        self._steps[n:], self._sums[n:], self._counts[n:] = 0, 0.0, 0
+        self._size = n
+
+
+def _merge_pairs(
+    steps: np.ndarray, sums: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merges points 0 and 1, 2 and 3, ...; an odd last point stays alone.
+
+    A merged point has the later step and the summed returns and counts of both.
+    """
+    paired = len(steps) // 2 * 2
+    merged_steps = np.concatenate([steps[1:paired:2], steps[paired:]])
+    merged_sums = np.concatenate([sums[0:paired:2] + sums[1:paired:2], sums[paired:]])
+    merged_counts = np.concatenate([counts[0:paired:2] + counts[1:paired:2], counts[paired:]])
+    return merged_steps, merged_sums, merged_counts
 
 
 class Telemetry:
@@ -110,6 +254,7 @@ class Telemetry:
         console: Whether `update_console` prints anything.
         total_env_steps: Length of the run, for the progress bar; None if unknown.
         tb_subdir: Sub-folder of ``run_dir`` for TensorBoard events.
+        curve_points: Most points the learning curve keeps (see `LearningCurve`).
     """
 
     def __init__(
@@ -119,6 +264,7 @@ class Telemetry:
         console: bool = True,
         total_env_steps: int | None = None,
         tb_subdir: str = "tb",
+        curve_points: int = DEFAULT_CURVE_POINTS,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -128,7 +274,7 @@ class Telemetry:
         self.total_env_steps = total_env_steps
         self._writer: SummaryWriter | None = SummaryWriter(log_dir=str(self.run_dir / tb_subdir))
         self._recent_returns: deque[float] = deque(maxlen=window)
-        self._curve: list[tuple[int, float]] = []
+        self._curve = LearningCurve(curve_points)
         self._console_line: _ConsoleLine | None = None
 
     def log_episodes(self, env_step: int, returns: Sequence[float], lengths: Sequence[int]) -> None:
@@ -149,7 +295,7 @@ class Telemetry:
             writer.add_scalar("episode/return", float(ret), env_step)
             writer.add_scalar("episode/length", int(length), env_step)
             self._recent_returns.append(float(ret))
-            self._curve.append((int(env_step), float(ret)))
+        self._curve.extend(np.full(len(returns), int(env_step)), returns)
         if len(returns) > 0:
             writer.add_scalar("episode/return_mean", self.return_mean, env_step)
 
@@ -175,18 +321,45 @@ class Telemetry:
 
     @property
     def episodes(self) -> int:
-        """Total number of episodes logged."""
-        return len(self._curve)
+        """Total number of episodes logged (restored ones included)."""
+        return self._curve.episodes
 
-    def restore_curve(self, curve: Sequence[tuple[int, float]]) -> None:
-        """Continues a resumed run: earlier ``(env_step, return)`` points, without re-logging them."""
-        self._curve = [(int(step), float(ret)) for step, ret in curve]
+    def curve_state(self) -> dict[str, np.ndarray]:
+        """The learning curve and recent returns as arrays, for `restore_curve` after a resume.
+
+        Returns:
+            `LearningCurve.state` plus ``recent_returns``, the last ``window`` episode returns.
+        """
+        recent = np.array(self._recent_returns, dtype=np.float64)
+        return {**self._curve.state(), "recent_returns": recent}
+
+    def restore_curve(self, curve: Mapping[str, Any] | Sequence[tuple[int, float]]) -> None:
+        """Continues a resumed run with its earlier learning curve, without re-logging it.
+
+        Args:
+            curve: A `curve_state` dict, or ``(env_step, return)`` pairs, one per episode (the
+                form older checkpoints hold). A dict without ``recent_returns`` starts the
+                return mean from the newest points, each repeated by its episode count.
+        """
+        if isinstance(curve, Mapping):
+            self._curve.load(curve)
+            recent = curve.get("recent_returns")
+        else:
+            pairs = np.asarray(curve, dtype=np.float64).reshape(-1, 2)
+            self._curve.clear()
+            self._curve.extend(pairs[:, 0], pairs[:, 1])
+            recent = pairs[-self.window :, 1]
+        if recent is None:
+            recent = _newest_returns(self._curve, self.window)
         self._recent_returns.clear()
-        self._recent_returns.extend(ret for _, ret in self._curve[-self.window :])
+        self._recent_returns.extend(float(r) for r in np.asarray(recent).reshape(-1))
 
     def learning_curve(self) -> list[tuple[int, float]]:
-        """Every logged episode as ``(env_step, return)``, in logging order."""
-        return list(self._curve)
+        """The learning curve as ``(env_step, mean return)`` points, oldest first.
+
+        Until the curve holds `LearningCurve.max_points` episodes, each point is one episode.
+        """
+        return self._curve.points()
 
     def update_console(self, env_steps: int, fields: Mapping[str, Any]) -> None:
         """Updates the live progress line.
@@ -229,7 +402,7 @@ class Telemetry:
         fig = Figure(figsize=(8, 4.5), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        _draw_curve(ax, self._curve, self.window)
+        _draw_curve(ax, self._curve.state(), self.window)
         if target is not None:
             ax.axhline(
                 target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target:g}"
@@ -269,20 +442,32 @@ class Telemetry:
         return self._writer
 
 
-def _draw_curve(ax: Any, curve: Sequence[tuple[int, float]], window: int) -> None:
-    """Draws per-episode returns and their rolling mean, or a note when there are none."""
-    if not curve:
+def _newest_returns(curve: LearningCurve, window: int) -> np.ndarray:
+    """The newest ``window`` returns, each point's mean repeated by its episode count."""
+    state = curve.state()
+    newest = np.repeat(state["returns"][-window:], state["counts"][-window:])
+    return newest[-window:]
+
+
+def _draw_curve(ax: Any, curve: Mapping[str, np.ndarray], window: int) -> None:
+    """Draws returns and their rolling mean over ``window`` episodes, or a note when there are none.
+
+    When the points of a long run each stand for several episodes, the thin line shows their
+    means and the rolling mean covers at least ``window`` episodes.
+    """
+    if not len(curve["steps"]):
         ax.text(0.5, 0.5, "no finished episodes", ha="center", va="center", transform=ax.transAxes)
         return
-    steps = np.array([s for s, _ in curve])
-    returns = np.array([r for _, r in curve])
-    ax.plot(steps, returns, linewidth=0.6, alpha=0.35, color="tab:blue", label="episode return")
+    steps, returns, counts = curve["steps"], curve["returns"], curve["counts"]
+    per_point = int(counts.max())
+    label = "episode return" if per_point == 1 else f"mean return of {per_point} episodes"
+    ax.plot(steps, returns, linewidth=0.6, alpha=0.35, color="tab:blue", label=label)
     ax.plot(
         steps,
-        rolling_mean(returns, window),
+        rolling_mean(returns, window, counts),
         linewidth=2,
         color="tab:blue",
-        label=f"mean of last {window}",
+        label=f"mean of last {max(window, per_point)}",
     )
 
 

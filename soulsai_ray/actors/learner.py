@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayError
 
 from soulsai_ray.actors.restore import load_payload
+from soulsai_ray.actors.shell import next_version, setup_process
 from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.replay import SampledBatch
 
 MAX_INFLIGHT_PRIORITY_UPDATES = 4
 SAMPLE_TIMEOUT_S = 60.0
+REPUBLISH_TIMEOUT_S = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +67,18 @@ class LearnerActor:
         checkpoint_dir: str,
         resume_path: str | None = None,
     ) -> None:
-        torch.set_num_threads(cfg.cluster.torch_threads)
-        # Batches arrive as read-only zero-copy arrays; the learner only reads them.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        setup_process(cfg)
         self.cfg = cfg.algo
         self.learner = DQNLearner(
             cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.replay = ray.get_actor(replay)
         self.weight_store = ray.get_actor(weight_store)
-        self.weight_store.register_start.remote("learner")
         self.version = 0
         payload = load_payload(checkpoint_dir, resume_path)
         if payload is not None:
             self.learner.load_state_dict(payload["learner"])
             self.version = int(payload["version"])
-        # After a restart, continue above every version already handed out, so that no actor
-        # mistakes new weights for ones it already holds.
-        self.version = max(self.version, ray.get(self.weight_store.version.remote()) + 1)
         self._pending_sample: ray.ObjectRef | None = None
         self._ready: list[SampledBatch] = []
         self._priority_refs: list[ray.ObjectRef] = []
@@ -135,6 +130,20 @@ class LearnerActor:
         self._publishes.append((self.version, time.time()))
         return self.version
 
+    def republish(self, floor: int) -> int:
+        """Publishes the current weights as a version above ``floor`` and above what the weight
+        store holds (after a restart of the learner or the store); returns that version.
+
+        A learner that died mid-call may have published versions the driver never heard of;
+        the store's own version covers those.
+        """
+        try:
+            held, _ = ray.get(self.weight_store.latest.remote(), timeout=REPUBLISH_TIMEOUT_S)
+        except RayError:
+            held = -1
+        self.version = next_version(self.version, max(floor, held)) - 1
+        return self.publish()
+
     def ready(self) -> int:
         """Returns the published version once construction (and the first publish) is done."""
         return self.version
@@ -147,12 +156,13 @@ class LearnerActor:
         if not self._ready:
             if self._pending_sample is None:
                 self._pending_sample = self._request()
+            pending, self._pending_sample = self._pending_sample, None
             try:
-                batches = ray.get(self._pending_sample, timeout=SAMPLE_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError) as err:
-                # Replay is restarting (Ray restarts it) or overloaded: no data this call.
+                batches = ray.get(pending, timeout=SAMPLE_TIMEOUT_S)
+            except RayError as err:
+                # Replay is restarting (Ray restarts it) or overloaded: no data this call; the
+                # next call sends a new request.
                 logger.warning("sampling from replay failed (%s); retrying", type(err).__name__)
-                self._pending_sample = None
                 return None
             self._pending_sample = self._request()
             if not batches:

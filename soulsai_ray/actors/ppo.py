@@ -1,19 +1,27 @@
-"""PPO's Ray shells: a rollout actor that collects on request and the learner."""
+"""PPO's Ray shells: a rollout actor that collects on request and the learner.
+
+The driver hands weight references to the rollout actors itself, so PPO needs no weight store.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import ray
-import torch
 
 from soulsai_ray.actors.restore import load_payload
+from soulsai_ray.actors.shell import (
+    HEALTH_GROUPS,
+    RolloutShell,
+    next_version,
+    rollout_seed,
+    setup_process,
+)
 from soulsai_ray.algos.ppo import PPOLearner, RolloutBatch
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs import EnvSpec, make_env
+from soulsai_ray.envs import make_env
 from soulsai_ray.sampling.episodes import EpisodeStats
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
@@ -29,33 +37,21 @@ class RolloutReport:
     steps: int
 
 
-@ray.remote
-class PPORolloutActor:
+@ray.remote(concurrency_groups=HEALTH_GROUPS)
+class PPORolloutActor(RolloutShell):
     """Collects ``n_steps`` per env with the weights it is handed, on request of the driver."""
 
-    def __init__(self, cfg: TrainConfig, index: int, weight_store: str | None = None) -> None:
-        torch.set_num_threads(cfg.cluster.torch_threads)
-        if weight_store is not None:
-            ray.get_actor(weight_store).register_start.remote(f"rollout-{index}")
-        self.index = index
+    def __init__(self, cfg: TrainConfig, index: int) -> None:
+        self._setup(cfg, index)
         self.n_steps = cfg.algo.n_steps
-        self.node_id = ray.get_runtime_context().get_node_id()
         env_cfg = cfg.env
         self.sampler = OnPolicySampler(
             lambda: make_env(env_cfg),
             env_cfg.num_envs_per_actor,
             cfg.algo,
-            seed=cfg.seed + 1000 * (index + 1),
+            seed=rollout_seed(cfg, index),
             hard_reset_every_s=env_cfg.hard_reset_every_s,
         )
-
-    def spec(self) -> EnvSpec:
-        """Observation size and number of actions of this actor's env."""
-        return EnvSpec(self.sampler.obs_dim, self.sampler.num_actions)
-
-    def pid(self) -> int:
-        """Process id (used by fault-injection tests and operators)."""
-        return os.getpid()
 
     @ray.method(num_returns=2)
     def collect(
@@ -93,19 +89,16 @@ class PPOLearnerActor:
         cfg: TrainConfig,
         obs_dim: int,
         num_actions: int,
-        weight_store: str,
         checkpoint_dir: str,
         resume_path: str | None = None,
     ) -> None:
         from soulsai_ray.actors.learner import resolve_device
 
-        torch.set_num_threads(cfg.cluster.torch_threads)
+        setup_process(cfg)
         self.obs_dim, self.num_actions = obs_dim, num_actions
         self.learner = PPOLearner(
             cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
         )
-        self.weight_store = ray.get_actor(weight_store)
-        self.weight_store.register_start.remote("learner")
         self.version = 0
         self.gradient_steps = 0
         payload = load_payload(checkpoint_dir, resume_path)
@@ -113,12 +106,16 @@ class PPOLearnerActor:
             self.learner.load_state_dict(payload["learner"])
             self.version = int(payload["version"])
             self.gradient_steps = int(payload["gradient_steps"])
-        # After a restart, continue above every version already handed out.
-        self.version = max(self.version, ray.get(self.weight_store.version.remote()) + 1)
-        self._published = self._publish()
+        self._published = ray.put(self.learner.policy_weights())
 
     def ready(self) -> tuple[int, list[ray.ObjectRef]]:
         """The current version and weights once construction is done."""
+        return self.version, [self._published]
+
+    def republish(self, floor: int) -> tuple[int, list[ray.ObjectRef]]:
+        """Publishes the current weights as a version above ``floor`` (after a restart)."""
+        self.version = next_version(self.version, floor)
+        self._published = ray.put(self.learner.policy_weights())
         return self.version, [self._published]
 
     def update(
@@ -141,7 +138,7 @@ class PPOLearnerActor:
             minibatch = self.learner.cfg.minibatch_size
             self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
             self.version += 1
-            self._published = self._publish()
+            self._published = ray.put(self.learner.policy_weights())
         return PPOUpdateReport(
             self.version,
             [self._published],
@@ -159,8 +156,3 @@ class PPOLearnerActor:
             "version": self.version,
             "gradient_steps": self.gradient_steps,
         }
-
-    def _publish(self) -> ray.ObjectRef:
-        ref = ray.put(self.learner.policy_weights())
-        self.weight_store.publish.remote(self.version, [ref])
-        return ref

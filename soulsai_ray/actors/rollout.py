@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
 import ray
-import torch
-from ray.exceptions import RayActorError
 
-from soulsai_ray.actors.replay import AddReceipt
-from soulsai_ray.algos.exploration import apex_epsilon, linear_epsilon
+from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
+from soulsai_ray.algos.exploration import apex_epsilon, elastic_apex_epsilon, linear_epsilon
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs import EnvSpec, make_env
+from soulsai_ray.envs import make_env
 from soulsai_ray.sampling import EpsilonGreedySampler
 
 POLL_CHECK_EVERY = 8
@@ -23,7 +20,7 @@ WEIGHTS_TIMEOUT_S = 120.0
 
 @dataclass
 class CollectReport:
-    """What one ``collect`` call did."""
+    """What one ``collect`` call did (replay's verdicts on the data reach the driver from replay)."""
 
     actor_index: int
     node_id: str
@@ -33,17 +30,13 @@ class CollectReport:
     env_errors: int
     epsilon: float
     version: int
-    accepted: int = 0
-    stale: int = 0
-    invalid: int = 0
-    lag_sum: int = 0
     errors: list[str] = field(default_factory=list)
     weight_loads: list[tuple[int, float]] = field(default_factory=list)
     """(version, wall time) of each weight version this actor installed."""
 
 
-@ray.remote
-class RolloutActor:
+@ray.remote(concurrency_groups=HEALTH_GROUPS)
+class RolloutActor(RolloutShell):
     """Samples with epsilon-greedy exploration; never waits for the learner.
 
     Each ``collect`` call runs the env for up to ``collect_steps`` steps or ``collect_time_s``
@@ -53,49 +46,45 @@ class RolloutActor:
     """
 
     def __init__(
-        self, cfg: TrainConfig, index: int, num_actors: int, replay: str, weight_store: str
+        self, cfg: TrainConfig, index: int, num_actors: int | None, replay: str, weight_store: str
     ) -> None:
-        torch.set_num_threads(cfg.cluster.torch_threads)
+        """Args:
+        cfg: The run config.
+        index: This actor's index in the fleet.
+        num_actors: Fleet size for Ape-X epsilons; None for an elastic (``auto``) fleet.
+        replay: Name of the replay actor (looked up when first needed; it may restart).
+        weight_store: Name of the weight store.
+        """
+        self._setup(cfg, index)
         self.cfg = cfg.algo
-        self.index = index
-        self.num_actors = max(num_actors, index + 1)
-        # Peers are passed by name: handles as constructor arguments would pin objects that a
-        # restarted actor depends on.
-        self.replay = ray.get_actor(replay)
+        self.num_actors = num_actors
+        self._replay_name = replay
+        self._replay: ray.actor.ActorHandle | None = None
         self.weight_store = ray.get_actor(weight_store)
-        self.weight_store.register_start.remote(f"rollout-{index}")
-        self.node_id = ray.get_runtime_context().get_node_id()
         env_cfg = cfg.env
         self.sampler = EpsilonGreedySampler(
             lambda: make_env(env_cfg),
             cfg.algo,
-            seed=cfg.seed + 1000 * (index + 1),
+            seed=rollout_seed(cfg, index),
             hard_reset_every_s=env_cfg.hard_reset_every_s,
         )
         self._push_refs: list[ray.ObjectRef] = []
         self._poll_ref: ray.ObjectRef | None = None
         self._steps_since_sync = 0
-        self._receipts: list[AddReceipt] = []
         self._weight_loads: list[tuple[int, float]] = []
         self._errors: list[str] = []
-
-    def spec(self) -> EnvSpec:
-        """Observation size and number of actions of this actor's env."""
-        return EnvSpec(int(self.sampler.env.observation_space.shape[0]), self.sampler.num_actions)
-
-    def pid(self) -> int:
-        """Process id (used by fault-injection tests and operators)."""
-        return os.getpid()
 
     def epsilon(self, global_env_steps: int) -> float:
         """This actor's exploration rate at the given global step count."""
         c = self.cfg
-        if c.per_actor_eps:
-            return apex_epsilon(self.index, self.num_actors, c.apex_eps_base, c.apex_eps_alpha)
-        return linear_epsilon(global_env_steps, c.eps_start, c.eps_end, c.eps_decay_steps)
+        if not c.per_actor_eps:
+            return linear_epsilon(global_env_steps, c.eps_start, c.eps_end, c.eps_decay_steps)
+        if self.num_actors is None:
+            return elastic_apex_epsilon(self.index, c.apex_eps_base, c.apex_eps_alpha)
+        return apex_epsilon(self.index, self.num_actors, c.apex_eps_base, c.apex_eps_alpha)
 
     def collect(self, global_env_steps: int) -> CollectReport:
-        """Samples for a while and reports finished episodes and replay's verdicts."""
+        """Samples for a while and reports finished episodes and faults."""
         if self.sampler.version < 0:
             self._sync_weights(blocking=True)
         eps = self.epsilon(global_env_steps)
@@ -135,32 +124,42 @@ class RolloutActor:
                 )
                 continue
             self._take_receipts(done)
-        self._push_refs.append(self.replay.add.remote(chunk, self.index, self.node_id))
+        if self._replay is None:  # created after the rollout actors, once the env spec is known
+            self._replay = ray.get_actor(self._replay_name)
+        self._push_refs.append(self._replay.add.remote(chunk, self.index, self.node_id))
 
     def _take_receipts(self, refs: list[ray.ObjectRef]) -> None:
         for ref in refs:
             try:
-                self._receipts.append(ray.get(ref))
-            except RayActorError:  # replay died; Ray restarts it and pushes go on
-                self._errors.append("a push was lost: replay restarted before acknowledging it")
+                error = ray.get(ref)
+            except ray.exceptions.RayError:  # replay died; Ray restarts it and pushes go on
+                error = "a push was lost: replay restarted before acknowledging it"
+            if error:
+                self._errors.append(error)
 
     def _sync_weights(self, blocking: bool) -> None:
+        """Polls the weight store; a failed poll is reported and retried at the next sync."""
         if self._poll_ref is None:
             self._poll_ref = self.weight_store.latest.remote()
             self._steps_since_sync = 0
             if not blocking:
                 return
         ready, _ = ray.wait([self._poll_ref], timeout=WEIGHTS_TIMEOUT_S if blocking else 0)
-        if blocking and not ready:
-            self._poll_ref = None
-            raise TimeoutError(f"the weight store did not answer within {WEIGHTS_TIMEOUT_S:.0f}s")
         if not ready:
+            if blocking:
+                self._poll_ref = None
+                raise TimeoutError(
+                    f"the weight store did not answer within {WEIGHTS_TIMEOUT_S:.0f}s"
+                )
             return
-        version, ref = ray.get(self._poll_ref)
-        self._poll_ref = None
-        if version > self.sampler.version and ref:
-            self.sampler.load_weights(ray.get(ref[0]), version)
-            self._weight_loads.append((version, time.time()))
+        poll, self._poll_ref = self._poll_ref, None
+        try:
+            version, ref = ray.get(poll)
+            if version != self.sampler.version and ref:
+                self.sampler.load_weights(ray.get(ref[0], timeout=WEIGHTS_TIMEOUT_S), version)
+                self._weight_loads.append((version, time.time()))
+        except (ray.exceptions.RayError, ValueError) as err:  # store restarting, weights freed
+            self._errors.append(f"weight poll failed ({type(err).__name__}); retrying")
 
     def _report(self, eps: float) -> CollectReport:
         if self._push_refs:
@@ -168,8 +167,8 @@ class RolloutActor:
                 self._push_refs, num_returns=len(self._push_refs), timeout=0
             )
             self._take_receipts(done)
-        receipts, self._receipts = self._receipts, []
         errors, self._errors = self._errors, []
+        loads, self._weight_loads = self._weight_loads, []
         stats = self.sampler.pop_stats()
         return CollectReport(
             actor_index=self.index,
@@ -180,14 +179,6 @@ class RolloutActor:
             env_errors=stats.env_errors,
             epsilon=eps,
             version=self.sampler.version,
-            accepted=sum(r.accepted for r in receipts),
-            stale=sum(r.stale for r in receipts),
-            invalid=sum(r.invalid for r in receipts),
-            lag_sum=sum(r.lag_sum for r in receipts),
-            errors=errors + [r.error for r in receipts if r.error],
-            weight_loads=self._pop_weight_loads(),
+            errors=errors,
+            weight_loads=loads,
         )
-
-    def _pop_weight_loads(self) -> list[tuple[int, float]]:
-        loads, self._weight_loads = self._weight_loads, []
-        return loads

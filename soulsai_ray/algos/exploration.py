@@ -16,3 +16,29 @@ def apex_epsilon(actor_index: int, num_actors: int, base: float = 0.4, alpha: fl
     if num_actors == 1:
         return base
     return base ** (1.0 + alpha * actor_index / (num_actors - 1))
+
+
+def spread_fraction(index: int) -> float:
+    """A position in [0, 1] for actor ``index`` such that every first k actors are spread out.
+
+    0, 1, then the van der Corput sequence (1/2, 1/4, 3/4, 1/8, ...): a fleet that grows one
+    actor at a time keeps its exploration rates spread over the whole range.
+    """
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
+    if index < 2:
+        return float(index)
+    n, fraction, scale = index - 1, 0.0, 0.5
+    while n:
+        fraction += scale * (n & 1)
+        n >>= 1
+        scale /= 2
+    return fraction
+
+
+def elastic_apex_epsilon(actor_index: int, base: float = 0.4, alpha: float = 7.0) -> float:
+    """Ape-X epsilon for a fleet of unknown, changing size: ``base ** (1 + alpha * f(i))``.
+
+    ``f`` is :func:`spread_fraction`, so actors joining later fill the gaps of the range.
+    """
+    return base ** (1.0 + alpha * spread_fraction(actor_index))

@@ -7,6 +7,7 @@ can name it as ``env.id: soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,8 @@ class FakeSoulsEnv(gym.Env):
     (rolls, attacks and parry need stamina, as in SoulsGym). A masked action raises
     :class:`InvalidActionError`. Faults are injected with the given probabilities as
     ``RuntimeError("injected game crash")`` before a step or reset takes effect; the env stays
-    usable afterwards. Everything is deterministic after ``reset(seed=...)``.
+    usable afterwards. A hang (``step_hang_prob``) blocks the step forever without raising, as
+    a frozen game does. Everything is deterministic after ``reset(seed=...)``.
 
     Attributes:
         step_count: Completed steps over the env's lifetime.
@@ -89,6 +91,7 @@ class FakeSoulsEnv(gym.Env):
         valid_action_prob: float = 0.7,
         phase: int = 1,
         nan_reward_prob: float = 0.0,
+        step_hang_prob: float = 0.0,
     ) -> None:
         """Creates the env.
 
@@ -98,12 +101,14 @@ class FakeSoulsEnv(gym.Env):
             valid_action_prob: Probability that an action other than no-op is valid in a step.
             phase: Boss phase reported in the observation (1 or 2).
             nan_reward_prob: Probability that a step reports a NaN reward (corrupt game data).
+            step_hang_prob: Probability that a step never returns (a frozen game).
         """
         for name, prob in (
             ("step_error_prob", step_error_prob),
             ("reset_error_prob", reset_error_prob),
             ("valid_action_prob", valid_action_prob),
             ("nan_reward_prob", nan_reward_prob),
+            ("step_hang_prob", step_hang_prob),
         ):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {prob}")
@@ -113,6 +118,7 @@ class FakeSoulsEnv(gym.Env):
         self.reset_error_prob = reset_error_prob
         self.valid_action_prob = valid_action_prob
         self.nan_reward_prob = nan_reward_prob
+        self.step_hang_prob = step_hang_prob
         self.phase = phase
         self.observation_space = iudex_observation_space()
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
@@ -153,6 +159,8 @@ class FakeSoulsEnv(gym.Env):
         if self._duel is None or self._terminated:
             raise RuntimeError("step() needs a reset() first (no episode is running)")
         self._maybe_crash(self.step_error_prob)
+        if self.step_hang_prob and self._error_rng.random() < self.step_hang_prob:
+            threading.Event().wait()  # blocks forever, holding no lock, like a frozen game
         action = int(action)
         if not (0 <= action < NUM_ACTIONS and self._mask[action]):
             valid = np.flatnonzero(self._mask).tolist()

@@ -1,11 +1,17 @@
-"""What every training loop does the same way: start, stop, checkpoint, finish.
+"""What every training loop does the same way: start, watch its actors, stop, checkpoint, finish.
 
-A loop subclasses :class:`TrainingLoop` and fills in four hooks::
+A loop subclasses :class:`TrainingLoop` and fills in these hooks::
 
-    build()             create the actors (the fleet of rollout actors included)
+    build()             create the actors (self.fleet and self.singletons included)
     step()              one round of the loop's own work (scheduling, waiting, updating)
+    on_restart(role)    an actor of ``role`` (learner, replay, weights) was restarted by Ray
     checkpoint_state()  the learner (and replay) state to save; may raise Ray errors
     summary_extra()     algorithm-specific entries of summary.json
+
+Faults handled here for both algorithms: a stop request (signal) in any phase, start-up waits
+that log what they wait for, restarts of every actor counted from the GCS, a learner, replay or
+weight store gone for good (the run ends with a summary and exit status 1), and periodic
+checkpoints that fail (counted, retried at the next interval).
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayError
 
+from soulsai_ray.cluster import actor_status
 from soulsai_ray.config import TrainConfig
+from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.envs import EnvSpec
 from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
 from soulsai_ray.loops.fleet import RolloutFleet
@@ -26,8 +34,24 @@ from soulsai_ray.loops.fleet import RolloutFleet
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 300.0
+"""Longest wait for an actor to start on a local Ray (a remote one waits for game PCs forever)."""
 STATE_TIMEOUT_S = 120.0
-ACTOR_ERRORS = (RayActorError, RayTaskError, GetTimeoutError)
+WAIT_LOG_EVERY_S = 30.0
+WATCH_EVERY_S = 1.0
+ACTOR_ERRORS = (RayError,)
+LOST_EXIT_STATUS = 1
+
+
+class StopDuringStartup(Exception):
+    """A stop was requested before training began."""
+
+
+class ActorLost(Exception):
+    """An actor the run cannot go on without is dead for good (restarts exhausted)."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(role)
+        self.role = role
 
 
 def get_when_available(call: Callable[[], ray.ObjectRef], timeout_s: float) -> Any:
@@ -46,10 +70,12 @@ def get_when_available(call: Callable[[], ray.ObjectRef], timeout_s: float) -> A
 
 
 class TrainingLoop:
-    """Runs until a stop condition, a stop request (signal) or an error; see the module docstring."""
+    """Runs until a stop condition, a stop request (signal) or a lost actor; see the module doc."""
 
     algo_name = ""
     fleet: RolloutFleet
+    singletons: dict[str, Any]
+    """The actors of which the run has one (``learner``, ``replay``, ``weights``), by role."""
 
     def __init__(
         self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
@@ -60,16 +86,30 @@ class TrainingLoop:
         self.resume_path = str(restore.path) if restore else None
         self.stop_requested: str | None = None
         """Set (e.g. by a signal handler) to the reason for stopping after the current step."""
-        self.samples_by_node: dict[str, int] = {}
+        self.exit_status = 0
+        self.singletons = {}
+        self.node_samples = BoundedCounts()
         self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
+        self._training = False
+        self._last_watch = 0.0
+        self._restarts_seen: dict[str, int] = {}
         c = self.counters  # restarts before a resume are kept; the new run counts on top
-        self._restarts_before = (c.actor_restarts, c.learner_restarts, c.replay_restarts)
+        self._restarts_before = {
+            "rollout": c.actor_restarts,
+            "learner": c.learner_restarts,
+            "replay": c.replay_restarts,
+            "weights": c.weight_store_restarts,
+        }
+        self._failures_before, self._stalls_before = c.actor_failures, c.env_stalls
 
     def build(self) -> None:
         raise NotImplementedError
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def on_restart(self, role: str) -> None:
+        """Called once per restart of the singleton actor ``role``."""
 
     def checkpoint_state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -79,17 +119,35 @@ class TrainingLoop:
 
     def run(self) -> dict[str, Any]:
         """Trains until a stop condition; returns the run summary."""
-        self.build()
+        try:
+            if self.stop_requested is not None:  # a signal arrived while Ray started
+                raise StopDuringStartup
+            self.build()
+        except StopDuringStartup:
+            logger.warning("stopped (%s) before training began", self.stop_requested)
+            return self.finish(str(self.stop_requested), checkpoint=False)
+        self._training = True
         reason = None
-        while reason is None:
-            self.step()
-            self.maybe_checkpoint()
-            reason = self.stop_requested or stop_reason(
-                self.cfg.stop,
-                self.counters,
-                self.recorder.telemetry.return_mean,
-                self.recorder.elapsed_s,
+        try:
+            while reason is None:
+                self.step()
+                self.watch_actors()
+                self.maybe_checkpoint()
+                reason = self.stop_requested or stop_reason(
+                    self.cfg.stop,
+                    self.counters,
+                    self.recorder.telemetry.return_mean,
+                    self.recorder.elapsed_s,
+                )
+        except ActorLost as lost:
+            logger.error(
+                "the %s actor is dead for good (cluster.actor_max_restarts=%d exhausted); "
+                "ending the run",
+                lost.role,
+                self.cfg.cluster.actor_max_restarts,
             )
+            self.exit_status = LOST_EXIT_STATUS
+            return self.finish(f"{lost.role}_lost", checkpoint=False)
         return self.finish(reason)
 
     @property
@@ -97,57 +155,120 @@ class TrainingLoop:
         """Where this run's checkpoints live (learner and replay restore from here)."""
         return str(self.recorder.checkpoints.root)
 
+    def all_actors(self) -> list[Any]:
+        """Every actor handle of the run (rollout actors first)."""
+        fleet = self.fleet.actors if hasattr(self, "fleet") else []
+        return [*fleet, *self.singletons.values()]
+
+    @property
+    def samples_by_node(self) -> dict[str, int]:
+        """Samples accepted per node (bounded: long-gone nodes fold into ``other``)."""
+        return self.node_samples.as_dict()
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def wait_for(self, ref: ray.ObjectRef, what: str) -> Any:
+        """Waits for a start-up call, heeding stop requests and logging every 30 s.
+
+        On a local Ray it gives up after ``STARTUP_TIMEOUT_S``; joined to a cluster it waits
+        for as long as it takes (game PCs may join later).
+        """
+        start = last_log = time.monotonic()
+        local = self.cfg.cluster.address is None
+        while True:
+            if self.stop_requested is not None:
+                raise StopDuringStartup
+            ready, _ = ray.wait([ref], timeout=0.5)
+            if ready:
+                return ray.get(ref)
+            now = time.monotonic()
+            if local and now - start > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s")
+            if now - last_log >= WAIT_LOG_EVERY_S:
+                last_log = now
+                logger.warning("still waiting (%.0fs) for %s", now - start, what)
+
     def probe_spec(self) -> EnvSpec:
         """The env's sizes, read from the first rollout actor (only game PCs can create SoulsGym)."""
-        try:
-            return ray.get(self.fleet.actors[0].spec.remote(), timeout=STARTUP_TIMEOUT_S)
-        except GetTimeoutError as err:
-            raise RuntimeError(
-                f"no rollout actor started within {STARTUP_TIMEOUT_S:.0f}s; does the cluster offer "
-                f"the resources env.actor_resources={self.cfg.env.actor_resources} asks for?"
-            ) from err
+        resources = self.cfg.env.actor_resources
+        what = "the first rollout actor" + (
+            f" (it needs a node offering env.actor_resources={dict(resources)}; join a game PC "
+            "with scripts/join_cluster.sh or join_cluster.ps1)"
+            if resources
+            else ""
+        )
+        return self.wait_for(self.fleet.actors[0].spec.remote(), what)
 
-    def count_samples(self, node_id: str, samples: int) -> None:
-        """Adds to the per-node sample count shown in telemetry."""
-        self.samples_by_node[node_id] = self.samples_by_node.get(node_id, 0) + samples
+    # --- faults -------------------------------------------------------------------------------
+
+    def watch_actors(self, force: bool = False, raise_lost: bool = True) -> None:
+        """Counts restarts of every actor (from the GCS) and ends the run if one is gone for good.
+
+        Raises:
+            ActorLost: a singleton actor is dead for good (unless ``raise_lost`` is False).
+        """
+        now = time.monotonic()
+        if not force and now - self._last_watch < WATCH_EVERY_S:
+            return
+        self._last_watch = now
+        lost = None
+        for role, handle in self.singletons.items():
+            status = actor_status(handle)
+            if status is None:
+                continue
+            seen = self._restarts_seen.get(role, 0)
+            self._restarts_seen[role] = status.restarts
+            if status.gone:
+                lost = lost or role
+            elif status.restarts > seen:
+                logger.warning("the %s actor was restarted by Ray", role)
+                self.on_restart(role)
+        self._restarts_seen["rollout"] = self.fleet.restarts()
+        c, before, seen = self.counters, self._restarts_before, self._restarts_seen
+        c.actor_restarts = before["rollout"] + seen.get("rollout", 0)
+        c.learner_restarts = before["learner"] + seen.get("learner", 0)
+        c.replay_restarts = before["replay"] + seen.get("replay", 0)
+        c.weight_store_restarts = before["weights"] + seen.get("weights", 0)
+        c.actor_failures = self._failures_before + self.fleet.failures
+        c.env_stalls = self._stalls_before + self.fleet.stalls
+        if lost is not None and raise_lost:
+            raise ActorLost(lost)
 
     def common_scalars(self) -> dict[str, float | int]:
-        """Telemetry every loop writes: fleet health, faults, bad data, progress, per-node samples."""
+        """Telemetry every loop writes: fleet health, faults, bad data, progress."""
         c = self.counters
         return {
             "dist/actors_alive": self.fleet.num_alive,
             "dist/actors": len(self.fleet),
             "dist/actor_failures": c.actor_failures,
             "dist/learner_failures": c.learner_failures,
+            "dist/actor_restarts": c.actor_restarts,
+            "dist/learner_restarts": c.learner_restarts,
+            "dist/replay_restarts": c.replay_restarts,
+            "dist/weight_store_restarts": c.weight_store_restarts,
             "dist/samples_rejected": c.samples_stale,
             "dist/samples_invalid": c.samples_invalid,
             "dist/weight_version": c.weight_version,
             "train/nan_rollbacks": c.nan_rollbacks,
             "env/errors": c.env_errors,
+            "env/stalls": c.env_stalls,
+            "checkpoint/failures": c.checkpoint_failures,
             "progress/updates": c.updates,
             "progress/episodes": c.episodes,
-            **{f"dist/node_samples/{node[:12]}": n for node, n in self.samples_by_node.items()},
-            **self.restart_scalars(),
         }
 
-    def restart_scalars(self) -> dict[str, int]:
-        """Restarts of rollout actors, learner and replay (counted by the weight store)."""
-        try:
-            restarts = ray.get(self.weight_store.restarts.remote(), timeout=10.0)
-        except ACTOR_ERRORS:
-            restarts = {}
-        c, (actors, learner, replay) = self.counters, self._restarts_before
-        c.actor_restarts = max(c.actor_restarts, actors + restarts.get("rollout", 0))
-        c.learner_restarts = max(c.learner_restarts, learner + restarts.get("learner", 0))
-        c.replay_restarts = max(c.replay_restarts, replay + restarts.get("replay", 0))
-        return {
-            "dist/actor_restarts": c.actor_restarts,
-            "dist/learner_restarts": c.learner_restarts,
-            "dist/replay_restarts": c.replay_restarts,
-        }
+    def record_scalars(self, scalars: dict[str, float | int | None]) -> None:
+        """Writes ``scalars`` and the per-node sample counts to TensorBoard and Prometheus."""
+        self.recorder.record_scalars(self.counters.env_steps, scalars, self.samples_by_node)
+
+    # --- checkpoints and the end --------------------------------------------------------------
 
     def maybe_checkpoint(self, force: bool = False) -> None:
-        """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``)."""
+        """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``).
+
+        A failed write (disk full, permissions) is logged and counted, and tried again at the
+        next interval; the checkpoints already on disk are never touched by it.
+        """
         if not force and self.counters.updates < self._next_checkpoint:
             return
         every = self.cfg.checkpoint.every_updates
@@ -157,18 +278,28 @@ class TrainingLoop:
         except ACTOR_ERRORS as err:
             logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
             return
-        self.counters.weight_version = state["version"]
-        self.recorder.save_checkpoint(self.counters, state)
+        self.counters.weight_version = max(self.counters.weight_version, state["version"])
+        try:
+            self.recorder.save_checkpoint(self.counters, state)
+        except OSError as err:
+            self.counters.checkpoint_failures += 1
+            logger.error(
+                "checkpoint failed (%s); training goes on and the next one is tried in %d updates",
+                err,
+                every,
+            )
 
-    def finish(self, reason: str) -> dict[str, Any]:
-        """Final checkpoint, summary.json and learning curve."""
-        self.maybe_checkpoint(force=True)
+    def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
+        """Final checkpoint (once training has begun), summary.json and learning curve."""
+        if checkpoint and self._training:
+            self.maybe_checkpoint(force=True)
         extra = {
             "algo": self.algo_name,
             "env": self.cfg.env.id,
             "title": f"{self.algo_name.upper()} on {self.cfg.env.id}",
-            "actors": len(self.fleet),
+            "actors": len(self.fleet) if hasattr(self, "fleet") else 0,
             "samples_by_node": self.samples_by_node,
+            "exit_status": self.exit_status,
             **self.summary_extra(),
         }
         return self.recorder.finish(self.counters, reason, extra)

@@ -33,11 +33,16 @@ class RunCounters:
     samples_stale: int = 0
     samples_invalid: int = 0
     env_errors: int = 0
+    env_stalls: int = 0
+    """Rollout actors killed because their env step or reset overran ``env.step_timeout_s``."""
     actor_failures: int = 0
     learner_failures: int = 0
     actor_restarts: int = 0
     learner_restarts: int = 0
     replay_restarts: int = 0
+    weight_store_restarts: int = 0
+    checkpoint_failures: int = 0
+    """Periodic checkpoints that could not be written (disk full, permissions); retried later."""
     nan_rollbacks: int = 0
     resumes: int = 0
 
@@ -89,6 +94,9 @@ def stop_reason(
     return None
 
 
+NODE_SAMPLES = "dist/node_samples"
+
+
 class MetricsExporter:
     """Mirrors scalar metrics to Prometheus through ``ray.util.metrics`` gauges.
 
@@ -100,21 +108,31 @@ class MetricsExporter:
         self.tags = {"run": run_name}
         self._gauges: dict[str, Any] = {}
 
-    def export(self, scalars: dict[str, float | int | None]) -> None:
-        """Sets one gauge per finite scalar."""
+    def export(
+        self, scalars: dict[str, float | int | None], node_samples: dict[str, int] | None = None
+    ) -> None:
+        """Sets one gauge per finite scalar, and one ``node``-tagged gauge of samples per node.
+
+        Per-node values share one gauge (tagged), so nodes coming and going add no gauges.
+        """
         if not self.enabled:
             return
+        for key, value in scalars.items():
+            if value is not None and math.isfinite(value):
+                self._gauge(key, ("run",)).set(float(value), tags=self.tags)
+        gauge = self._gauge(NODE_SAMPLES, ("run", "node"))
+        for node, samples in (node_samples or {}).items():
+            gauge.set(float(samples), tags={**self.tags, "node": node[:12]})
+
+    def _gauge(self, key: str, tag_keys: tuple[str, ...]) -> Any:
         from ray.util.metrics import Gauge
 
-        for key, value in scalars.items():
-            if value is None or not math.isfinite(value):
-                continue
-            gauge = self._gauges.get(key)
-            if gauge is None:
-                name = "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-                gauge = Gauge(name, description=key, tag_keys=("run",))
-                self._gauges[key] = gauge
-            gauge.set(float(value), tags=self.tags)
+        gauge = self._gauges.get(key)
+        if gauge is None:
+            name = "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+            gauge = Gauge(name, description=key, tag_keys=tag_keys)
+            self._gauges[key] = gauge
+        return gauge
 
 
 class RunRecorder:
@@ -165,19 +183,26 @@ class RunRecorder:
             self.time_to_target_s = self.elapsed_s
             self.env_steps_to_target = env_steps
 
-    def record_scalars(self, env_steps: int, scalars: dict[str, float | int | None]) -> None:
-        """Writes scalars to TensorBoard and Prometheus."""
-        self.telemetry.log_scalars(env_steps, scalars)
-        self.metrics.export(scalars)
+    def record_scalars(
+        self,
+        env_steps: int,
+        scalars: dict[str, float | int | None],
+        node_samples: dict[str, int] | None = None,
+    ) -> None:
+        """Writes scalars (and samples per node, if given) to TensorBoard and Prometheus."""
+        per_node = {f"{NODE_SAMPLES}/{n[:12]}": v for n, v in (node_samples or {}).items()}
+        self.telemetry.log_scalars(env_steps, {**scalars, **per_node})
+        self.metrics.export(scalars, node_samples)
 
     def save_checkpoint(self, counters: RunCounters, payload: dict[str, Any]) -> Path:
         """Writes an atomic checkpoint named after the update and env-step counts.
 
-        Besides ``payload`` (learner and optionally replay state) it holds the learning curve, so
-        a resumed run continues its statistics; ``meta.json`` holds the counters.
+        Besides ``payload`` (learner and optionally replay state) it holds the learning curve
+        (bounded numpy arrays), so a resumed run continues its statistics; ``meta.json`` holds
+        the counters.
         """
         telemetry = {
-            "curve": self.telemetry.learning_curve(),
+            "curve": self.telemetry.curve_state(),
             "time_to_target_s": self.time_to_target_s,
             "env_steps_to_target": self.env_steps_to_target,
             "elapsed_s": self.elapsed_s,
@@ -194,7 +219,11 @@ class RunRecorder:
         return self.last_checkpoint
 
     def restore(self, payload: dict[str, Any]) -> None:
-        """Continues the statistics of a checkpointed run (see :meth:`save_checkpoint`)."""
+        """Continues the statistics of a checkpointed run (see :meth:`save_checkpoint`).
+
+        The curve is a `Telemetry.curve_state` dict or, in older checkpoints, a list of
+        ``(env_step, return)`` pairs.
+        """
         state = payload.get("telemetry", {})
         self.telemetry.restore_curve(state.get("curve", []))
         self.time_to_target_s = state.get("time_to_target_s")

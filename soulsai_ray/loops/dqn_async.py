@@ -1,24 +1,23 @@
 """Asynchronous DQN orchestration on Ray.
 
 The driver keeps two ``collect`` calls in flight per rollout actor (so an actor never idles
-between calls) and one ``train`` call on the learner, reacting to whichever finishes first
-(``ray.wait``). It holds the replay ratio: the
-learner is never asked for more updates than the data allows, and rollout actors pause when
-sampling runs more than ``ratio_slack_steps`` ahead of learning.
+between calls, see :class:`~soulsai_ray.loops.fleet.RolloutFleet`) and one ``train`` call on the
+learner, reacting to whichever finishes first. It holds the replay ratio of the buffer that
+exists now (:class:`~soulsai_ray.replay_ratio.ReplayRatio`): the learner is never asked for more
+updates than the data allows, and rollout actors pause when sampling runs more than
+``ratio_slack_steps`` ahead of learning. Sample counts come from replay alone.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
 from soulsai_ray.actors.learner import TrainReport
@@ -27,20 +26,25 @@ from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.loops.base import (
     ACTOR_ERRORS,
-    STARTUP_TIMEOUT_S,
     STATE_TIMEOUT_S,
     TrainingLoop,
     get_when_available,
 )
 from soulsai_ray.loops.common import Restore, RunCounters, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
+from soulsai_ray.replay_ratio import ReplayRatio
 
 logger = logging.getLogger(__name__)
 
 WAIT_S = 0.2
-LEARNER_IDLE_BACKOFF_S = 0.05
+LEARNER_IDLE_BACKOFF_S = (0.05, 1.0)
+"""First and longest pause before asking a learner that had no data again."""
 COLLECTS_IN_FLIGHT = 2
 DRAIN_TIMEOUT_S = 30.0
+STATS_EVERY_S = 1.0
+LATENCY_WINDOW = 4096
+"""Weight-sync latencies kept for the percentiles (the most recent ones)."""
+PUBLISHES_KEPT = 1024
 
 
 @dataclass
@@ -50,8 +54,6 @@ class IntervalStats:
     start: float = field(default_factory=time.monotonic)
     env_steps: int = 0
     updates: int = 0
-    accepted: int = 0
-    lag_sum: int = 0
     losses: list[float] = field(default_factory=list)
     q_means: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
@@ -63,31 +65,50 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+_COUNT_KEYS = ("accepted", "stale", "invalid", "lag_sum")
+
+
 class ReplayCounts:
-    """Keeps the run's sample counters equal to replay's own, across replay restarts."""
+    """Keeps the run's sample counters equal to replay's own, across replay restarts.
+
+    Replay counts from 0 after every (re)start (a new ``incarnation``); what an earlier one
+    counted stays in the run's totals.
+    """
 
     def __init__(self, counters: RunCounters) -> None:
         self.counters = counters
-        self._base = (counters.samples_accepted, counters.samples_stale, counters.samples_invalid)
-        self._last = (0, 0, 0)
+        c = counters
+        self._base = {
+            "accepted": c.samples_accepted,
+            "stale": c.samples_stale,
+            "invalid": c.samples_invalid,
+            "lag_sum": c.model_lag_sum,
+        }
+        self._last = dict.fromkeys(_COUNT_KEYS, 0)
+        self._last_nodes: dict[str, int] = {}
+        self.incarnation: str | None = None
 
-    def update(self, stats: dict[str, Any]) -> None:
-        """Applies replay's cumulative counts (a restarted replay counts from 0 again)."""
-        now = (
-            int(stats["total_added"]),
-            int(stats["stale"]),
-            int(stats["invalid"]) + int(stats["malformed"]),
-        )
-        if now[0] < self._last[0]:  # replay restarted: what it counted before is kept
-            self._base = tuple(b + last for b, last in zip(self._base, self._last, strict=True))
-        self._last = now
+    def update(self, stats: dict[str, Any]) -> dict[str, int]:
+        """Applies replay's cumulative counts; returns the samples per node since the last call."""
+        if stats["incarnation"] != self.incarnation:
+            for key in _COUNT_KEYS:
+                self._base[key] += self._last[key]
+            self._last = dict.fromkeys(_COUNT_KEYS, 0)
+            self._last_nodes = {}
+            self.incarnation = str(stats["incarnation"])
+        self._last = {key: int(stats[key]) for key in _COUNT_KEYS}
+        total = {key: self._base[key] + self._last[key] for key in _COUNT_KEYS}
         c = self.counters
-        c.samples_accepted, c.samples_stale, c.samples_invalid = (
-            b + n for b, n in zip(self._base, now, strict=True)
-        )
+        c.samples_accepted = c.model_lag_samples = total["accepted"]
+        c.samples_stale, c.samples_invalid = total["stale"], total["invalid"]
+        c.model_lag_sum = total["lag_sum"]
+        nodes = stats["accepted_by_node"]
+        delta = {n: v - self._last_nodes.get(n, 0) for n, v in nodes.items()}
+        self._last_nodes = dict(nodes)
+        return {n: d for n, d in delta.items() if d > 0}
 
 
-def _latency_percentiles(latencies: list[float]) -> dict[str, float | None]:
+def _latency_percentiles(latencies: deque[float]) -> dict[str, float | None]:
     """p50/p99 of the time from a weight publish until a rollout actor installed it."""
     if not latencies:
         return {"weight_sync_p50_s": None, "weight_sync_p99_s": None}
@@ -104,127 +125,135 @@ class DQNAsyncLoop(TrainingLoop):
         self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
     ) -> None:
         super().__init__(cfg, recorder, restore)
+        a = self.algo
+        self.ratio = ReplayRatio(
+            a.replay_ratio, a.batch_size, a.learning_starts, a.ratio_slack_steps
+        )
         self.interval = IntervalStats()
-        self._collect_refs: dict[ray.ObjectRef, int] = {}
         self._train_ref: ray.ObjectRef | None = None
         self._learner_idle_until = 0.0
+        self._learner_backoff_s = LEARNER_IDLE_BACKOFF_S[0]
         self._learner_down = False
         self._last_log = time.monotonic()
+        self._last_lag = (self.counters.model_lag_sum, self.counters.model_lag_samples)
         self.publish_times: dict[int, float] = {}
-        self.sync_latencies: list[float] = []
+        self.sync_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._replay_counts = ReplayCounts(self.counters)
         self._stats_ref: ray.ObjectRef | None = None
+        self._last_stats = 0.0
+        self._republish_wanted = False
+        self._republish_ref: ray.ObjectRef | None = None
+        self._republish_at = 0.0
 
     def build(self) -> None:
-        """Creates the weight store, replay, rollout actors and learner, in that order.
+        """Creates the weight store, rollout actors, replay and learner, in that order.
 
         The env's spaces are read from a rollout actor, not from the driver: on a SoulsGym
-        cluster only the game PCs can create the env.
+        cluster only the game PCs can create the env. Replay and learner get them as arguments,
+        so a restarted one knows them too.
         """
         cfg, pinned, prefix = self.cfg, on_this_node(), actor_name_prefix()
+        restarts = cfg.cluster.actor_max_restarts
         self.names = {"replay": f"{prefix}-replay", "weights": f"{prefix}-weights"}
         self.weight_store = WeightStore.options(
-            name=self.names["weights"], scheduling_strategy=pinned
+            name=self.names["weights"], scheduling_strategy=pinned, max_restarts=restarts
         ).remote()
-        self.replay = ReplayActor.options(
-            name=self.names["replay"],
-            scheduling_strategy=pinned,
-            max_restarts=cfg.cluster.actor_max_restarts,
-        ).remote(self.algo, cfg.seed, self.checkpoint_dir, self.resume_path, self.names["weights"])
+        self.singletons["weights"] = self.weight_store
         self.fleet = RolloutFleet(cfg, self._make_rollout)
         self.fleet.start()
-        self.spec = self.probe_spec()
-        ray.get(self.replay.set_spec.remote(self.spec.obs_dim, self.spec.num_actions))
+        self.spec = spec = self.probe_spec()
+        self.replay = ReplayActor.options(
+            name=self.names["replay"], scheduling_strategy=pinned, max_restarts=restarts
+        ).remote(
+            self.algo,
+            spec.obs_dim,
+            spec.num_actions,
+            cfg.seed,
+            self.checkpoint_dir,
+            self.resume_path,
+        )
+        self.singletons["replay"] = self.replay
         self.learner = LearnerActor.options(
-            scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
+            scheduling_strategy=pinned, max_restarts=restarts
         ).remote(
             cfg,
-            self.spec.obs_dim,
-            self.spec.num_actions,
+            spec.obs_dim,
+            spec.num_actions,
             self.names["replay"],
             self.names["weights"],
             self.checkpoint_dir,
             self.resume_path,
         )
-        self.counters.weight_version = ray.get(
-            self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S
-        )
+        self.singletons["learner"] = self.learner
+        version = self.wait_for(self.learner.ready.remote(), "the learner")
+        self.counters.weight_version = max(self.counters.weight_version, version)
+        self._apply_replay_stats(self.wait_for(self.replay.stats.remote(), "the replay actor"))
 
-    def _make_rollout(self, options: dict[str, Any], index: int, num_actors: int) -> Any:
+    def _make_rollout(self, options: dict[str, Any], index: int) -> Any:
         return RolloutActor.options(**options).remote(
-            self.cfg, index, num_actors, self.names["replay"], self.names["weights"]
+            self.cfg, index, self.fleet.fixed_size, self.names["replay"], self.names["weights"]
         )
 
     def step(self) -> None:
         """Schedules calls, handles whichever finished, and logs on schedule."""
         self.fleet.maybe_scale()
         self._schedule()
-        self._handle_ready()
+        also = [self._train_ref] if self._train_ref is not None else []
+        outcomes, ready = self.fleet.poll(WAIT_S, also=also)
+        for outcome in outcomes:
+            if not outcome.failed:
+                self._on_collect(outcome.value)
+        if ready:
+            ref, self._train_ref = self._train_ref, None
+            self._on_train_result(ref)
+        self._refresh_replay_counts()
+        self._republish()
         self._maybe_log()
 
+    def on_restart(self, role: str) -> None:
+        """A restarted learner or weight store gets weights above every version handed out."""
+        if role in ("learner", "weights"):
+            self._republish_wanted = True
+
+    def _republish(self) -> None:
+        """Has the learner publish again until one call gets through (it may be restarting)."""
+        if self._republish_ref is not None:
+            ready, _ = ray.wait([self._republish_ref], timeout=0)
+            if not ready:
+                return
+            ref, self._republish_ref = self._republish_ref, None
+            try:
+                version = ray.get(ref)
+            except ACTOR_ERRORS:
+                self._republish_at = time.monotonic() + LEARNER_IDLE_BACKOFF_S[1]
+                return
+            self.counters.weight_version = max(self.counters.weight_version, version)
+            self._republish_wanted = False
+        if self._republish_wanted and time.monotonic() >= self._republish_at:
+            self._republish_ref = self.learner.republish.remote(self.counters.weight_version)
+
     # --- scheduling ---------------------------------------------------------------------------
-
-    def _lead_steps(self) -> float:
-        """How far sampling is ahead of what learning has consumed, in env steps."""
-        learned = self.counters.updates * self.algo.batch_size / self.algo.replay_ratio
-        return self.counters.env_steps - self.algo.learning_starts - learned
-
-    def _allowed_updates(self) -> int:
-        steps = max(0, self.counters.env_steps - self.algo.learning_starts)
-        return math.floor(steps * self.algo.replay_ratio / self.algo.batch_size)
 
     def _schedule(self) -> None:
         # Two calls per actor: the next one is queued while the current one runs, so an actor
         # never idles waiting for the driver between calls.
-        inflight = Counter(self._collect_refs.values())
-        slack = self.algo.ratio_slack_steps
-        if slack is None or self._lead_steps() <= slack:
-            for index, actor in enumerate(self.fleet.actors):
-                for _ in range(COLLECTS_IN_FLIGHT - inflight[index]):
-                    self._collect_refs[actor.collect.remote(self.counters.env_steps)] = index
-        wanted = self._allowed_updates() - self.counters.updates
+        if not self.ratio.sampling_paused():
+            steps = self.counters.env_steps
+            self.fleet.fill(COLLECTS_IN_FLIGHT, lambda actor: actor.collect.remote(steps))
+        wanted = self.ratio.allowed_updates()
         if self._train_ref is None and wanted > 0 and time.monotonic() >= self._learner_idle_until:
             self._train_ref = self.learner.train.remote(min(wanted, self.algo.updates_per_call))
-
-    def _handle_ready(self) -> None:
-        pending = list(self._collect_refs)
-        if self._train_ref is not None:
-            pending.append(self._train_ref)
-        ready, _ = ray.wait(pending, num_returns=1, timeout=WAIT_S)
-        for ref in ready:
-            if ref == self._train_ref:
-                self._train_ref = None
-                self._on_train_result(ref)
-            else:
-                self._on_collect_result(ref)
-
-    def _on_collect_result(self, ref: ray.ObjectRef) -> None:
-        index = self._collect_refs.pop(ref)
-        try:
-            report: CollectReport = ray.get(ref)
-        except TaskCancelledError:
-            return
-        except (RayActorError, RayTaskError) as err:
-            logger.debug("rollout actor %d: %s", index, err)
-            self.counters.actor_failures += self.fleet.mark(index, ok=False)
-            return
-        self.fleet.mark(index, ok=True)
-        self._on_collect(report)
 
     def _on_collect(self, report: CollectReport) -> None:
         c, iv = self.counters, self.interval
         c.env_steps += report.env_steps
         c.episodes += len(report.returns)
-        c.model_lag_sum += report.lag_sum
-        c.model_lag_samples += report.accepted
         c.env_errors += report.env_errors
+        self.ratio.inserted(report.env_steps)
         iv.env_steps += report.env_steps
-        iv.accepted += report.accepted
-        iv.lag_sum += report.lag_sum
         iv.epsilons.append(report.epsilon)
-        self.count_samples(report.node_id, report.accepted)
         for message in report.errors:
-            logger.error(message)
+            logger.error("rollout actor %d: %s", report.actor_index, message)
         self.recorder.record_episodes(c.env_steps, report.returns, report.lengths)
         for version, loaded_at in report.weight_loads:
             published = self.publish_times.get(version)
@@ -239,9 +268,10 @@ class DQNAsyncLoop(TrainingLoop):
             self.counters.learner_failures += not self._learner_down
             self._learner_down = True
             logger.warning(
-                "learner call failed (%s); Ray restarts it from the last checkpoint", err
+                "learner call failed (%s); Ray restarts it from the last checkpoint",
+                type(err).__name__,
             )
-            self._learner_idle_until = time.monotonic() + 1.0
+            self._learner_idle_until = time.monotonic() + LEARNER_IDLE_BACKOFF_S[1]
             return
         self._on_train(report)
 
@@ -249,12 +279,18 @@ class DQNAsyncLoop(TrainingLoop):
         self._learner_down = False
         c, iv = self.counters, self.interval
         c.updates = report.total_updates
-        c.weight_version = report.version
+        c.weight_version = max(c.weight_version, report.version)
         c.nan_rollbacks = report.nan_rollbacks
         iv.updates += report.updates
+        self.ratio.learned(report.updates)
         self.publish_times.update(report.publishes)
-        if report.updates == 0:
-            self._learner_idle_until = time.monotonic() + LEARNER_IDLE_BACKOFF_S
+        for version in list(self.publish_times)[: -PUBLISHES_KEPT or None]:
+            del self.publish_times[version]
+        if report.updates == 0:  # no data yet: ask again later, less often the longer it lasts
+            self._learner_idle_until = time.monotonic() + self._learner_backoff_s
+            self._learner_backoff_s = min(self._learner_backoff_s * 2, LEARNER_IDLE_BACKOFF_S[1])
+        else:
+            self._learner_backoff_s = LEARNER_IDLE_BACKOFF_S[0]
         for values, value in (
             (iv.losses, report.loss),
             (iv.q_means, report.q_mean),
@@ -263,28 +299,45 @@ class DQNAsyncLoop(TrainingLoop):
             if value is not None:
                 values.append(value)
 
-    # --- telemetry and checkpoints ------------------------------------------------------------
+    # --- replay counts, telemetry and checkpoints ---------------------------------------------
 
     def _refresh_replay_counts(self, wait_s: float = 0.0) -> None:
-        """Takes the sample counts from replay, their source of truth, without blocking the loop."""
+        """Takes the sample counts from replay, their one source, without blocking the loop."""
+        now = time.monotonic()
         if self._stats_ref is None:
+            if wait_s == 0.0 and now - self._last_stats < STATS_EVERY_S:
+                return
             self._stats_ref = self.replay.stats.remote()
+            self._last_stats = now
         ready, _ = ray.wait([self._stats_ref], timeout=wait_s)
         if not ready:
             return
+        ref, self._stats_ref = self._stats_ref, None
         try:
-            self._replay_counts.update(ray.get(self._stats_ref))
+            self._apply_replay_stats(ray.get(ref))
         except ACTOR_ERRORS as err:
             logger.warning("replay did not report its counts (%s)", type(err).__name__)
-        self._stats_ref = None
+
+    def _apply_replay_stats(self, stats: dict[str, Any]) -> None:
+        incarnation = self._replay_counts.incarnation
+        for node, samples in self._replay_counts.update(stats).items():
+            self.node_samples.add(node, samples)
+        if stats["incarnation"] != incarnation:  # a new replay: the ratio starts over with it
+            if incarnation is not None:
+                logger.warning("replay restarted holding %d transitions", stats["size"])
+            self.ratio.reset(held=int(stats["size"]))
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_log < self.cfg.telemetry.log_every_s:
             return
-        self._refresh_replay_counts(wait_s=STATE_TIMEOUT_S if force else 0.0)
         iv, c = self.interval, self.counters
         dt = max(now - iv.start, 1e-9)
+        lag_sum, lag_samples = (
+            c.model_lag_sum - self._last_lag[0],
+            c.model_lag_samples - self._last_lag[1],
+        )
+        self._last_lag = (c.model_lag_sum, c.model_lag_samples)
         scalars: dict[str, float | int | None] = {
             "train/loss": _mean(iv.losses),
             "train/q_mean": _mean(iv.q_means),
@@ -292,11 +345,12 @@ class DQNAsyncLoop(TrainingLoop):
             "train/epsilon": _mean(iv.epsilons),
             "perf/env_steps_per_s": iv.env_steps / dt,
             "perf/updates_per_s": iv.updates / dt,
-            "dist/model_lag_mean": iv.lag_sum / iv.accepted if iv.accepted else None,
+            "dist/model_lag_mean": lag_sum / lag_samples if lag_samples > 0 else None,
             "dist/weight_sync_latency_s": _mean(iv.sync_latencies),
+            "dist/replay_lead_steps": self.ratio.lead_steps(),
             **self.common_scalars(),
         }
-        self.recorder.record_scalars(c.env_steps, scalars)
+        self.record_scalars(scalars)
         self.recorder.telemetry.update_console(
             c.env_steps,
             {
@@ -318,21 +372,19 @@ class DQNAsyncLoop(TrainingLoop):
             state["replay"] = get_when_available(self.replay.state.remote, STATE_TIMEOUT_S)
         return state
 
-    def finish(self, reason: str) -> dict[str, Any]:
+    def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
         """Drains the rollout calls and pushes in flight, so the final counts are exact."""
-        refs = list(self._collect_refs)
-        for ref in refs:
-            ray.cancel(ref)  # queued calls are dropped; running ones complete
-        done, _ = (
-            ray.wait(refs, num_returns=len(refs), timeout=DRAIN_TIMEOUT_S) if refs else ([], [])
-        )
-        for ref in done:
-            self._on_collect_result(ref)
-        flushes = [actor.flush.remote() for actor in self.fleet.actors]
-        ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
-        self._stats_ref = None  # a request sent before the drain would report stale counts
-        self._maybe_log(force=True)
-        return super().finish(reason)
+        if self._training:
+            for outcome in self.fleet.drain(DRAIN_TIMEOUT_S):
+                if not outcome.failed:
+                    self._on_collect(outcome.value)
+            flushes = [actor.flush.remote() for actor in self.fleet.actors]
+            ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
+            self._stats_ref = None  # a request sent before the drain would report stale counts
+            self._refresh_replay_counts(wait_s=STATE_TIMEOUT_S)
+            self.watch_actors(force=True, raise_lost=False)
+            self._maybe_log(force=True)
+        return super().finish(reason, checkpoint)
 
     def summary_extra(self) -> dict[str, Any]:
         return _latency_percentiles(self.sync_latencies)

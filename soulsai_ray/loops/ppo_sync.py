@@ -1,10 +1,11 @@
 """Synchronous, elastic PPO orchestration on Ray.
 
 Each iteration the driver hands the current weights reference to every idle rollout actor,
-waits (``ray.wait``, at most ``iteration_timeout_s``) for their batches, and updates the learner
-with the batches of the current policy version from the actors that answered, provided at least
+waits (at most ``iteration_timeout_s``) for their batches, and updates the learner with the
+batches of the current policy version from the actors that answered, provided at least
 ``min_workers`` did. A dead actor is restarted by Ray and rejoins at a later iteration; a late
-batch of an older version is dropped, never mixed in.
+batch of an older version is dropped, never mixed in. All calls to rollout actors go through
+:class:`~soulsai_ray.loops.fleet.RolloutFleet`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
 
-from soulsai_ray.actors import WeightStore
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
-from soulsai_ray.cluster import actor_name_prefix, on_this_node
+from soulsai_ray.cluster import on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.loops.base import (
     ACTOR_ERRORS,
-    STARTUP_TIMEOUT_S,
     STATE_TIMEOUT_S,
     TrainingLoop,
     get_when_available,
@@ -33,6 +31,7 @@ from soulsai_ray.loops.fleet import RolloutFleet
 logger = logging.getLogger(__name__)
 
 UPDATE_TIMEOUT_S = 600.0
+RECONNECT_POLL_S = 5.0
 
 
 class PPOSyncLoop(TrainingLoop):
@@ -45,36 +44,22 @@ class PPOSyncLoop(TrainingLoop):
     ) -> None:
         super().__init__(cfg, recorder, restore)
         self.iteration = 0
-        self._busy: dict[int, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
         self._last_log = time.monotonic()
         self._last_log_steps = self.counters.env_steps
 
     def build(self) -> None:
-        """Creates the weight store, the rollout actors and the learner."""
+        """Creates the rollout actors and the learner."""
         cfg, pinned = self.cfg, on_this_node()
-        store_name = f"{actor_name_prefix()}-weights"
-        self.weight_store = WeightStore.options(
-            name=store_name, scheduling_strategy=pinned
-        ).remote()
         self.fleet = RolloutFleet(
-            cfg,
-            lambda options, index, _: PPORolloutActor.options(**options).remote(
-                cfg, index, store_name
-            ),
+            cfg, lambda options, index: PPORolloutActor.options(**options).remote(cfg, index)
         )
         self.fleet.start()
         spec = self.probe_spec()
         self.learner = PPOLearnerActor.options(
             scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
-        ).remote(
-            cfg,
-            spec.obs_dim,
-            spec.num_actions,
-            store_name,
-            self.checkpoint_dir,
-            self.resume_path,
-        )
-        self.version, self.weights = ray.get(self.learner.ready.remote(), timeout=STARTUP_TIMEOUT_S)
+        ).remote(cfg, spec.obs_dim, spec.num_actions, self.checkpoint_dir, self.resume_path)
+        self.singletons["learner"] = self.learner
+        self.version, self.weights = self.wait_for(self.learner.ready.remote(), "the learner")
 
     def step(self) -> None:
         """One iteration: collect rollouts, then update on the current-version batches."""
@@ -82,32 +67,34 @@ class PPOSyncLoop(TrainingLoop):
         if batches:
             self._update(batches, reports)
 
+    def on_restart(self, role: str) -> None:
+        if role == "learner":
+            self._reconnect_learner()
+
+    def _submit(self, actor: Any) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        batch, report = actor.collect.remote(self.version, self.weights)
+        return report, batch
+
     def _collect(self) -> tuple[list[ray.ObjectRef], list[RolloutReport]]:
         """One round of rollouts; returns the current-version batches and their reports."""
         self.fleet.maybe_scale()
-        for index, actor in enumerate(self.fleet.actors):
-            if index not in self._busy:
-                self._busy[index] = tuple(actor.collect.remote(self.version, self.weights))
+        self.fleet.fill(1, self._submit)
         batches: list[ray.ObjectRef] = []
         reports: list[RolloutReport] = []
         deadline = time.monotonic() + self.algo.iteration_timeout_s
-        waiting = dict(self._busy)
         warned = False
-        while waiting and self.stop_requested is None:
+        while len(self.fleet.calls) and self.stop_requested is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and len(batches) >= self.algo.min_workers:
                 break
-            refs = [report for _, report in waiting.values()]
-            ready, _ = ray.wait(refs, num_returns=1, timeout=min(max(remaining, 0.05), 1.0))
-            for ref in ready:
-                index = next(i for i, (_, r) in waiting.items() if r == ref)
-                batch_ref, _ = waiting.pop(index)
-                del self._busy[index]
-                report = self._report_of(index, ref)
+            outcomes, _ = self.fleet.poll(min(max(remaining, 0.05), 1.0))
+            for outcome in outcomes:
+                report = None if outcome.failed else self._count(outcome.value)
                 if report is not None and report.version == self.version and report.steps > 0:
-                    batches.append(batch_ref)
+                    batches.append(outcome.extra)
                     reports.append(report)
-            if not ready and remaining <= 0 and not warned:
+            self.watch_actors()
+            if remaining <= 0 and not warned:
                 warned = True
                 logger.warning(
                     "iteration %d: %d/%d rollout actors answered within %.0fs; waiting for min_workers=%d",
@@ -119,20 +106,13 @@ class PPOSyncLoop(TrainingLoop):
                 )
         return batches, reports
 
-    def _report_of(self, index: int, ref: ray.ObjectRef) -> RolloutReport | None:
-        try:
-            report: RolloutReport = ray.get(ref)
-        except (RayActorError, RayTaskError) as err:
-            logger.debug("rollout actor %d: %s", index, err)
-            self.counters.actor_failures += self.fleet.mark(index, ok=False)
-            return None
-        self.fleet.mark(index, ok=True)
+    def _count(self, report: RolloutReport) -> RolloutReport:
         c = self.counters
         c.env_steps += report.stats.env_steps
         c.episodes += len(report.stats.returns)
         c.env_errors += report.stats.env_errors
         c.samples_invalid += report.stats.invalid_steps
-        self.count_samples(report.node_id, report.steps)
+        self.node_samples.add(report.node_id, report.steps)
         if report.version != self.version:
             c.samples_stale += report.steps
         self.recorder.record_episodes(c.env_steps, report.stats.returns, report.stats.lengths)
@@ -150,12 +130,12 @@ class PPOSyncLoop(TrainingLoop):
             )
         except ACTOR_ERRORS as err:
             self.counters.learner_failures += 1
+            self.counters.samples_stale += sum(r.steps for r in reports)
             logger.warning(
-                "learner update failed (%s); Ray restarts it from the last checkpoint", err
+                "learner update failed (%s); Ray restarts it from the last checkpoint",
+                type(err).__name__,
             )
-            self.version, self.weights = get_when_available(
-                self.learner.ready.remote, STARTUP_TIMEOUT_S
-            )
+            self._reconnect_learner()
             return
         for message in result.rejected:
             logger.error(message)
@@ -169,6 +149,23 @@ class PPOSyncLoop(TrainingLoop):
         c.samples_invalid += sum(r.steps for r in reports) - result.samples
         c.samples_trained += result.samples
         self._log(result, len(batches) - len(result.rejected), time.monotonic() - start)
+
+    def _reconnect_learner(self) -> None:
+        """Waits for the restarted learner and has it publish above every version handed out.
+
+        Raises:
+            ActorLost: the learner is dead for good.
+        """
+        while self.stop_requested is None:
+            self.watch_actors(force=True)
+            try:
+                self.version, self.weights = ray.get(
+                    self.learner.republish.remote(self.version), timeout=RECONNECT_POLL_S
+                )
+                self.counters.weight_version = max(self.counters.weight_version, self.version)
+                return
+            except ACTOR_ERRORS:
+                time.sleep(0.5)
 
     def _log(self, result: PPOUpdateReport, workers: int, update_s: float) -> None:
         now = time.monotonic()
@@ -188,7 +185,7 @@ class PPOSyncLoop(TrainingLoop):
             "progress/iterations": self.iteration,
             **self.common_scalars(),
         }
-        self.recorder.record_scalars(c.env_steps, scalars)
+        self.record_scalars(scalars)
         self.recorder.telemetry.update_console(
             c.env_steps,
             {
@@ -204,6 +201,11 @@ class PPOSyncLoop(TrainingLoop):
 
     def checkpoint_state(self) -> dict[str, Any]:
         return get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)
+
+    def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
+        if self._training:
+            self.watch_actors(force=True, raise_lost=False)
+        return super().finish(reason, checkpoint)
 
     def summary_extra(self) -> dict[str, Any]:
         return {"iterations": self.iteration}

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint, verify_checkpoint
-from soulsai_ray.cluster import init_ray, shutdown_ray
-from soulsai_ray.config import PPOConfig, TrainConfig
+from soulsai_ray.cluster import init_ray, missing_local_resources, shutdown_ray
+from soulsai_ray.config import ConfigError, PPOConfig, TrainConfig
 from soulsai_ray.loops.common import MetricsExporter, Restore, RunRecorder
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,13 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
     """Trains with ``cfg``, writing everything into ``run_dir``; returns the run summary.
 
     Starts an embedded Ray (or joins ``cfg.cluster.address``) and shuts it down afterwards.
-    SIGINT and SIGTERM stop the run gracefully: a final checkpoint and summary are written.
+    SIGINT and SIGTERM stop the run gracefully in any phase: a summary is written, and a final
+    checkpoint once training has begun. ``summary["exit_status"]`` is 1 when the run ended
+    because an actor it needs was lost for good.
+
+    Raises:
+        CheckpointError: the checkpoint to resume from is missing, partial or corrupt.
+        ConfigError: a local Ray cannot offer ``env.actor_resources``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
@@ -56,25 +62,30 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
     if checkpoint_path is not None:
         payload, meta = load_checkpoint(checkpoint_path)
         restore = Restore(checkpoint_path, payload, meta)
+        del payload
         logger.info("resuming from %s", checkpoint_path)
     (run_dir / "config.yaml").write_text(config_yaml)
+    recorder = RunRecorder(
+        run_dir,
+        cfg.telemetry,
+        cfg.stop,
+        cfg.checkpoint.keep_last,
+        config_yaml,
+        MetricsExporter(cfg.telemetry.prometheus, run_dir.name),
+    )
+    loop = _loop_class(cfg)(cfg, recorder, restore)
+    del restore  # learner and replay load their own state; the driver keeps none of it
     actors = cfg.cluster.num_rollout_actors
     cpus = cfg.cluster.rollout_num_cpus * (actors if isinstance(actors, int) else 1)
-    init_ray(cfg.cluster, extra_cpus_needed=cpus)
-    try:
-        recorder = RunRecorder(
-            run_dir,
-            cfg.telemetry,
-            cfg.stop,
-            cfg.checkpoint.keep_last,
-            config_yaml,
-            MetricsExporter(cfg.telemetry.prometheus, run_dir.name),
-        )
-        loop = _loop_class(cfg)(cfg, recorder, restore)
-        with _stop_on_signals(loop):
-            summary = loop.run()
-    finally:
-        shutdown_ray()
+    with _stop_on_signals(loop):  # a signal during Ray's start-up stops the run right after it
+        init_ray(cfg.cluster, extra_cpus_needed=cpus)
+        try:
+            with _stop_on_signals(loop):  # again: ray.init installs a SIGTERM handler of its own
+                if cfg.cluster.address is None:
+                    check_local_placement(cfg.env.actor_resources)
+                summary = loop.run()
+        finally:
+            shutdown_ray()
     logger.info(
         "finished (%s): %d env steps, %d episodes, return_mean=%s, summary in %s",
         summary["stop_reason"],
@@ -90,6 +101,22 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
             run_dir,
         )
     return summary
+
+
+def check_local_placement(actor_resources: dict[str, float]) -> None:
+    """Fails fast when an embedded local Ray cannot host a single rollout actor.
+
+    Raises:
+        ConfigError: naming ``env.actor_resources`` and the two ways out.
+    """
+    missing = missing_local_resources(dict(actor_resources))
+    if missing:
+        raise ConfigError(
+            "env.actor_resources",
+            f"rollout actors need {missing}, which the local Ray (cluster.address=null) does "
+            "not offer; train on game PCs with cluster=remote, or run the env on this machine "
+            "with env.actor_resources=null",
+        )
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -32,7 +32,12 @@ def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:
 
 
 class EnvRecovery(Generic[EnvT]):
-    """Re-creates a crashed env after a growing, capped back-off."""
+    """Re-creates a crashed env after a growing, capped back-off, and times every env call.
+
+    Samplers run each ``step``/``reset`` inside :meth:`watch`, so :meth:`busy_s` (read from
+    another thread) tells how long the current env call has been running: a frozen game is
+    noticed from outside even though its call never raises.
+    """
 
     def __init__(
         self,
@@ -46,6 +51,21 @@ class EnvRecovery(Generic[EnvT]):
         self.failures_in_row = 0
         self.hard_resets = 0
         self._created_at = time.monotonic()
+        self._busy_since: float | None = None
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        """Marks an env call (step, reset, creation) as running for :meth:`busy_s`."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def busy_s(self) -> float:
+        """Seconds the current env call has been running; 0 between calls."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def hard_reset_due(self) -> bool:
         """True once the env has lived ``hard_reset_every_s`` (games start to lag after hours)."""
@@ -78,7 +98,8 @@ class EnvRecovery(Generic[EnvT]):
 
     def _create(self, old: EnvT) -> EnvT:
         try:
-            env = self.factory()
+            with self.watch():
+                env = self.factory()
         except Exception as create_err:  # noqa: BLE001 - retried at the next step
             logger.warning("re-creating the env failed: %s", create_err)
             return old

@@ -49,7 +49,7 @@ class EpsilonGreedySampler:
         self._recovery = EnvRecovery(env_factory, max_backoff_s, hard_reset_every_s)
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
-        obs_dim = int(self.env.observation_space.shape[0])
+        self.obs_dim = obs_dim = int(self.env.observation_space.shape[0])
         self.q_net = QNetwork(obs_dim, self.num_actions, cfg.hidden_sizes, cfg.dueling)
         self.q_net.requires_grad_(False)
         self.version = -1
@@ -84,7 +84,8 @@ class EpsilonGreedySampler:
             return
         action = self.act(self._obs, self._mask, epsilon)
         try:
-            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            with self._recovery.watch():
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
             next_mask = action_mask_from_info(info, self.num_actions)
         except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
             self._recover(err)
@@ -125,6 +126,10 @@ class EpsilonGreedySampler:
         stats, self._stats = self._stats, EpisodeStats()
         return stats
 
+    def env_busy_s(self) -> float:
+        """Seconds the current env step or reset has been running (0 between calls)."""
+        return self._recovery.busy_s()
+
     def close(self) -> None:
         """Closes the env."""
         self.env.close()
@@ -133,7 +138,8 @@ class EpsilonGreedySampler:
         if self._recovery.hard_reset_due():
             self.env = self._recovery.hard_reset(self.env)
         try:
-            obs, info = self.env.reset(seed=self._seed if self._resets == 0 else None)
+            with self._recovery.watch():
+                obs, info = self.env.reset(seed=self._seed if self._resets == 0 else None)
             mask = action_mask_from_info(info, self.num_actions)
         except Exception as err:  # noqa: BLE001
             self._recover(err)

@@ -81,7 +81,8 @@ class OnPolicySampler:
             obs, masks = self._obs, self._masks
             actions, logprobs, values = act(self.model, obs, masks, self._generator)
             try:
-                next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+                with self._recovery.watch():
+                    next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
                 next_masks = self._masks_from(infos)
             except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
                 self._recover(err)
@@ -111,6 +112,10 @@ class OnPolicySampler:
             self._obs, self._masks = np.asarray(next_obs, dtype=np.float32), next_masks
         return buf.finish(n_steps, value(self.model, self._obs), self.version), self._pop_stats()
 
+    def env_busy_s(self) -> float:
+        """Seconds the current env step or reset has been running (0 between calls)."""
+        return self._recovery.busy_s()
+
     def close(self) -> None:
         """Closes the envs."""
         self.envs.close()
@@ -123,7 +128,8 @@ class OnPolicySampler:
     def _reset(self) -> bool:
         try:
             seed = [self._seed + i for i in range(self.num_envs)] if self._first_reset else None
-            obs, infos = self.envs.reset(seed=seed)
+            with self._recovery.watch():
+                obs, infos = self.envs.reset(seed=seed)
             self._masks = self._masks_from(infos)
         except Exception as err:  # noqa: BLE001
             self._recover(err)

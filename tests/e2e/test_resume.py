@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.checkpoint import CheckpointManager, verify_checkpoint
@@ -65,9 +66,13 @@ def _scalar_steps(events_file: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
-def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path):
+@pytest.mark.parametrize("save_replay", ["true", "false"], ids=["with_replay", "without_replay"])
+def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path, save_replay):
+    """Without a saved buffer the resumed replay starts empty while the lifetime counters say
+    sampling is far ahead of learning: the run must sample again, not deadlock."""
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "stop.env_steps=200000")
+    replay = f"checkpoint.save_replay={save_replay}"
+    proc = _start(run_dir, "stop.env_steps=200000", replay, "algo.ratio_slack_steps=500")
     _wait_for_checkpoints(run_dir, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -80,8 +85,10 @@ def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path):
     first_events = sorted((run_dir / "tb").glob("events.out.tfevents.*"))
 
     target = before["env_steps"] + 3000
-    proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}")
-    out, _ = proc.communicate(timeout=600)
+    proc = _start(
+        run_dir, "resume=auto", f"stop.env_steps={target}", replay, "algo.ratio_slack_steps=500"
+    )
+    out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert f"resuming from {resumed_from.path}" in out
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -98,6 +105,48 @@ def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path):
     assert len(new_events) == 1
     steps = _scalar_steps(new_events[0], "progress/updates")
     assert steps and min(steps) >= before["env_steps"]  # the TensorBoard axis did not restart at 0
+
+
+def test_sigkill_mid_checkpoint_write_then_resume(tmp_path):
+    """The driver dies while a checkpoint (with a large replay buffer) is being written."""
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "stop.env_steps=200000", "checkpoint.every_updates=300")
+    root = run_dir / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (root.is_dir() and any(p.name.startswith(".tmp-") for p in root.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint write seen"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    manager = CheckpointManager(root)
+    before = manager.latest()
+    start = before.meta["env_steps"] if before else 0
+    proc = _start(run_dir, "resume=auto", f"stop.env_steps={start + 2000}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= start + 2000
+    assert not any(p.name.startswith(".tmp-") for p in root.iterdir())
+    for checkpoint in manager.list():
+        verify_checkpoint(checkpoint.path)
+
+
+def test_sigkill_before_learning_starts_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "stop.env_steps=200000", "algo.learning_starts=100000")
+    deadline = time.monotonic() + 120
+    while not (run_dir / "tb").is_dir() or not list((run_dir / "tb").glob("events.*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert CheckpointManager(run_dir / "checkpoints").latest() is None
+    proc = _start(run_dir, "resume=auto", "stop.env_steps=3000")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "no checkpoint" in out
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 3000
 
 
 def test_sigint_stops_gracefully_and_the_run_can_resume(tmp_path):

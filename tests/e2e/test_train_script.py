@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED_SCALARS = {
     "episode/return",
@@ -93,3 +101,46 @@ def test_cfg_job_prints_the_composed_config(train):
     proc = train("--cfg", "job", "env=cartpole", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "id: CartPole-v1" in proc.stdout and "name: dqn" in proc.stdout
+
+
+def test_local_run_that_cannot_place_rollout_actors_exits_2_fast(train, tmp_path):
+    start = time.monotonic()
+    proc = train("env=iudex", "stop.env_steps=10", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("config error")]
+    assert len(lines) == 1 and "env.actor_resources" in lines[0]
+    assert "cluster=remote" in lines[0] and "env.actor_resources=null" in lines[0]
+    assert time.monotonic() - start < 20  # interpreter + Ray start included
+
+
+def test_sigterm_while_waiting_for_rollout_actors_stops_within_5s(tmp_path):
+    """Rollout actors ask for more CPUs than the local Ray has, so start-up waits for them."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "env=cartpole",
+            "cluster.num_cpus=1",
+            "cluster.rollout_num_cpus=8",
+            "telemetry.console=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "tb").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(8)  # Ray is up and the driver waits for the first rollout actor
+    assert proc.poll() is None
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5, out[-2000:]
+    assert proc.returncode == 0, out[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stop_reason"] == "SIGTERM" and summary["env_steps"] == 0

@@ -74,5 +74,5 @@ def test_iteration_finishes_without_a_killed_actor_and_the_actor_rejoins(tmp_pat
     assert 2 in after, workers  # an iteration finished with the two survivors
     assert after[-1] == 3, workers  # the restarted actor is back
     assert after.index(2) < len(after) - 1 - after[::-1].index(3)
-    for actor in [*loop.fleet.actors, loop.learner, loop.weight_store]:
+    for actor in loop.all_actors():
         ray.kill(actor)

@@ -52,14 +52,8 @@ def _run(
     summary = loop.run()
     import ray
 
-    for actor in [
-        *loop.fleet.actors,
-        loop.learner,
-        loop.weight_store,
-        getattr(loop, "replay", None),
-    ]:
-        if actor is not None:
-            ray.kill(actor)
+    for actor in loop.all_actors():
+        ray.kill(actor)
     return summary
 
 

@@ -1,17 +1,23 @@
-"""Tests for soulsai_ray.checkpoint: round trip, atomicity, corruption detection, pruning."""
+"""Tests for soulsai_ray.checkpoint: round trip, atomicity, corruption detection, ordering, pruning."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from soulsai_ray import checkpoint as checkpoint_module
 from soulsai_ray.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -227,3 +233,170 @@ def test_empty_or_missing_root_has_no_checkpoints(tmp_path: Path) -> None:
     assert manager.best() is None
     with pytest.raises(ValueError, match="keep_last"):
         CheckpointManager(tmp_path, keep_last=0)
+
+
+class _BackwardClock:
+    """A wall clock that steps back 100 s at every reading, like an RTC corrected by NTP."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start + 100.0
+
+    def __call__(self) -> float:
+        self.now -= 100.0
+        return self.now
+
+
+def _save_counters(
+    manager: CheckpointManager,
+    updates: int | None,
+    env_steps: int | None,
+    return_mean: float | None = None,
+    resumes: int | None = None,
+    name: str | None = None,
+) -> Path:
+    counters = {"updates": updates, "env_steps": env_steps, "resumes": resumes}
+    meta = {k: v for k, v in counters.items() if v is not None} | {"return_mean": return_mean}
+    name = name or f"ckpt_{updates or 0:09d}_{env_steps or 0:011d}"
+    return manager.save(name, {"updates": updates}, meta, CONFIG)
+
+
+def test_clock_stepping_back_does_not_change_latest_or_pruning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "time", SimpleNamespace(time=_BackwardClock()))
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for updates, ret in [(100, 1.0), (200, 9.0), (300, 2.0), (400, 3.0), (500, None)]:
+        _save_counters(manager, updates, updates * 10, ret)
+
+    checkpoints = manager.list()
+    assert [c.meta["created_at"] for c in checkpoints] == [600.0, 700.0, 900.0]  # clock went back
+    assert [c.name for c in checkpoints] == [
+        "ckpt_000000500_00000005000",
+        "ckpt_000000400_00000004000",
+        "ckpt_000000200_00000002000",  # the best, kept on top of the newest two
+    ]
+    assert manager.latest().meta["updates"] == 500
+    assert manager.best().meta["updates"] == 200
+    assert (tmp_path / "latest").read_text().strip() == "ckpt_000000500_00000005000"
+
+
+def test_order_is_updates_then_env_steps_then_resumes_then_created_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "time", SimpleNamespace(time=_BackwardClock()))
+    manager = CheckpointManager(tmp_path, keep_last=10)
+    _save_counters(manager, None, None, name="no_counters")
+    _save_counters(manager, 9, 900, name="fewer_updates")
+    _save_counters(manager, 10, 400, name="fewer_steps")
+    _save_counters(manager, 10, 500, resumes=0, name="first_run")
+    _save_counters(manager, 10, 500, resumes=1, name="resumed")
+    _save_counters(manager, 10, 500, resumes=1, name="same_counters_later_clock")
+
+    assert _names(manager) == [
+        "resumed",  # created 100 s before its twin: created_at breaks the tie
+        "same_counters_later_clock",
+        "first_run",
+        "fewer_steps",
+        "fewer_updates",
+        "no_counters",
+    ]
+
+
+def test_best_tie_goes_to_larger_counters_not_later_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "time", SimpleNamespace(time=_BackwardClock()))
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    _save_counters(manager, 1, 10, 5.0)
+    _save_counters(manager, 2, 20, 5.0)
+    _save_counters(manager, 3, 30, 1.0)
+    assert _names(manager) == ["ckpt_000000003_00000000030", "ckpt_000000002_00000000020"]
+    assert manager.best().name == "ckpt_000000002_00000000020"
+
+
+def test_save_keeps_the_checkpoint_it_wrote_even_when_it_ranks_below_keep_last(
+    tmp_path: Path,
+) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    _save_counters(manager, 500, 5000)
+    # A run resumed from an older checkpoint writes below the newest one.
+    older = _save_counters(manager, 300, 3000)
+    assert older.is_dir()
+    assert _names(manager) == ["ckpt_000000500_00000005000", older.name]
+    newer_branch = _save_counters(manager, 310, 3100)
+    assert _names(manager) == ["ckpt_000000500_00000005000", newer_branch.name]
+
+
+def _disk_full() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _fail_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    def torch_save(*args: object, **kwargs: object) -> None:
+        raise _disk_full()
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", torch_save)
+
+
+def _fail_write_text_of(fname: str) -> Callable[[pytest.MonkeyPatch], None]:
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        write_text = Path.write_text
+
+        def failing(self: Path, *args: Any, **kwargs: Any) -> int:
+            if self.name == fname:
+                write_text(self, "partial", encoding="utf-8")
+                raise _disk_full()
+            return write_text(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "write_text", failing)
+
+    return patch
+
+
+def _fail_move_into_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    rename = os.rename
+
+    def failing(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".tmp-"):
+            raise _disk_full()
+        rename(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "rename", failing)
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        _fail_torch_save,
+        _fail_write_text_of("meta.json"),
+        _fail_write_text_of("manifest.json"),
+        _fail_move_into_place,
+    ],
+    ids=["torch_save", "meta_json", "manifest", "rename"],
+)
+@pytest.mark.parametrize("same_name", [False, True], ids=["new_name", "replacing"])
+def test_failed_save_raises_and_leaves_existing_checkpoints_intact(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail: Callable[[pytest.MonkeyPatch], None],
+    same_name: bool,
+) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    _save(manager, 1, 1.0)
+    _save(manager, 2, 2.0)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    latest = (tmp_path / "latest").read_text()
+
+    fail(monkeypatch)
+    with pytest.raises(OSError) as raised:
+        _save(manager, 2 if same_name else 3, 3.0)
+    monkeypatch.undo()
+
+    assert raised.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no .tmp-* or .trash-* left
+    assert (tmp_path / "latest").read_text() == latest
+    assert _names(manager) == ["ckpt_000000002", "ckpt_000000001"]  # nothing pruned
+    for checkpoint in manager.list():
+        verify_checkpoint(checkpoint.path)
+    assert manager.latest().name == "ckpt_000000002"
+    assert load_checkpoint(manager.latest().path)[0]["step"] == 2

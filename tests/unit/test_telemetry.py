@@ -9,11 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray import telemetry as telemetry_module
-from soulsai_ray.telemetry import Telemetry, format_number, rolling_mean, to_json_safe
+from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
+from soulsai_ray.telemetry import (
+    DEFAULT_CURVE_POINTS,
+    LearningCurve,
+    Telemetry,
+    format_number,
+    rolling_mean,
+    to_json_safe,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -231,3 +240,132 @@ def test_console_on_tty_uses_progress_bar(tmp_path: Path, monkeypatch: pytest.Mo
     assert "50%" in final
     assert "1.00k/2.00k" in final
     assert "return_mean 123.4, eps 0.05" in final
+
+
+def test_rolling_mean_weights_points_by_their_episode_counts() -> None:
+    # Points stand for 2, 2 and 1 episodes; each mean covers >= 3 episodes where it can.
+    got = rolling_mean([1.0, 3.0, 5.0], window=3, counts=[2, 2, 1])
+    np.testing.assert_allclose(got, [1.0, (2 * 1.0 + 2 * 3.0) / 4, (2 * 3.0 + 5.0) / 3])
+    np.testing.assert_allclose(
+        rolling_mean([1.0, 2.0, 6.0], window=2, counts=[1, 1, 1]), rolling_mean([1, 2, 6], 2)
+    )
+
+
+def test_learning_curve_of_a_million_episodes_stays_bounded_and_faithful() -> None:
+    cap, chunk = 4096, 1000
+    curve = LearningCurve(max_points=cap)
+    rng = np.random.default_rng(0)
+    all_steps, all_returns = [], []
+    for i in range(1_000_000 // chunk):
+        steps = np.arange(i * chunk, (i + 1) * chunk) * 3
+        returns = rng.normal(loc=i / 10.0, scale=5.0, size=chunk)
+        curve.extend(steps, returns)
+        assert len(curve) <= cap
+        all_steps.append(steps)
+        all_returns.append(returns)
+    steps, returns = np.concatenate(all_steps), np.concatenate(all_returns)
+
+    state = curve.state()
+    counts = state["counts"]
+    assert curve.episodes == counts.sum() == 1_000_000
+    assert len(state["steps"]) == len(state["returns"]) == len(counts) <= cap
+    assert len(curve) > cap // 2  # downsampled, not thrown away
+    assert np.all(counts[:-1] == counts[0]) and counts[-1] <= counts[0]  # even buckets
+    np.testing.assert_allclose(np.average(state["returns"], weights=counts), returns.mean())
+    # Each point is the mean return of its episodes, at the step of the last of them.
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    np.testing.assert_allclose(state["returns"], np.add.reduceat(returns, first) / counts)
+    np.testing.assert_array_equal(state["steps"], steps[np.cumsum(counts) - 1])
+
+
+def test_learning_curve_merges_adjacent_points_when_full() -> None:
+    curve = LearningCurve(max_points=4)
+    curve.extend([1, 2, 3, 4], [1.0, 3.0, 5.0, 7.0])
+    assert curve.points() == [(1, 1.0), (2, 3.0), (3, 5.0), (4, 7.0)]
+    curve.extend([5], [10.0])
+    assert curve.points() == [(2, 2.0), (4, 6.0), (5, 10.0)]
+    curve.extend([6, 7, 8], [20.0, 0.0, 2.0])
+    assert curve.points() == [(2, 2.0), (4, 6.0), (6, 15.0), (8, 1.0)]
+    assert curve.state()["counts"].tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="even"):
+        LearningCurve(max_points=3)
+
+
+def test_curve_state_round_trip_continues_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    chunks = [(100 * (i + 1), rng.normal(size=int(rng.integers(0, 5)))) for i in range(40)]
+    whole = Telemetry(tmp_path / "whole", window=5, console=False, curve_points=8)
+    first = Telemetry(tmp_path / "first", window=5, console=False, curve_points=8)
+    for step, returns in chunks[:25]:
+        whole.log_episodes(step, returns, [1] * len(returns))
+        first.log_episodes(step, returns, [1] * len(returns))
+    resumed = Telemetry(tmp_path / "resumed", window=5, console=False, curve_points=8)
+    resumed.restore_curve(first.curve_state())
+    for step, returns in chunks[25:]:
+        whole.log_episodes(step, returns, [1] * len(returns))
+        resumed.log_episodes(step, returns, [1] * len(returns))
+
+    assert resumed.episodes == whole.episodes == sum(len(r) for _, r in chunks)
+    got, want = resumed.curve_state(), whole.curve_state()
+    assert len(want["steps"]) <= 8 and want["counts"].max() > 1
+    for key in ("steps", "returns", "counts", "recent_returns"):
+        np.testing.assert_allclose(got[key], want[key], err_msg=key)
+    assert resumed.return_mean == pytest.approx(whole.return_mean)
+    for t in (whole, first, resumed):
+        t.close()
+
+
+def test_restore_curve_reads_old_list_of_pairs(tmp_path: Path) -> None:
+    t = Telemetry(tmp_path, window=3, console=False, curve_points=4)
+    t.restore_curve([(10, 1.0), (20, 2.0), (20, 6.0)])
+    assert t.learning_curve() == [(10, 1.0), (20, 2.0), (20, 6.0)]
+    assert t.episodes == 3
+    assert t.return_mean == pytest.approx(3.0)
+
+    t.restore_curve([(i, float(i)) for i in range(1, 11)])  # more episodes than points
+    assert t.episodes == 10
+    assert t.learning_curve() == [(4, 2.5), (8, 6.5), (10, 9.5)]
+    assert t.return_mean == pytest.approx(9.0)  # the last three episodes, exactly
+    t.close()
+
+
+def test_checkpointed_curve_of_a_long_run_is_small(tmp_path: Path) -> None:
+    episodes = 1_000_000
+    old_form = np.stack([np.arange(episodes) * 7.0, np.sin(np.arange(episodes))], axis=1)
+    t = Telemetry(tmp_path / "run", window=100, console=False)
+    t.restore_curve(old_form)
+    t.log_episodes(7 * episodes, [1.0, 2.0], [5, 5])
+    state = t.curve_state()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert max(len(v) for v in state.values()) <= DEFAULT_CURVE_POINTS
+
+    manager = CheckpointManager(tmp_path / "ckpts")
+    path = manager.save("ckpt", {"telemetry": {"curve": state}}, {}, "")
+    assert (path / "state.pt").stat().st_size < 4 * DEFAULT_CURVE_POINTS * 8 + 10_000
+    restored = Telemetry(tmp_path / "resumed", window=100, console=False)
+    restored.restore_curve(load_checkpoint(path)[0]["telemetry"]["curve"])
+    assert restored.learning_curve() == t.learning_curve()
+    assert restored.episodes == t.episodes == episodes + 2
+    assert restored.return_mean == pytest.approx(t.return_mean)
+    t.close()
+    restored.close()
+
+
+def test_plot_of_downsampled_curve_draws_point_means_and_rolling_mean(tmp_path: Path) -> None:
+    t = Telemetry(tmp_path, window=10, console=False, curve_points=16)
+    for i in range(200):
+        t.log_episodes(10 * (i + 1), [float(i)], [10])
+    state = t.curve_state()
+    ax = Figure().add_subplot()
+    telemetry_module._draw_curve(ax, state, window=10)
+
+    points, mean = ax.get_lines()
+    assert points.get_label() == "mean return of 16 episodes"
+    np.testing.assert_array_equal(points.get_ydata(), state["returns"])
+    assert mean.get_label() == "mean of last 16"
+    np.testing.assert_allclose(
+        mean.get_ydata(), rolling_mean(state["returns"], 10, state["counts"])
+    )
+    t.plot_learning_curve(tmp_path / "curve.png", title="long run")
+    _assert_valid_png(tmp_path / "curve.png")
+    t.close()

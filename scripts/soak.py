@@ -1,0 +1,416 @@
+"""Chaos soak: a training run on game-rate envs while faults of every kind strike on a seeded schedule.
+
+Used by ``scripts/benchmark.py soak``. The soak starts a local multi-node Ray cluster (a head and
+``--nodes`` simulated game PCs offering ``{"soulsgym": 1}``), runs ``scripts/train.py`` against
+it as a separate driver process, and, at moments drawn from ``random.Random(seed)``:
+
+- SIGKILLs a rollout actor, the learner, the replay actor or the weight store (found by class in
+  the GCS, killed by pid),
+- freezes a rollout actor's process (SIGSTOP: a game that hangs without raising),
+- fills the checkpoint file system (a small tmpfs mounted on the run's checkpoint folder) so a
+  periodic checkpoint fails with ENOSPC, then frees it,
+- SIGKILLs the driver and starts it again with ``resume=auto``.
+
+After each fault it waits (bounded) for recovery: the actor is back (or the stall was noticed, or a
+checkpoint was written again) and env steps and updates move again. Progress is read from the
+run's TensorBoard files. Every process the soak starts is stopped by pid; the tmpfs is unmounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTOR_CLASSES = {
+    "rollout": ("RolloutActor", "PPORolloutActor"),
+    "learner": ("LearnerActor", "PPOLearnerActor"),
+    "replay": ("ReplayActor",),
+    "weights": ("WeightStore",),
+}
+KINDS = {
+    "dqn": ("rollout", "learner", "replay", "weights", "hang", "disk_full", "driver"),
+    "ppo": ("rollout", "learner", "hang", "disk_full", "driver"),
+}
+RECOVERY_TIMEOUT_S = 240.0
+STEP_TIMEOUT_S = 5.0
+TMPFS_MB = 64
+
+
+@dataclass
+class Fault:
+    kind: str
+    at_s: float
+    recovered_s: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class Segment:
+    """One driver process: from its start (fresh or resumed) to its end (killed or stopped)."""
+
+    events: Path | None = None
+    resumed_from_env_steps: int | None = None
+    first_env_steps: int | None = None
+    last_env_steps: int = 0
+    last_updates: int = 0
+
+
+@dataclass
+class SoakReport:
+    faults: list[Fault] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    rss: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def actors_alive(classes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """GCS records of the live actors of the given classes."""
+    from ray._private import state
+
+    return [
+        info
+        for info in state.actors().values()
+        if info["ActorClassName"] in classes and info["State"] == "ALIVE"
+    ]
+
+
+def rss_mb(pid: int) -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+class Soak:
+    """Runs one soak; see the module docstring."""
+
+    def __init__(self, algo: str, minutes: float, seed: int, nodes: int, step_latency: float):
+        self.algo, self.seed, self.nodes = algo, seed, nodes
+        self.duration_s = minutes * 60
+        self.step_latency = step_latency
+        self.rng = random.Random(seed)
+        self.work = Path(tempfile.mkdtemp(prefix=f"soak_{algo}_{seed}_"))
+        self.run_dir = self.work / "run"
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.report = SoakReport()
+        self.driver: subprocess.Popen | None = None
+        self.mounted = False
+        self.start = 0.0
+        self._accumulators: dict[Path, Any] = {}
+
+    # --- processes ----------------------------------------------------------------------------
+
+    def overrides(self, address: str) -> list[str]:
+        common = [
+            f"algo={self.algo}",
+            "env=cartpole",
+            f"env.step_latency_s={self.step_latency}",
+            f"env.step_timeout_s={STEP_TIMEOUT_S}",
+            "env.actor_resources={soulsgym: 1}",
+            "cluster=remote",
+            f"cluster.address={address}",
+            "cluster.rollout_num_cpus=0",
+            "checkpoint.keep_last=2",
+            "stop.env_steps=null",
+            "stop.return_mean=null",
+            f"stop.time_s={self.duration_s * 3}",
+            "telemetry.console=false",
+            "telemetry.log_every_s=1.0",
+            f"seed={self.seed}",
+            f"hydra.run.dir={self.run_dir}",
+        ]
+        if self.algo == "dqn":
+            return [*common, "algo.learning_starts=1000", "checkpoint.every_updates=3000"]
+        return [
+            *common,
+            "algo.n_steps=128",
+            "algo.iteration_timeout_s=15",
+            "checkpoint.every_updates=400",
+        ]
+
+    def start_driver(self, address: str, resume: bool) -> None:
+        segment = Segment()
+        if resume:
+            latest = self._latest_checkpoint()
+            segment.resumed_from_env_steps = latest["env_steps"] if latest else None
+        args = [*self.overrides(address), *(["resume=auto"] if resume else [])]
+        log = open(self.work / f"driver_{len(self.report.segments)}.log", "w")  # noqa: SIM115
+        before = set(self._events_files())
+        self.driver = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.report.segments.append(segment)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            new = [f for f in self._events_files() if f not in before]
+            if new:
+                segment.events = new[0]
+                return
+            if self.driver.poll() is not None:
+                raise RuntimeError(f"driver exited with {self.driver.returncode}; see {log.name}")
+            time.sleep(0.5)
+        raise RuntimeError("the driver wrote no TensorBoard file within 120 s")
+
+    def _events_files(self) -> list[Path]:
+        tb = self.run_dir / "tb"
+        return sorted(tb.glob("events.out.tfevents.*")) if tb.is_dir() else []
+
+    def _latest_checkpoint(self) -> dict[str, Any] | None:
+        from soulsai_ray.checkpoint import CheckpointManager
+
+        latest = CheckpointManager(self.checkpoints).latest()
+        return latest.meta if latest else None
+
+    # --- reading progress ---------------------------------------------------------------------
+
+    def scalar(self, tag: str) -> tuple[int, float] | None:
+        """(env step, value) of the newest ``tag`` in the current driver's TensorBoard file."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        segment = self.report.segments[-1]
+        if segment.events is None:
+            return None
+        acc = self._accumulators.get(segment.events)
+        if acc is None:
+            acc = EventAccumulator(str(segment.events), size_guidance={"scalars": 0})
+            self._accumulators[segment.events] = acc
+        acc.Reload()
+        if tag not in acc.Tags()["scalars"]:
+            return None
+        events = acc.Scalars(tag)
+        if tag == "progress/updates":
+            segment.first_env_steps = segment.first_env_steps or events[0].step
+            segment.last_env_steps, segment.last_updates = events[-1].step, int(events[-1].value)
+        return events[-1].step, events[-1].value
+
+    def progress(self) -> tuple[int, int]:
+        """(env steps, updates) of the run now."""
+        newest = self.scalar("progress/updates")
+        return (newest[0], int(newest[1])) if newest else (0, 0)
+
+    def wait_until(self, ok, since: float) -> float | None:
+        """Seconds from ``since`` until ``ok()`` holds, or None after ``RECOVERY_TIMEOUT_S``."""
+        while time.monotonic() - since < RECOVERY_TIMEOUT_S:
+            if ok():
+                return time.monotonic() - since
+            self.sample_rss()
+            time.sleep(0.5)
+        return None
+
+    def moved_past(self, steps: int, updates: int):
+        def ok() -> bool:
+            now_steps, now_updates = self.progress()
+            return now_steps > steps + 100 and now_updates > updates + 10
+
+        return ok
+
+    def sample_rss(self) -> None:
+        now = time.monotonic() - self.start
+        last = self.report.rss.get("driver", [(-1e9, 0.0)])[-1][0]
+        if now - last < 15:
+            return
+        pids = {"driver": self.driver.pid if self.driver else None}
+        for kind in ("learner", "replay"):
+            alive = actors_alive(ACTOR_CLASSES[kind])
+            pids[kind] = alive[0]["Pid"] if alive else None
+        for name, pid in pids.items():
+            value = rss_mb(pid) if pid else None
+            if value is not None:
+                self.report.rss.setdefault(name, []).append((now, value))
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def inject(self, kind: str, address: str) -> Fault:
+        fault = Fault(kind, time.monotonic() - self.start)
+        since = time.monotonic()
+        steps, updates = self.progress()
+        if kind in ACTOR_CLASSES:
+            victims = actors_alive(ACTOR_CLASSES[kind])
+            victim = self.rng.choice(victims)
+            os.kill(victim["Pid"], signal.SIGKILL)
+            fault.detail = f"{victim['ActorClassName']} pid {victim['Pid']}"
+            fault.recovered_s = self.wait_until(self.moved_past(steps, updates), since)
+        elif kind == "hang":
+            victim = self.rng.choice(actors_alive(ACTOR_CLASSES["rollout"]))
+            os.kill(victim["Pid"], signal.SIGSTOP)
+            stalls = (self.scalar("env/stalls") or (0, 0.0))[1]
+            fault.detail = f"SIGSTOP pid {victim['Pid']}"
+            noticed = self.wait_until(
+                lambda: (self.scalar("env/stalls") or (0, 0.0))[1] > stalls, since
+            )
+            fault.recovered_s = noticed and self.wait_until(
+                self.moved_past(*self.progress()), since
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim["Pid"], signal.SIGKILL)  # if Ray's kill has not landed yet
+        elif kind == "disk_full":
+            fault.recovered_s = self.fill_disk(since)
+        elif kind == "driver":
+            self.driver.send_signal(signal.SIGKILL)
+            self.driver.wait(timeout=60)
+            latest = self._latest_checkpoint()
+            fault.detail = f"resume from env step {latest['env_steps'] if latest else 0}"
+            self.start_driver(address, resume=True)
+            fault.recovered_s = self.wait_until(self.moved_past(*self.progress()), since)
+        return fault
+
+    def fill_disk(self, since: float) -> float | None:
+        if not self.mounted:
+            return None
+        filler = self.checkpoints / ".filler"
+        failures = (self.scalar("checkpoint/failures") or (0, 0.0))[1]
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+        failed = self.wait_until(
+            lambda: (self.scalar("checkpoint/failures") or (0, 0.0))[1] > failures, since
+        )
+        filler.unlink()
+        if failed is None:
+            return None
+        newest = self._latest_checkpoint() or {"updates": -1}
+        return self.wait_until(
+            lambda: (self._latest_checkpoint() or {"updates": -1})["updates"] > newest["updates"],
+            since,
+        )
+
+    def schedule(self) -> list[tuple[float, str]]:
+        """Fault times and kinds: every kind at least once, driver kills in the first half."""
+        kinds = list(KINDS[self.algo])
+        count = max(len(kinds), int(self.duration_s / 75))
+        chosen = kinds + [self.rng.choice(kinds) for _ in range(count - len(kinds))]
+        self.rng.shuffle(chosen)
+        times = sorted(self.rng.uniform(60, self.duration_s - 60) for _ in chosen)
+        plan = list(zip(times, chosen, strict=True))
+        half = self.duration_s / 2
+        late_driver = [i for i, (t, k) in enumerate(plan) if k == "driver" and t > half]
+        early_other = [i for i, (t, k) in enumerate(plan) if k != "driver" and t <= half]
+        for i, j in zip(late_driver, early_other, strict=False):
+            plan[i], plan[j] = (plan[i][0], plan[j][1]), (plan[j][0], plan[i][1])
+        return plan
+
+    # --- the whole soak -----------------------------------------------------------------------
+
+    def run(self) -> SoakReport:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"},
+        )
+        try:
+            for _ in range(self.nodes):
+                cluster.add_node(num_cpus=1, resources={"soulsgym": 1}, node_ip_address="127.0.0.1")
+            ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+            self._mount_tmpfs()
+            self.start = time.monotonic()
+            self.start_driver(cluster.address, resume=False)
+            for at_s, kind in self.schedule():
+                while time.monotonic() - self.start < at_s:
+                    self.sample_rss()
+                    self.progress()
+                    time.sleep(1.0)
+                fault = self.inject(kind, cluster.address)
+                self.report.faults.append(fault)
+                print(
+                    f"[{fault.at_s:7.1f}s] {kind:9s} recovered in {fault.recovered_s} s {fault.detail}"
+                )
+            while time.monotonic() - self.start < self.duration_s:
+                self.sample_rss()
+                self.progress()
+                time.sleep(1.0)
+            self.progress()
+            self.driver.send_signal(signal.SIGINT)
+            self.driver.wait(timeout=300)
+            self.report.summary = json.loads((self.run_dir / "summary.json").read_text())
+        finally:
+            if self.driver and self.driver.poll() is None:
+                self.driver.kill()
+            if self.mounted:
+                subprocess.run(["umount", "-l", str(self.checkpoints)], check=False)
+            ray.shutdown()
+            cluster.shutdown()
+        return self.report
+
+    def _mount_tmpfs(self) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", str(self.checkpoints)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self.mounted = proc.returncode == 0
+        if not self.mounted:
+            print(f"disk-full faults skipped: cannot mount a tmpfs ({proc.stderr.strip()})")
+
+
+def print_report(report: SoakReport) -> None:
+    """The soak's table: faults by kind, recovery times, segments, samples, memory."""
+    print("\nfault        injected  recovered  recover p50 s  recover max s")
+    for kind in sorted({f.kind for f in report.faults}):
+        faults = [f for f in report.faults if f.kind == kind]
+        times = [f.recovered_s for f in faults if f.recovered_s is not None]
+        p50 = f"{np.median(times):.1f}" if times else "-"
+        worst = f"{max(times):.1f}" if times else "-"
+        print(f"{kind:11s}  {len(faults):8d}  {len(times):9d}  {p50:>13s}  {worst:>13s}")
+    hangs = sum(f.recovered_s is None for f in report.faults)
+    print(f"not recovered within {RECOVERY_TIMEOUT_S:.0f}s (hangs): {hangs}")
+    print("\nsegment  resumed from  first step  last step  updates")
+    for i, s in enumerate(report.segments):
+        resumed = "-" if s.resumed_from_env_steps is None else str(s.resumed_from_env_steps)
+        print(
+            f"{i:7d}  {resumed:>12s}  {s.first_env_steps or 0:10d}  {s.last_env_steps:9d}  {s.last_updates:7d}"
+        )
+    continuous = all(
+        s.resumed_from_env_steps is None or (s.first_env_steps or 0) >= s.resumed_from_env_steps
+        for s in report.segments
+    )
+    print(f"counters continuous across resumes: {continuous}")
+    c = report.summary.get("counters", {})
+    print(
+        f"\nfinal: env steps {c.get('env_steps')}, updates {c.get('updates')}, samples accepted "
+        f"{c.get('samples_accepted')}, trained {c.get('samples_trained')}, resumes "
+        f"{c.get('resumes')}, restarts: rollout {c.get('actor_restarts')} learner "
+        f"{c.get('learner_restarts')} replay {c.get('replay_restarts')} weights "
+        f"{c.get('weight_store_restarts')}, stalls {c.get('env_stalls')}, checkpoint failures "
+        f"{c.get('checkpoint_failures')}"
+    )
+    print("\nprocess  RSS after warm-up MB  RSS at end MB  growth")
+    for name, samples in report.rss.items():
+        warm = _after_warmup(samples)
+        if warm is None:
+            continue
+        end = samples[-1][1]
+        print(f"{name:7s}  {warm:20.1f}  {end:13.1f}  {100 * (end - warm) / warm:5.1f}%")
+
+
+def _after_warmup(samples: list[tuple[float, float]], warmup_s: float = 120.0) -> float | None:
+    """RSS two minutes into the newest incarnation (a restart shows as a drop in RSS)."""
+    start = 0
+    for i in range(1, len(samples)):
+        if samples[i][1] < 0.7 * samples[i - 1][1]:
+            start = i
+    newest = samples[start:]
+    later = [v for t, v in newest if t - newest[0][0] >= warmup_s]
+    return later[0] if later else None

@@ -1,0 +1,80 @@
+"""What every actor shell sets up the same way: threads, seeds, node id, spec, heartbeat, restore.
+
+Rollout shells (DQN's :class:`RolloutActor`, PPO's :class:`PPORolloutActor`) derive from
+:class:`RolloutShell`; learner shells use :func:`setup_process` and :func:`next_version`.
+Every shell class must be declared with ``concurrency_groups=HEALTH_GROUPS`` so that
+``heartbeat`` answers from its own thread while ``collect`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from typing import Protocol
+
+import ray
+import torch
+
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs import EnvSpec
+
+HEALTH_GROUPS = {"health": 1}
+
+
+def setup_process(cfg: TrainConfig) -> None:
+    """Per-process settings of every actor: torch threads, silenced read-only-array warnings."""
+    torch.set_num_threads(cfg.cluster.torch_threads)
+    # Batches arrive as read-only zero-copy arrays; actors only read them.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def rollout_seed(cfg: TrainConfig, index: int) -> int:
+    """Actor ``index``'s env seed; a restarted actor draws a fresh one (no replayed noise)."""
+    seed = cfg.seed + 1000 * (index + 1)
+    if ray.get_runtime_context().was_current_actor_reconstructed:
+        seed += secrets.randbelow(2**31)
+    return seed
+
+
+class _Sampler(Protocol):
+    obs_dim: int
+    num_actions: int
+
+    def env_busy_s(self) -> float: ...
+
+
+class RolloutShell:
+    """The common part of rollout actors: node id, spec, pid and the stall heartbeat."""
+
+    sampler: _Sampler
+
+    def _setup(self, cfg: TrainConfig, index: int) -> None:
+        setup_process(cfg)
+        self.index = index
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def spec(self) -> EnvSpec:
+        """Observation size and number of actions of this actor's env."""
+        return EnvSpec(int(self.sampler.obs_dim), int(self.sampler.num_actions))
+
+    def pid(self) -> int:
+        """Process id (used by fault-injection tests and operators)."""
+        return os.getpid()
+
+    @ray.method(concurrency_group="health")
+    def heartbeat(self) -> float:
+        """Seconds the current env step or reset has been running (0 between env calls).
+
+        Runs in its own thread, so it answers while ``collect`` is blocked in the env.
+        """
+        return self.sampler.env_busy_s()
+
+
+def next_version(current: int, floor: int) -> int:
+    """The version of the next publish: above the learner's own and above ``floor``.
+
+    The driver passes as ``floor`` the newest version any actor may hold, so that after a
+    learner or weight-store restart no actor mistakes new weights for ones it already has.
+    """
+    return max(current, floor) + 1

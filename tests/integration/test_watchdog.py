@@ -1,0 +1,181 @@
+"""Faults that raise nothing: frozen envs and processes, lost actors, failing checkpoint writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import threading
+import time
+
+import pytest
+import ray
+
+from soulsai_ray.config import (
+    CheckpointConfig,
+    ClusterConfig,
+    DQNConfig,
+    EnvConfig,
+    PPOConfig,
+    StopConfig,
+    TelemetryConfig,
+    TrainConfig,
+)
+from soulsai_ray.loops.common import MetricsExporter, RunRecorder
+from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
+DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=16)
+PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
+
+
+def _loop(loop_cls, algo, tmp_path, env: EnvConfig, stop: StopConfig, **cluster):
+    cfg = TrainConfig(
+        algo=algo,
+        env=env,
+        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0, **cluster),
+        stop=stop,
+        checkpoint=CheckpointConfig(every_updates=100, keep_last=2),
+        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
+        seed=3,
+    )
+    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 2, "", MetricsExporter(False, "t"))
+    return loop_cls(cfg, recorder)
+
+
+def _kill_all(loop) -> None:
+    for actor in loop.all_actors():
+        ray.kill(actor)
+
+
+@pytest.mark.parametrize(
+    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
+)
+def test_a_hanging_env_step_is_killed_restarted_and_counted(loop_cls, algo, tmp_path):
+    env = EnvConfig(id=FAKE_SOULS, kwargs={"step_hang_prob": 0.001}, step_timeout_s=2.0)
+    loop = _loop(loop_cls, algo, tmp_path, env, StopConfig(env_steps=3000, time_s=240))
+    summary = loop.run()
+    counters = summary["counters"]
+    assert summary["stop_reason"] == "env_steps", summary
+    print("stall test counters", summary["wall_s"], counters)
+    assert counters["env_stalls"] >= 1
+    # a killed actor is restarted by Ray, and the GCS counts it
+    assert counters["actor_restarts"] >= counters["env_stalls"] - 1
+    assert summary["updates"] > 0
+    _kill_all(loop)
+
+
+def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
+    env = EnvConfig(id="CartPole-v1", step_timeout_s=2.0)
+    loop = _loop(DQNAsyncLoop, DQN, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    frozen = {}
+
+    def freeze_one() -> None:
+        try:
+            while loop.counters.updates == 0:
+                time.sleep(0.1)
+            frozen["pid"] = ray.get(loop.fleet.actors[0].pid.remote())
+            os.kill(frozen["pid"], signal.SIGSTOP)  # a frozen game PC process: no answer at all
+            frozen["at"] = time.monotonic()
+            while loop.fleet.stalls == 0 and time.monotonic() - frozen["at"] < 60:
+                time.sleep(0.05)
+            frozen["noticed_s"] = time.monotonic() - frozen["at"]
+            time.sleep(3.0)
+            steps = loop.counters.env_steps
+            while loop.fleet.num_alive < 2 or loop.counters.env_steps < steps + 500:
+                time.sleep(0.1)
+            frozen["back_s"] = time.monotonic() - frozen["at"]
+        finally:
+            loop.cfg.stop.time_s = 0.001
+
+    thread = threading.Thread(target=freeze_one, daemon=True)
+    thread.start()
+    summary = loop.run()
+    thread.join(timeout=30)
+    assert summary["counters"]["env_stalls"] == 1
+    assert frozen["noticed_s"] < 2.0 * 1.25 + 2.0, frozen  # timeout, probe interval, a poll
+    new_pid = ray.get(loop.fleet.actors[0].pid.remote(), timeout=60)
+    assert new_pid != frozen["pid"] and loop.fleet.num_alive == 2
+    _kill_all(loop)
+
+
+@pytest.mark.parametrize(
+    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
+)
+def test_a_learner_gone_for_good_ends_the_run_with_a_summary(loop_cls, algo, tmp_path):
+    env = EnvConfig(id="CartPole-v1")
+    loop = _loop(
+        loop_cls, algo, tmp_path, env, StopConfig(env_steps=None, time_s=300), actor_max_restarts=0
+    )
+    killed = {}
+
+    def kill_learner() -> None:
+        while loop.counters.updates == 0:
+            time.sleep(0.1)
+        pid = ray.get(loop.learner.__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        killed["at"] = time.monotonic()
+
+    thread = threading.Thread(target=kill_learner, daemon=True)
+    thread.start()
+    summary = loop.run()
+    ended_after = time.monotonic() - killed["at"]
+    assert summary["stop_reason"] == "learner_lost"
+    assert summary["exit_status"] == 1
+    assert ended_after < 45, ended_after
+    assert (tmp_path / "summary.json").is_file()
+    _kill_all(loop)
+
+
+def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
+    loop = _loop(
+        DQNAsyncLoop, DQN, tmp_path, EnvConfig(id="CartPole-v1"), StopConfig(env_steps=6000)
+    )
+    manager, calls = loop.recorder.checkpoints, {"n": 0}
+    real_save = manager.save
+
+    def disk_full_twice(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    manager.save = disk_full_twice
+    summary = loop.run()
+    assert summary["counters"]["checkpoint_failures"] == 2
+    assert summary["stop_reason"] == "env_steps"
+    assert calls["n"] >= 4  # retried at the next interval and at the end
+    latest = manager.latest()
+    assert latest is not None and latest.meta["env_steps"] == summary["env_steps"]
+    _kill_all(loop)
+
+
+def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data(tmp_path):
+    """Every sample is invalid (NaN rewards), so replay stays empty: sampling runs past the
+    slack and pauses, and every learner call returns at once with no update. The driver must
+    wait without spinning."""
+    env = EnvConfig(id=FAKE_SOULS, kwargs={"nan_reward_prob": 1.0})
+    algo = DQNConfig(hidden_sizes=[32], learning_starts=100, batch_size=32, ratio_slack_steps=200)
+    loop = _loop(DQNAsyncLoop, algo, tmp_path, env, StopConfig(env_steps=None, time_s=20))
+    measured = {}
+
+    def measure() -> None:
+        while not loop.ratio.sampling_paused():
+            time.sleep(0.1)
+        start, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+        time.sleep(10)
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        used = (end.ru_utime - cpu.ru_utime) + (end.ru_stime - cpu.ru_stime)
+        measured["cpu_share"] = used / (time.monotonic() - start)
+
+    thread = threading.Thread(target=measure, daemon=True)
+    thread.start()
+    summary = loop.run()
+    thread.join(timeout=30)
+    assert summary["counters"]["samples_invalid"] > 0 and summary["updates"] == 0
+    assert measured["cpu_share"] < 0.15, measured
+    _kill_all(loop)

@@ -1,0 +1,51 @@
+"""Driver-side bookkeeping of the loops that needs no Ray cluster."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+from soulsai_ray.config import ClusterConfig, DQNConfig, EnvConfig, TrainConfig
+from soulsai_ray.loops.common import RunCounters
+from soulsai_ray.loops.dqn_async import ReplayCounts
+from soulsai_ray.loops.fleet import RolloutFleet
+
+
+def _stats(incarnation: str, accepted: int, nodes: dict[str, int], **rest) -> dict:
+    return {
+        "incarnation": incarnation,
+        "size": accepted,
+        "accepted": accepted,
+        "stale": rest.get("stale", 0),
+        "invalid": rest.get("invalid", 0),
+        "lag_sum": rest.get("lag_sum", 0),
+        "accepted_by_node": nodes,
+    }
+
+
+def test_replay_counts_survive_replay_restarts_and_resumes():
+    counters = RunCounters(samples_accepted=1000, samples_stale=5, model_lag_sum=30)
+    counts = ReplayCounts(counters)  # a resumed run: earlier counts are the base
+    assert counts.update(_stats("a", 100, {"n1": 100}, stale=2, lag_sum=7)) == {"n1": 100}
+    assert (counters.samples_accepted, counters.samples_stale, counters.model_lag_sum) == (
+        1100,
+        7,
+        37,
+    )
+    assert counts.update(_stats("a", 150, {"n1": 120, "n2": 30})) == {"n1": 20, "n2": 30}
+    # replay restarted: it counts from 0 again, what "a" reported is kept
+    assert counts.update(_stats("b", 10, {"n2": 10})) == {"n2": 10}
+    assert counters.samples_accepted == counters.model_lag_samples == 1000 + 150 + 10
+    assert counts.incarnation == "b"
+
+
+def test_the_fleet_sleeps_when_nothing_is_in_flight():
+    cfg = TrainConfig(algo=DQNConfig(), env=EnvConfig(), cluster=ClusterConfig())
+    fleet = RolloutFleet(cfg, make_actor=lambda options, index: None)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    for _ in range(10):
+        assert fleet.poll(timeout_s=0.1) == ([], [])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert time.monotonic() - start >= 1.0 and cpu < 0.1
