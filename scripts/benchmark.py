@@ -36,7 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peer_baselines import ENV_IDS, solve_sb3
+# Every cluster a benchmark starts or joins uses token authentication (read when Ray is imported).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from peer_baselines import ENV_IDS, solve_sb3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

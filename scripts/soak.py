@@ -155,7 +155,7 @@ class Soak:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token"},
         )
         self.report.segments.append(segment)
         deadline = time.monotonic() + 120
@@ -242,14 +242,23 @@ class Soak:
         fault = Fault(kind, time.monotonic() - self.start)
         since = time.monotonic()
         steps, updates = self.progress()
+        if self.driver.poll() is not None:
+            raise RuntimeError(f"the driver died on its own (exit {self.driver.returncode})")
         if kind in ACTOR_CLASSES:
             victims = actors_alive(ACTOR_CLASSES[kind])
+            if not victims:
+                fault.detail = "no live actor of this kind"
+                return fault
             victim = self.rng.choice(victims)
             os.kill(victim["Pid"], signal.SIGKILL)
             fault.detail = f"{victim['ActorClassName']} pid {victim['Pid']}"
             fault.recovered_s = self.wait_until(self.moved_past(steps, updates), since)
         elif kind == "hang":
-            victim = self.rng.choice(actors_alive(ACTOR_CLASSES["rollout"]))
+            victims = actors_alive(ACTOR_CLASSES["rollout"])
+            if not victims:
+                fault.detail = "no live rollout actor"
+                return fault
+            victim = self.rng.choice(victims)
             os.kill(victim["Pid"], signal.SIGSTOP)
             stalls = (self.scalar("env/stalls") or (0, 0.0))[1]
             fault.detail = f"SIGSTOP pid {victim['Pid']}"
@@ -313,7 +322,6 @@ class Soak:
         import ray
         from ray.cluster_utils import Cluster
 
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         cluster = Cluster(
             initialize_head=True,
             head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"},

@@ -19,6 +19,7 @@ Checkpoints are ordered by the run counters in their ``meta.json`` (``updates``,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -275,8 +276,15 @@ def _check_name(name: str) -> None:
 def _write_folder(
     folder: Path, payload: dict[str, Any], meta: dict[str, Any], config_yaml: str
 ) -> None:
-    """Writes the payload files, then the manifest describing them, all fsynced."""
-    torch.save(payload, folder / STATE_FILE)
+    """Writes the payload files, then the manifest describing them, all fsynced.
+
+    Raises:
+        OSError: a file could not be written (disk full, permissions), torch's failures included.
+    """
+    try:
+        torch.save(payload, folder / STATE_FILE)
+    except RuntimeError as err:  # torch reports a full disk as a RuntimeError of its zip writer
+        raise OSError(errno.EIO, f"writing {folder / STATE_FILE} failed: {err}") from err
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     (folder / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
     files = {}

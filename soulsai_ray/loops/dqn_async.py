@@ -281,6 +281,7 @@ class DQNAsyncLoop(TrainingLoop):
         c.updates = report.total_updates
         c.weight_version = max(c.weight_version, report.version)
         c.nan_rollbacks = report.nan_rollbacks
+        c.samples_trained += report.updates * self.algo.batch_size
         iv.updates += report.updates
         self.ratio.learned(report.updates)
         self.publish_times.update(report.publishes)

@@ -400,3 +400,30 @@ def test_failed_save_raises_and_leaves_existing_checkpoints_intact(
         verify_checkpoint(checkpoint.path)
     assert manager.latest().name == "ckpt_000000002"
     assert load_checkpoint(manager.latest().path)[0]["step"] == 2
+
+
+def test_a_really_full_disk_fails_the_save_with_oserror_and_keeps_the_old_checkpoints(tmp_path):
+    """A tiny tmpfs that fills up mid-write (torch reports that as a RuntimeError)."""
+    import subprocess
+
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        manager = CheckpointManager(root, keep_last=3)
+        manager.save("ckpt_small", {"w": torch.zeros(10)}, {"updates": 1, "env_steps": 1}, "")
+        with pytest.raises(OSError):
+            manager.save(
+                "ckpt_big", {"w": torch.zeros(2_000_000)}, {"updates": 2, "env_steps": 2}, ""
+            )
+        assert [c.name for c in manager.list()] == ["ckpt_small"]
+        assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+        verify_checkpoint(root / "ckpt_small")
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
