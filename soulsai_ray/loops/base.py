@@ -7,6 +7,7 @@ A loop subclasses :class:`TrainingLoop` and fills in these hooks::
     on_restart(role)    an actor of ``role`` (learner, replay, weights) was restarted by Ray
     checkpoint_state()  the learner (and replay) state to save; may raise Ray errors
     summary_extra()     algorithm-specific entries of summary.json
+    log_final()         the last scalars, written when the run ends
 
 Faults handled here for both algorithms: a stop request (signal) in any phase, start-up waits
 that log what they wait for, restarts of every actor counted from the GCS, a learner, replay or
@@ -116,6 +117,9 @@ class TrainingLoop:
 
     def summary_extra(self) -> dict[str, Any]:
         return {}
+
+    def log_final(self) -> None:
+        """Writes the last scalars, once the final counts are in (called by :meth:`finish`)."""
 
     def run(self) -> dict[str, Any]:
         """Trains until a stop condition; returns the run summary."""
@@ -290,9 +294,12 @@ class TrainingLoop:
             )
 
     def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
-        """Final checkpoint (once training has begun), summary.json and learning curve."""
-        if checkpoint and self._training:
-            self.maybe_checkpoint(force=True)
+        """Final counts, checkpoint (once training has begun), summary.json and learning curve."""
+        if self._training:
+            self.watch_actors(force=True, raise_lost=False)
+            self.log_final()
+            if checkpoint:
+                self.maybe_checkpoint(force=True)
         extra = {
             "algo": self.algo_name,
             "env": self.cfg.env.id,

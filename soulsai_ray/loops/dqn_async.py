@@ -383,9 +383,10 @@ class DQNAsyncLoop(TrainingLoop):
             ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
             self._stats_ref = None  # a request sent before the drain would report stale counts
             self._refresh_replay_counts(wait_s=STATE_TIMEOUT_S)
-            self.watch_actors(force=True, raise_lost=False)
-            self._maybe_log(force=True)
         return super().finish(reason, checkpoint)
+
+    def log_final(self) -> None:
+        self._maybe_log(force=True)
 
     def summary_extra(self) -> dict[str, Any]:
         return _latency_percentiles(self.sync_latencies)

@@ -159,7 +159,8 @@ class RolloutFleet:
         if ready and rest:
             more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
             ready += more
-        extra_ready = [ref for ref in ready if ref in set(also)]
+        wanted = set(also)
+        extra_ready = [ref for ref in ready if ref in wanted]
         outcomes = [o for ref in ready if (o := self._finish(ref)) is not None]
         self._kill_stalled()
         return outcomes, extra_ready

@@ -202,10 +202,5 @@ class PPOSyncLoop(TrainingLoop):
     def checkpoint_state(self) -> dict[str, Any]:
         return get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)
 
-    def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
-        if self._training:
-            self.watch_actors(force=True, raise_lost=False)
-        return super().finish(reason, checkpoint)
-
     def summary_extra(self) -> dict[str, Any]:
         return {"iterations": self.iteration}

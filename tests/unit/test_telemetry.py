@@ -15,14 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from soulsai_ray import telemetry as telemetry_module
 from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
-from soulsai_ray.telemetry import (
-    DEFAULT_CURVE_POINTS,
-    LearningCurve,
-    Telemetry,
-    format_number,
-    rolling_mean,
-    to_json_safe,
-)
+from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
+from soulsai_ray.telemetry import Telemetry, format_number, to_json_safe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
