@@ -3,7 +3,8 @@
 Layout of a checkpoint folder::
 
     ckpt_000012345/
-      state.pt       torch.save of the payload dict (model, optimizer, normalizer, ...)
+      state.pt       the payload dict (model, optimizer, normalizer, ...) as plain data: tensors,
+                     numbers and strings, loaded without unpickling code (`checkpoint_data`)
       meta.json      counters (env steps, updates, episodes, weight version, created_at, ...)
       config.yaml    the resolved run config
       manifest.json  written last: size and sha256 of every other file
@@ -34,7 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from soulsai_ray.checkpoint_data import (
+    FORMAT_VERSION,
+    LEGACY_FORMAT_VERSION,
+    UnsafePayloadError,
+    load_state,
+    save_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +124,15 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, An
         The payload dict given to `CheckpointManager.save` and the meta dict.
 
     Raises:
-        CheckpointError: The checkpoint fails verification.
+        CheckpointError: The checkpoint fails verification, or its state file is not plain data
+            (a forged or foreign file; it is refused before anything in it is run).
     """
     path = Path(path)
-    verify_checkpoint(path)
-    payload = torch.load(path / STATE_FILE, map_location=map_location, weights_only=False)
+    version = _check_files(path, hash_files=True)
+    try:
+        payload = load_state(path / STATE_FILE, version, map_location)
+    except UnsafePayloadError as err:
+        raise CheckpointError(str(err)) from err
     meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     return payload, meta
 
@@ -152,7 +163,8 @@ class CheckpointManager:
 
         Args:
             name: Folder name, e.g. ``ckpt_000012345``.
-            payload: Anything `torch.save` can store (tensors, numpy arrays, python objects).
+            payload: Plain data: tensors, numpy arrays and scalars, numbers, strings, None, and
+                dicts, lists and tuples of these (`checkpoint_data.encode`).
             meta: JSON-serializable counters; ``created_at`` (``time.time()``) is added.
             config_yaml: The resolved config text.
 
@@ -162,6 +174,7 @@ class CheckpointManager:
         Raises:
             OSError: Writing failed (e.g. the disk is full). Nothing is pruned and the existing
                 checkpoints are untouched; the partial write is removed.
+            UnsafePayloadError: The payload holds an object that is not plain data.
         """
         _check_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -282,7 +295,7 @@ def _write_folder(
         OSError: a file could not be written (disk full, permissions), torch's failures included.
     """
     try:
-        torch.save(payload, folder / STATE_FILE)
+        save_state(payload, folder / STATE_FILE)
     except RuntimeError as err:  # torch reports a full disk as a RuntimeError of its zip writer
         raise OSError(errno.EIO, f"writing {folder / STATE_FILE} failed: {err}") from err
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
@@ -291,7 +304,7 @@ def _write_folder(
     for fname in _PAYLOAD_FILES:
         _fsync_file(folder / fname)
         files[fname] = {"size": (folder / fname).stat().st_size, "sha256": _sha256(folder / fname)}
-    manifest = json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True)
+    manifest = json.dumps({"version": FORMAT_VERSION, "files": files}, indent=2, sort_keys=True)
     (folder / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
     _fsync_file(folder / MANIFEST_FILE)
     _fsync_dir(folder)
@@ -316,8 +329,12 @@ def _move_into_place(tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def _check_files(path: Path, hash_files: bool) -> None:
-    """Raises CheckpointError unless every file listed in the manifest is present and matches."""
+def _check_files(path: Path, hash_files: bool) -> int:
+    """Raises CheckpointError unless every file listed in the manifest is present and matches.
+
+    Returns:
+        The manifest's format version.
+    """
     if not path.is_dir():
         raise CheckpointError(f"Checkpoint {path} does not exist or is not a folder")
     manifest_path = path / MANIFEST_FILE
@@ -325,7 +342,7 @@ def _check_files(path: Path, hash_files: bool) -> None:
         raise CheckpointError(
             f"Checkpoint {path} has no {MANIFEST_FILE}: partial write (the save was interrupted)"
         )
-    files = _read_manifest(manifest_path)
+    version, files = _read_manifest(manifest_path)
     for fname, entry in files.items():
         file = path / fname
         if not file.is_file():
@@ -339,11 +356,14 @@ def _check_files(path: Path, hash_files: bool) -> None:
             raise CheckpointError(
                 f"Checkpoint {path}: {fname} sha256 mismatch with manifest (file is corrupt)"
             )
+    return version
 
 
-def _read_manifest(manifest_path: Path) -> dict[str, dict[str, Any]]:
+def _read_manifest(manifest_path: Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """The manifest's format version and its file entries."""
     try:
-        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        version, files = manifest["version"], manifest["files"]
         entries_ok = all({"size", "sha256"} <= set(e) for e in files.values())
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"Checkpoint manifest {manifest_path} is unreadable: {e}") from e
@@ -352,7 +372,12 @@ def _read_manifest(manifest_path: Path) -> dict[str, dict[str, Any]]:
         raise CheckpointError(
             f"Checkpoint manifest {manifest_path} is malformed (missing entries: {missing})"
         )
-    return files
+    if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
+        raise CheckpointError(
+            f"Checkpoint manifest {manifest_path} has format version {version!r}; this version "
+            f"of soulsai_ray reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
+        )
+    return version, files
 
 
 def _is_valid(path: Path) -> bool:

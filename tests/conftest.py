@@ -26,3 +26,48 @@ def ray_local():
     init_ray(ClusterConfig(num_cpus=4))
     yield
     shutdown_ray()
+
+
+class _RunsCode:
+    """A pickled object whose unpickling would create ``marker`` (by running a shell command)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def forge_checkpoint():
+    """Returns ``forge(folder, marker, format_version=2, meta=None)``.
+
+    It writes a checkpoint folder whose manifest is valid (sizes and hashes match) but whose
+    state file runs a shell command creating ``marker`` when unpickled: what an attacker who
+    hands a user a checkpoint controls.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import torch
+
+    def forge(folder: Path, marker: Path, format_version: int = 2, meta: dict | None = None):
+        folder = Path(folder)
+        folder.mkdir(parents=True)
+        torch.save({"learner": _RunsCode(str(marker)), "version": 1}, folder / "state.pt")
+        meta = {"updates": 10**9, "env_steps": 10**9, "resumes": 0, **(meta or {})}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        (folder / "config.yaml").write_text("algo:\n  name: dqn\n")
+        files = {
+            name: {
+                "size": (folder / name).stat().st_size,
+                "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+            }
+            for name in ("state.pt", "meta.json", "config.yaml")
+        }
+        manifest = {"version": format_version, "files": files}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        return folder
+
+    return forge

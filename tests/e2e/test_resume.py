@@ -186,3 +186,15 @@ def test_corrupt_checkpoint_is_refused_and_auto_falls_back(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert f"resuming from {older.path}" in out
+
+
+def test_a_forged_checkpoint_is_refused_by_resume_and_runs_nothing(tmp_path, forge_checkpoint):
+    marker = tmp_path / "marker"
+    forged = forge_checkpoint(tmp_path / "shared" / "ckpt_000000100_00000001000", marker)
+    proc = _start(tmp_path / "run", f"resume={forged}", "stop.env_steps=1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-2000:]
+    errors = [line for line in out.splitlines() if line.startswith("resume error:")]
+    assert len(errors) == 1 and str(forged / "state.pt") in errors[0], out[-2000:]
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "summary.json").exists()  # nothing ran

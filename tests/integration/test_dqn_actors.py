@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import ray
 
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
+from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
 from soulsai_ray.replay import TransitionBatch
 
@@ -109,3 +112,33 @@ def test_replay_rejects_stale_batches(wired):
     assert "rollout actor 5" in error
     assert ray.get(strict.stats.remote())["invalid"] == 1
     ray.kill(strict)
+
+
+def test_a_restarted_learner_skips_a_forged_checkpoint_and_restores_the_good_one(
+    wired, tmp_path, forge_checkpoint
+):
+    cfg, _store, _replay, actors, _learner = wired
+    ckpt_dir = tmp_path / "restart-ckpt"
+    learner = LearnerActor.options(max_restarts=1).remote(
+        cfg, 8, 4, "test-replay", "test-weights", str(ckpt_dir)
+    )
+    ray.get([a.collect.remote(0) for a in actors])
+    ray.get([a.flush.remote() for a in actors])
+    assert ray.get(learner.train.remote(cfg.algo.publish_every * 2)).version == 2
+    CheckpointManager(ckpt_dir).save(
+        "ckpt_good", ray.get(learner.state.remote()), {"updates": 10, "env_steps": 100}, ""
+    )
+    marker = tmp_path / "marker"
+    forge_checkpoint(ckpt_dir / "ckpt_forged", marker)  # newer by its counters
+    ray.kill(learner, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            version = ray.get(learner.ready.remote(), timeout=10)
+            break
+        except ray.exceptions.RayActorError:
+            assert time.monotonic() < deadline, "the learner did not come back"
+            time.sleep(0.2)
+    assert version == 2  # the good checkpoint's version, not the forged one's
+    assert not marker.exists()
+    ray.kill(learner)

@@ -335,7 +335,7 @@ def _fail_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
     def torch_save(*args: object, **kwargs: object) -> None:
         raise _disk_full()
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", torch_save)
+    monkeypatch.setattr(checkpoint_module, "save_state", torch_save)
 
 
 def _fail_write_text_of(fname: str) -> Callable[[pytest.MonkeyPatch], None]:
@@ -427,3 +427,65 @@ def test_a_really_full_disk_fails_the_save_with_oserror_and_keeps_the_old_checkp
         verify_checkpoint(root / "ckpt_small")
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_a_forged_checkpoint_is_refused_without_running_its_code(
+    tmp_path, forge_checkpoint, format_version
+):
+    marker = tmp_path / "marker"
+    folder = forge_checkpoint(tmp_path / "ckpt_forged", marker, format_version)
+    verify_checkpoint(folder)  # the manifest matches: only the payload gives it away
+    with pytest.raises(CheckpointError, match="not plain data") as refused:
+        load_checkpoint(folder)
+    assert str(folder / "state.pt") in str(refused.value)
+    assert "system" in str(refused.value)  # names what it asked to run
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_numbers_and_strings(tmp_path):
+    rng = np.random.default_rng(3)
+    payload = {
+        "replay": {"obs": np.ones((4, 3), np.float32), "actions": np.arange(4), "ok": np.bool_(1)},
+        "rng": rng.bit_generator.state,  # 128-bit Python ints
+        "pairs": [(1, 2.5), ("x", None)],
+        "step": np.int64(7),
+    }
+    path = CheckpointManager(tmp_path).save("ckpt", payload, {}, CONFIG)
+    state = torch.load(path / "state.pt", weights_only=True)  # no allow-list needed
+    assert isinstance(state["replay"]["obs"]["__ndarray__"], torch.Tensor)
+    loaded, _ = load_checkpoint(path)
+    assert loaded["replay"]["obs"].dtype == np.float32 and loaded["replay"]["obs"].shape == (4, 3)
+    np.testing.assert_array_equal(loaded["replay"]["actions"], np.arange(4))
+    assert loaded["rng"] == rng.bit_generator.state
+    assert loaded["pairs"] == [(1, 2.5), ("x", None)] and loaded["step"] == 7
+    assert type(loaded["step"]) is int
+
+
+def test_saving_an_object_that_is_not_plain_data_fails_and_writes_nothing(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    for bad in ({"f": print}, {"o": np.array([object()])}, {"s": {1, 2}}):
+        with pytest.raises(ValueError, match="cannot be checkpointed"):
+            manager.save("ckpt", bad, {}, CONFIG)
+    assert manager.list() == [] and not list(tmp_path.iterdir())
+
+
+def test_a_checkpoint_of_the_previous_format_loads_its_numpy_arrays_safely(tmp_path):
+    """Format 1 pickled numpy arrays; they load through numpy's reconstructors only."""
+    path = CheckpointManager(tmp_path).save("ckpt", {"x": 1}, {}, CONFIG)
+    legacy = {"curve": {"steps": np.arange(3), "returns": np.ones(3)}, "mean": np.float64(1.5)}
+    torch.save(legacy, path / "state.pt")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["version"] = 1
+    manifest["files"]["state.pt"] = {
+        "size": (path / "state.pt").stat().st_size,
+        "sha256": hashlib.sha256((path / "state.pt").read_bytes()).hexdigest(),
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded, _ = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded["curve"]["returns"], np.ones(3))
+    assert loaded["mean"] == 1.5
+    manifest["version"] = 7
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="format version 7"):
+        load_checkpoint(path)
