@@ -52,6 +52,11 @@ class EnvConfig:
     step_timeout_s: float | None = None
     """A rollout actor whose env step or reset runs longer (a frozen game) is killed and
     restarted, and counted as ``env/stalls``; null: never."""
+    max_abs_obs: float = 1e6
+    """Observations with a larger absolute value are rejected as a glitch or a bug (an env's
+    step with one is dropped; so is a batch from a rollout actor holding one)."""
+    max_abs_reward: float = 1e6
+    """Like ``max_abs_obs``, for one step's reward."""
     angle_keys: list[str] = field(default_factory=list)
     """Dict-observation keys holding angles in radians, encoded as [sin, cos] pairs when the
     observation is flattened: ``key`` (every element) or ``key[i]`` (element i), nested keys
@@ -69,6 +74,8 @@ class EnvConfig:
         require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
         require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
         require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
+        for name in ("max_abs_obs", "max_abs_reward"):
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
         for name in ("hard_reset_every_s", "step_timeout_s"):
             value = getattr(self, name)
             require(value is None or value > 0, f"{key}.{name}", "must be > 0 or null")

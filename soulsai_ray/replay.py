@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from soulsai_ray.inbound import Limits, check_transitions
 from soulsai_ray.transitions import (
     _FIELD_NAMES,
     NStepAccumulator,
@@ -152,11 +153,11 @@ class ReplayBuffer:
         """Stores `batch`, overwriting the oldest transitions once full.
 
         Raises:
-            ValueError: If the batch fails `TransitionBatch.validate`.
+            ValueError: If the batch fails `inbound.check_transitions` (sizes only).
         """
-        problem = batch.validate(self.obs_dim, self.num_actions)
+        problem = check_transitions(batch, Limits.of_shapes(self.obs_dim, self.num_actions), None)
         if problem is not None:
-            raise ValueError(f"invalid batch: {problem}")
+            raise ValueError(f"invalid batch: {problem.detail}")
         n = len(batch)
         kept = min(n, self.capacity)
         if kept < n:
@@ -208,9 +209,9 @@ class ReplayBuffer:
             if state[key] != getattr(self, key):
                 raise ValueError(f"state has {key}={state[key]}, buffer has {getattr(self, key)}")
         stored = TransitionBatch(**{name: state[name] for name in _FIELD_NAMES})
-        problem = stored.validate(self.obs_dim, self.num_actions)
+        problem = check_transitions(stored, Limits.of_shapes(self.obs_dim, self.num_actions), None)
         if problem is not None:
-            raise ValueError(f"invalid stored transitions: {problem}")
+            raise ValueError(f"invalid stored transitions: {problem.detail}")
         total_added = int(state["total_added"])
         if len(stored) != min(total_added, self.capacity):
             raise ValueError(f"{len(stored)} stored transitions but total_added={total_added}")

@@ -57,47 +57,6 @@ class TransitionBatch:
             **{name: np.concatenate([getattr(b, name) for b in batches]) for name in _FIELD_NAMES}
         )
 
-    def validate(self, obs_dim: int, num_actions: int) -> str | None:
-        """Checks dtypes, shapes, matching lengths and action range.
-
-        Returns:
-            A human-readable description of the first problem found, or None if the batch is valid.
-        """
-        expected = {
-            "obs": (np.float32, (obs_dim,)),
-            "actions": (np.int64, ()),
-            "rewards": (np.float32, ()),
-            "next_obs": (np.float32, (obs_dim,)),
-            "discounts": (np.float32, ()),
-            "next_masks": (np.bool_, (num_actions,)),
-            "versions": (np.int64, ()),
-        }
-        rows = None
-        for name, (dtype, tail) in expected.items():
-            value = getattr(self, name)
-            if not isinstance(value, np.ndarray):
-                return f"{name} is a {type(value).__name__}, expected np.ndarray"
-            if value.dtype != dtype:
-                return f"{name} has dtype {value.dtype}, expected {np.dtype(dtype)}"
-            if value.ndim != 1 + len(tail) or value.shape[1:] != tail:
-                return f"{name} has shape {value.shape}, expected (B, {', '.join(map(str, tail))})"
-            rows = value.shape[0] if rows is None else rows
-            if value.shape[0] != rows:
-                return f"{name} has {value.shape[0]} rows, obs has {rows}"
-        # Out-of-range actions would otherwise fail much later, e.g. as a device-side assert.
-        if rows and (self.actions.min() < 0 or self.actions.max() >= num_actions):
-            return f"actions outside [0, {num_actions})"
-        return None
-
-    def finite_mask(self) -> np.ndarray:
-        """Returns bool [B]: True where obs, next_obs, rewards and discounts are all finite."""
-        return (
-            np.isfinite(self.obs).all(axis=1)
-            & np.isfinite(self.next_obs).all(axis=1)
-            & np.isfinite(self.rewards)
-            & np.isfinite(self.discounts)
-        )
-
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TransitionBatch))
 

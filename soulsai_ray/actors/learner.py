@@ -126,6 +126,8 @@ class LearnerActor:
         if bump:
             self.version += 1
         self._published = ray.put(self.learner.policy_weights())
+        # Replay hears of the version first: batches acted with it are then never "future".
+        self.replay.observe_version.remote(self.version)
         self.weight_store.publish.remote(self.version, [self._published])
         self._publishes.append((self.version, time.time()))
         return self.version

@@ -22,6 +22,7 @@ from soulsai_ray.actors.shell import (
 from soulsai_ray.algos.ppo import PPOLearner, RolloutBatch
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import make_env
+from soulsai_ray.inbound import Limits, Rejections, batch_rows, check_rollout
 from soulsai_ray.sampling.episodes import EpisodeStats
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
@@ -51,6 +52,8 @@ class PPORolloutActor(RolloutShell):
             cfg.algo,
             seed=rollout_seed(cfg, index),
             hard_reset_every_s=env_cfg.hard_reset_every_s,
+            max_abs_obs=env_cfg.max_abs_obs,
+            max_abs_reward=env_cfg.max_abs_reward,
         )
 
     @ray.method(num_returns=2)
@@ -76,8 +79,8 @@ class PPOUpdateReport:
     busy_s: float
     samples: int
     """Transitions trained on in this update."""
-    rejected: list[str]
-    """Why batches were left out (malformed data from a misconfigured actor)."""
+    rejected: dict[str, Any]
+    """Batches left out of this update by the inbound checks (`Rejections.as_dict` form)."""
 
 
 @ray.remote(num_cpus=0)
@@ -87,17 +90,17 @@ class PPOLearnerActor:
     def __init__(
         self,
         cfg: TrainConfig,
-        obs_dim: int,
-        num_actions: int,
+        limits: Limits,
         checkpoint_dir: str,
         resume_path: str | None = None,
     ) -> None:
         from soulsai_ray.actors.learner import resolve_device
 
         setup_process(cfg)
-        self.obs_dim, self.num_actions = obs_dim, num_actions
+        self.limits = limits
+        self.rejections = Rejections()
         self.learner = PPOLearner(
-            cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
+            cfg.algo, limits.obs_dim, limits.num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.version = 0
         self.gradient_steps = 0
@@ -119,17 +122,26 @@ class PPOLearnerActor:
         return self.version, [self._published]
 
     def update(
-        self, progress: float, actor_indices: list[int], *batches: RolloutBatch
+        self, progress: float, senders: list[tuple[int, str]], *batches: RolloutBatch
     ) -> PPOUpdateReport:
-        """One PPO update over the valid ``batches`` (already filtered to the current version)."""
+        """One PPO update over the ``batches`` that pass the inbound checks.
+
+        Args:
+            progress: Fraction of the run done (for schedules).
+            senders: ``(actor index, node id)`` of each batch, for the rejection counts and log.
+            batches: Rollouts the driver picked for the current version.
+        """
         start = time.perf_counter()
-        good, rejected = [], []
-        for index, batch in zip(actor_indices, batches, strict=True):
-            problem = batch.validate(self.obs_dim, self.num_actions)
+        good = []
+        rejected = Rejections(log_every_s=0.0)  # this call's counts; logged via self.rejections
+        for (index, node_id), batch in zip(senders, batches, strict=True):
+            problem = check_rollout(batch, self.limits, self.version)
             if problem is None:
                 good.append(batch)
-            else:
-                rejected.append(f"batch from rollout actor {index} rejected: {problem}")
+                continue
+            rows = batch_rows(batch)
+            self.rejections.record(problem, rows, index, node_id)
+            rejected.merge({problem.reason: 1}, {node_id or "unknown": 1}, rows)
         metrics: dict[str, float] = {}
         samples = 0
         if good:
@@ -146,7 +158,7 @@ class PPOLearnerActor:
             metrics,
             time.perf_counter() - start,
             samples,
-            rejected,
+            rejected.as_dict(),
         )
 
     def state(self) -> dict[str, Any]:

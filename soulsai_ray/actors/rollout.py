@@ -28,6 +28,8 @@ class CollectReport:
     returns: list[float]
     lengths: list[int]
     env_errors: int
+    invalid_steps: int
+    """Steps whose observation or reward was corrupt (dropped with their episode)."""
     epsilon: float
     version: int
     errors: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class RolloutActor(RolloutShell):
             cfg.algo,
             seed=rollout_seed(cfg, index),
             hard_reset_every_s=env_cfg.hard_reset_every_s,
+            max_abs_obs=env_cfg.max_abs_obs,
+            max_abs_reward=env_cfg.max_abs_reward,
         )
         self._push_refs: list[ray.ObjectRef] = []
         self._poll_ref: ray.ObjectRef | None = None
@@ -129,13 +133,12 @@ class RolloutActor(RolloutShell):
         self._push_refs.append(self._replay.add.remote(chunk, self.index, self.node_id))
 
     def _take_receipts(self, refs: list[ray.ObjectRef]) -> None:
+        """Collects push acknowledgements; replay counts and logs the batches it rejects."""
         for ref in refs:
             try:
-                error = ray.get(ref)
+                ray.get(ref)
             except ray.exceptions.RayError:  # replay died; Ray restarts it and pushes go on
-                error = "a push was lost: replay restarted before acknowledging it"
-            if error:
-                self._errors.append(error)
+                self._errors.append("a push was lost: replay restarted before acknowledging it")
 
     def _sync_weights(self, blocking: bool) -> None:
         """Polls the weight store; a failed poll is reported and retried at the next sync."""
@@ -177,6 +180,7 @@ class RolloutActor(RolloutShell):
             returns=stats.returns,
             lengths=stats.lengths,
             env_errors=stats.env_errors,
+            invalid_steps=stats.invalid_steps,
             epsilon=eps,
             version=self.sampler.version,
             errors=errors,

@@ -30,6 +30,7 @@ from soulsai_ray.algos.ppo_losses import (
     value,
 )
 from soulsai_ray.config import PPOConfig
+from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 
 __all__ = [
@@ -169,9 +170,9 @@ class PPOLearner:
             raise ValueError("PPO update needs at least one rollout batch")
         parts: list[tuple[np.ndarray, ...]] = []
         for i, b in enumerate(batches):
-            problem = b.validate(self.obs_dim, self.num_actions)
+            problem = check_rollout(b, Limits.of_shapes(self.obs_dim, self.num_actions), None)
             if problem is not None:
-                raise ValueError(f"rollout batch {i}: {problem}")
+                raise ValueError(f"rollout batch {i}: {problem.detail}")
             advantages, returns = compute_gae(
                 b.rewards,
                 b.values,

@@ -44,50 +44,6 @@ class RolloutBatch:
     def __len__(self) -> int:
         return int(self.actions.size)
 
-    def validate(self, obs_dim: int, num_actions: int) -> str | None:
-        """A human-readable description of the first problem found, or None if the batch is sound.
-
-        Checks array types, dtypes and shapes, that actions are in range and valid under
-        ``masks``, that every step has a valid action, and that all floats are finite.
-        """
-        if not isinstance(self.obs, np.ndarray) or self.obs.ndim != 3:
-            return (
-                f"obs must be a [T, E, D] array, got {getattr(self.obs, 'shape', type(self.obs))}"
-            )
-        steps, envs = self.obs.shape[:2]
-        if steps == 0 or envs == 0:
-            return f"empty batch of shape {self.obs.shape}"
-        expected = {
-            "obs": (np.float32, (steps, envs, obs_dim)),
-            "actions": (np.int64, (steps, envs)),
-            "logprobs": (np.float32, (steps, envs)),
-            "values": (np.float32, (steps, envs)),
-            "rewards": (np.float32, (steps, envs)),
-            "terminated": (np.bool_, (steps, envs)),
-            "truncated": (np.bool_, (steps, envs)),
-            "final_values": (np.float32, (steps, envs)),
-            "last_values": (np.float32, (envs,)),
-            "masks": (np.bool_, (steps, envs, num_actions)),
-        }
-        for name, (dtype, shape) in expected.items():
-            array = getattr(self, name)
-            if not isinstance(array, np.ndarray):
-                return f"{name} must be a numpy array, got {type(array).__name__}"
-            if array.dtype != dtype or array.shape != shape:
-                return (
-                    f"{name} must be {np.dtype(dtype)} {list(shape)}, "
-                    f"got {array.dtype} {list(array.shape)}"
-                )
-            if dtype is np.float32 and not np.isfinite(array).all():
-                return f"{name} has non-finite values"
-        if self.actions.min() < 0 or self.actions.max() >= num_actions:
-            return f"actions outside [0, {num_actions})"
-        if not self.masks.any(axis=-1).all():
-            return "some steps have no valid action"
-        if not np.take_along_axis(self.masks, self.actions[..., None], axis=-1).all():
-            return "some actions are invalid under masks"
-        return None
-
 
 def compute_gae(
     rewards: np.ndarray,

@@ -92,6 +92,7 @@ class FakeSoulsEnv(gym.Env):
         phase: int = 1,
         nan_reward_prob: float = 0.0,
         step_hang_prob: float = 0.0,
+        glitch_reward: float = float("nan"),
     ) -> None:
         """Creates the env.
 
@@ -100,8 +101,9 @@ class FakeSoulsEnv(gym.Env):
             reset_error_prob: Probability that a reset raises an injected crash.
             valid_action_prob: Probability that an action other than no-op is valid in a step.
             phase: Boss phase reported in the observation (1 or 2).
-            nan_reward_prob: Probability that a step reports a NaN reward (corrupt game data).
+            nan_reward_prob: Probability that a step reports ``glitch_reward`` (corrupt game data).
             step_hang_prob: Probability that a step never returns (a frozen game).
+            glitch_reward: The corrupt reward: NaN by default, or e.g. inf or 3.4e38.
         """
         for name, prob in (
             ("step_error_prob", step_error_prob),
@@ -119,6 +121,7 @@ class FakeSoulsEnv(gym.Env):
         self.valid_action_prob = valid_action_prob
         self.nan_reward_prob = nan_reward_prob
         self.step_hang_prob = step_hang_prob
+        self.glitch_reward = float(glitch_reward)
         self.phase = phase
         self.observation_space = iudex_observation_space()
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
@@ -177,7 +180,7 @@ class FakeSoulsEnv(gym.Env):
         self._mask = self._draw_mask()
         self.step_count += 1
         if self.nan_reward_prob > 0 and self._error_rng.random() < self.nan_reward_prob:
-            reward = float("nan")
+            reward = self.glitch_reward
         return self._observation(), float(reward), self._terminated, False, self._info()
 
     def _load_arena(self) -> None:

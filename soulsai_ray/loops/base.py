@@ -29,6 +29,7 @@ from soulsai_ray.cluster import actor_status
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.envs import EnvSpec
+from soulsai_ray.inbound import Rejection, Rejections, finite_episodes
 from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
 from soulsai_ray.loops.fleet import RolloutFleet
 
@@ -90,6 +91,8 @@ class TrainingLoop:
         self.exit_status = 0
         self.singletons = {}
         self.node_samples = BoundedCounts()
+        self.rejections = Rejections(by_reason=self.counters.batches_rejected)
+        """Rejected inbound data; by reason into the counters (and so into checkpoints)."""
         self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
         self._training = False
         self._last_watch = 0.0
@@ -163,6 +166,33 @@ class TrainingLoop:
         """Every actor handle of the run (rollout actors first)."""
         fleet = self.fleet.actors if hasattr(self, "fleet") else []
         return [*fleet, *self.singletons.values()]
+
+    def accept_report(
+        self, actor_index: int, node_id: str, env_steps: Any, returns: Any, lengths: Any
+    ) -> int:
+        """Counts a rollout actor's report of steps and finished episodes; returns its steps.
+
+        A step count that is not a non-negative int counts as 0; episodes whose return is not a
+        finite number (or length not a positive int) never reach the return mean or a stop
+        condition. Both are counted as rejected and logged naming the actor.
+        """
+        c = self.counters
+        if isinstance(env_steps, bool) or not isinstance(env_steps, int) or env_steps < 0:
+            problem = Rejection("type", f"reported env_steps={env_steps!r}")
+            self.rejections.record(problem, 0, actor_index, node_id)
+            env_steps = 0
+        c.env_steps += env_steps
+        if not isinstance(returns, list | tuple) or not isinstance(lengths, list | tuple):
+            problem = Rejection("episode", "episode returns or lengths are not lists")
+            self.rejections.record(problem, 0, actor_index, node_id)
+            return env_steps
+        returns, lengths, dropped = finite_episodes(returns, lengths)
+        if dropped:
+            detail = f"{dropped} episode(s) with a non-finite return or a bad length"
+            self.rejections.record(Rejection("episode", detail), 0, actor_index, node_id)
+        c.episodes += len(returns)
+        self.recorder.record_episodes(c.env_steps, returns, lengths)
+        return env_steps
 
     @property
     def samples_by_node(self) -> dict[str, int]:
@@ -252,9 +282,11 @@ class TrainingLoop:
             "dist/weight_store_restarts": c.weight_store_restarts,
             "dist/samples_rejected": c.samples_stale,
             "dist/samples_invalid": c.samples_invalid,
+            **{f"dist/rejected/{reason}": n for reason, n in c.batches_rejected.items()},
             "dist/weight_version": c.weight_version,
             "train/nan_rollbacks": c.nan_rollbacks,
             "env/errors": c.env_errors,
+            "env/invalid_steps": c.env_invalid_steps,
             "env/stalls": c.env_stalls,
             "checkpoint/failures": c.checkpoint_failures,
             "progress/updates": c.updates,
@@ -306,6 +338,7 @@ class TrainingLoop:
             "title": f"{self.algo_name.upper()} on {self.cfg.env.id}",
             "actors": len(self.fleet) if hasattr(self, "fleet") else 0,
             "samples_by_node": self.samples_by_node,
+            "rejected_by_node": self.rejections.by_node.as_dict(),
             "exit_status": self.exit_status,
             **self.summary_extra(),
         }

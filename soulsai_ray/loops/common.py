@@ -6,7 +6,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class RunCounters:
     samples_stale: int = 0
     samples_invalid: int = 0
     env_errors: int = 0
+    env_invalid_steps: int = 0
+    """Env steps whose observation or reward was corrupt or out of bounds (never trained on)."""
     env_stalls: int = 0
     """Rollout actors killed because their env step or reset overran ``env.step_timeout_s``."""
     actor_failures: int = 0
@@ -45,6 +47,8 @@ class RunCounters:
     """Periodic checkpoints that could not be written (disk full, permissions); retried later."""
     nan_rollbacks: int = 0
     resumes: int = 0
+    batches_rejected: dict[str, int] = field(default_factory=dict)
+    """Batches and reports from rollout actors that failed an inbound check, by reason."""
 
 
 @dataclass
@@ -57,9 +61,18 @@ class Restore:
 
 
 def counters_from_meta(meta: dict[str, Any]) -> RunCounters:
-    """The counters saved in a checkpoint's metadata (other fields ignored)."""
-    known = {f.name for f in fields(RunCounters)}
-    return RunCounters(**{k: v for k, v in meta.items() if k in known})
+    """The counters saved in a checkpoint's metadata (other fields and malformed values ignored)."""
+    counters = RunCounters()
+    for f in fields(RunCounters):
+        value, default = meta.get(f.name), getattr(counters, f.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and isinstance(default, int) and value >= 0:
+            setattr(counters, f.name, value)
+        elif isinstance(value, dict) and isinstance(default, dict):
+            counts = {k: v for k, v in value.items() if isinstance(v, int) and v >= 0}
+            setattr(counters, f.name, counts)
+    return counters
 
 
 RESUME_SEED_STRIDE = 1_000_003

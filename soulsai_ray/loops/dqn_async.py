@@ -24,6 +24,7 @@ from soulsai_ray.actors.learner import TrainReport
 from soulsai_ray.actors.rollout import CollectReport
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
+from soulsai_ray.inbound import Limits
 from soulsai_ray.loops.base import (
     ACTOR_ERRORS,
     STATE_TIMEOUT_S,
@@ -66,6 +67,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 _COUNT_KEYS = ("accepted", "stale", "invalid", "lag_sum")
+_MAP_KEYS = ("accepted_by_node", "rejected_by_reason", "rejected_by_node")
 
 
 class ReplayCounts:
@@ -85,16 +87,21 @@ class ReplayCounts:
             "lag_sum": c.model_lag_sum,
         }
         self._last = dict.fromkeys(_COUNT_KEYS, 0)
-        self._last_nodes: dict[str, int] = {}
+        self._last_maps: dict[str, dict[str, int]] = {key: {} for key in _MAP_KEYS}
         self.incarnation: str | None = None
 
-    def update(self, stats: dict[str, Any]) -> dict[str, int]:
-        """Applies replay's cumulative counts; returns the samples per node since the last call."""
+    def update(self, stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+        """Applies replay's cumulative counts.
+
+        Returns:
+            For each of ``accepted_by_node``, ``rejected_by_reason`` and ``rejected_by_node``,
+            what was added since the last call.
+        """
         if stats["incarnation"] != self.incarnation:
             for key in _COUNT_KEYS:
                 self._base[key] += self._last[key]
             self._last = dict.fromkeys(_COUNT_KEYS, 0)
-            self._last_nodes = {}
+            self._last_maps = {key: {} for key in _MAP_KEYS}
             self.incarnation = str(stats["incarnation"])
         self._last = {key: int(stats[key]) for key in _COUNT_KEYS}
         total = {key: self._base[key] + self._last[key] for key in _COUNT_KEYS}
@@ -102,10 +109,12 @@ class ReplayCounts:
         c.samples_accepted = c.model_lag_samples = total["accepted"]
         c.samples_stale, c.samples_invalid = total["stale"], total["invalid"]
         c.model_lag_sum = total["lag_sum"]
-        nodes = stats["accepted_by_node"]
-        delta = {n: v - self._last_nodes.get(n, 0) for n, v in nodes.items()}
-        self._last_nodes = dict(nodes)
-        return {n: d for n, d in delta.items() if d > 0}
+        deltas = {}
+        for key in _MAP_KEYS:
+            last, now = self._last_maps[key], stats[key]
+            deltas[key] = {k: v - last.get(k, 0) for k, v in now.items() if v > last.get(k, 0)}
+            self._last_maps[key] = dict(now)
+        return deltas
 
 
 def _latency_percentiles(latencies: deque[float]) -> dict[str, float | None]:
@@ -166,9 +175,9 @@ class DQNAsyncLoop(TrainingLoop):
             name=self.names["replay"], scheduling_strategy=pinned, max_restarts=restarts
         ).remote(
             self.algo,
-            spec.obs_dim,
-            spec.num_actions,
+            Limits.for_run(cfg, spec.obs_dim, spec.num_actions),
             cfg.seed,
+            self.names["weights"],
             self.checkpoint_dir,
             self.resume_path,
         )
@@ -246,15 +255,16 @@ class DQNAsyncLoop(TrainingLoop):
 
     def _on_collect(self, report: CollectReport) -> None:
         c, iv = self.counters, self.interval
-        c.env_steps += report.env_steps
-        c.episodes += len(report.returns)
+        steps = self.accept_report(
+            report.actor_index, report.node_id, report.env_steps, report.returns, report.lengths
+        )
         c.env_errors += report.env_errors
-        self.ratio.inserted(report.env_steps)
-        iv.env_steps += report.env_steps
+        c.env_invalid_steps += report.invalid_steps
+        self.ratio.inserted(steps)
+        iv.env_steps += steps
         iv.epsilons.append(report.epsilon)
         for message in report.errors:
             logger.error("rollout actor %d: %s", report.actor_index, message)
-        self.recorder.record_episodes(c.env_steps, report.returns, report.lengths)
         for version, loaded_at in report.weight_loads:
             published = self.publish_times.get(version)
             if published is not None:
@@ -321,8 +331,10 @@ class DQNAsyncLoop(TrainingLoop):
 
     def _apply_replay_stats(self, stats: dict[str, Any]) -> None:
         incarnation = self._replay_counts.incarnation
-        for node, samples in self._replay_counts.update(stats).items():
+        deltas = self._replay_counts.update(stats)
+        for node, samples in deltas["accepted_by_node"].items():
             self.node_samples.add(node, samples)
+        self.rejections.merge(deltas["rejected_by_reason"], deltas["rejected_by_node"])
         if stats["incarnation"] != incarnation:  # a new replay: the ratio starts over with it
             if incarnation is not None:
                 logger.warning("replay restarted holding %d transitions", stats["size"])

@@ -19,6 +19,7 @@ import ray
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
 from soulsai_ray.cluster import on_this_node
 from soulsai_ray.config import TrainConfig
+from soulsai_ray.inbound import Limits
 from soulsai_ray.loops.base import (
     ACTOR_ERRORS,
     STATE_TIMEOUT_S,
@@ -57,7 +58,12 @@ class PPOSyncLoop(TrainingLoop):
         spec = self.probe_spec()
         self.learner = PPOLearnerActor.options(
             scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
-        ).remote(cfg, spec.obs_dim, spec.num_actions, self.checkpoint_dir, self.resume_path)
+        ).remote(
+            cfg,
+            Limits.for_run(cfg, spec.obs_dim, spec.num_actions),
+            self.checkpoint_dir,
+            self.resume_path,
+        )
         self.singletons["learner"] = self.learner
         self.version, self.weights = self.wait_for(self.learner.ready.remote(), "the learner")
 
@@ -107,15 +113,15 @@ class PPOSyncLoop(TrainingLoop):
         return batches, reports
 
     def _count(self, report: RolloutReport) -> RolloutReport:
-        c = self.counters
-        c.env_steps += report.stats.env_steps
-        c.episodes += len(report.stats.returns)
+        c, stats = self.counters, report.stats
+        self.accept_report(
+            report.actor_index, report.node_id, stats.env_steps, stats.returns, stats.lengths
+        )
         c.env_errors += report.stats.env_errors
-        c.samples_invalid += report.stats.invalid_steps
+        c.env_invalid_steps += report.stats.invalid_steps
         self.node_samples.add(report.node_id, report.steps)
         if report.version != self.version:
             c.samples_stale += report.steps
-        self.recorder.record_episodes(c.env_steps, report.stats.returns, report.stats.lengths)
         return report
 
     def _update(self, batches: list[ray.ObjectRef], reports: list[RolloutReport]) -> None:
@@ -123,10 +129,10 @@ class PPOSyncLoop(TrainingLoop):
         if self.cfg.stop.env_steps:
             progress = min(self.counters.env_steps / self.cfg.stop.env_steps, 1.0)
         start = time.monotonic()
-        indices = [r.actor_index for r in reports]
+        senders = [(r.actor_index, r.node_id) for r in reports]
         try:
             result: PPOUpdateReport = ray.get(
-                self.learner.update.remote(progress, indices, *batches), timeout=UPDATE_TIMEOUT_S
+                self.learner.update.remote(progress, senders, *batches), timeout=UPDATE_TIMEOUT_S
             )
         except ACTOR_ERRORS as err:
             self.counters.learner_failures += 1
@@ -137,8 +143,8 @@ class PPOSyncLoop(TrainingLoop):
             )
             self._reconnect_learner()
             return
-        for message in result.rejected:
-            logger.error(message)
+        rejected = result.rejected
+        self.rejections.merge(rejected["by_reason"], rejected["by_node"], rejected["rows"])
         self.version, self.weights = result.version, result.weights
         self.iteration += 1
         c = self.counters
@@ -148,7 +154,8 @@ class PPOSyncLoop(TrainingLoop):
         c.samples_accepted += sum(r.steps for r in reports)
         c.samples_invalid += sum(r.steps for r in reports) - result.samples
         c.samples_trained += result.samples
-        self._log(result, len(batches) - len(result.rejected), time.monotonic() - start)
+        used = len(batches) - sum(rejected["by_reason"].values())
+        self._log(result, used, time.monotonic() - start)
 
     def _reconnect_learner(self) -> None:
         """Waits for the restarted learner and has it publish above every version handed out.

@@ -13,6 +13,7 @@ Order of calls::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import gymnasium as gym
@@ -21,6 +22,7 @@ import torch
 
 from soulsai_ray.config import DQNConfig
 from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.models import QNetwork, load_numpy_state_dict
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
@@ -33,7 +35,9 @@ class EpsilonGreedySampler:
 
     An exception raised by the env in ``reset`` or ``step`` discards the partial episode (its
     pending transitions never reach the caller), re-creates the env after a growing back-off,
-    and is counted in :attr:`EpisodeStats.env_errors`.
+    and is counted in :attr:`EpisodeStats.env_errors`. An observation or reward that is not
+    finite or beyond ``max_abs_obs`` / ``max_abs_reward`` (corrupt game data) discards the
+    partial episode too, resets the env and is counted in :attr:`EpisodeStats.invalid_steps`.
     """
 
     def __init__(
@@ -43,7 +47,10 @@ class EpsilonGreedySampler:
         seed: int,
         max_backoff_s: float = 30.0,
         hard_reset_every_s: float | None = None,
+        max_abs_obs: float = math.inf,
+        max_abs_reward: float = math.inf,
     ) -> None:
+        self._bounds = (max_abs_obs, max_abs_reward)
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._recovery = EnvRecovery(env_factory, max_backoff_s, hard_reset_every_s)
@@ -89,6 +96,9 @@ class EpsilonGreedySampler:
             next_mask = action_mask_from_info(info, self.num_actions)
         except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
             self._recover(err)
+            return
+        if self._invalid(next_obs, reward):
+            self._stats.env_steps += 1  # the step was taken: it cost game time
             return
         self._recovery.succeeded()
         next_obs = np.asarray(next_obs, dtype=np.float32)
@@ -144,9 +154,22 @@ class EpsilonGreedySampler:
         except Exception as err:  # noqa: BLE001
             self._recover(err)
             return False
+        if self._invalid(obs, 0.0):
+            return False
         self._resets += 1
         self._obs, self._mask = np.asarray(obs, dtype=np.float32), mask
         self._episode_return, self._episode_length = 0.0, 0
+        return True
+
+    def _invalid(self, obs: object, reward: object) -> bool:
+        """True if the env returned garbage: the partial episode is dropped and the env reset."""
+        problem = env_output_problem(obs, reward, *self._bounds)
+        if problem is None:
+            return False
+        logger.debug("dropping the episode: %s", problem)
+        self._stats.invalid_steps += 1
+        self._nstep.reset()
+        self._obs = None
         return True
 
     def _recover(self, err: Exception) -> None:

@@ -10,6 +10,7 @@ Order of calls::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ import torch
 from soulsai_ray.algos.ppo import RolloutBatch, act, value
 from soulsai_ray.config import PPOConfig
 from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.models import ActorCritic, load_numpy_state_dict
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
 
@@ -43,7 +45,10 @@ class OnPolicySampler:
         seed: int,
         max_backoff_s: float = 30.0,
         hard_reset_every_s: float | None = None,
+        max_abs_obs: float = math.inf,
+        max_abs_reward: float = math.inf,
     ) -> None:
+        self._bounds = (max_abs_obs, max_abs_reward)
         self._env_factory = env_factory
         self.num_envs = num_envs
         self._seed = seed
@@ -87,12 +92,11 @@ class OnPolicySampler:
             except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
                 self._recover(err)
                 return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
-            if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
-                # Never train on it: end the rollout before this step, as after a crash.
-                self._stats.invalid_steps += self.num_envs
-                self._recover(
-                    FloatingPointError("the env returned a non-finite observation or reward")
-                )
+            problem = env_output_problem(next_obs, rewards, *self._bounds)
+            if problem is not None:
+                # Never train on it: end the rollout before this step; the envs are reset.
+                self._stats.env_steps += self.num_envs  # the step was taken: it cost game time
+                self._invalid_output()
                 return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
             self._recovery.succeeded()
             final_values = self._final_values(infos, truncated & ~terminated)
@@ -133,6 +137,9 @@ class OnPolicySampler:
             self._masks = self._masks_from(infos)
         except Exception as err:  # noqa: BLE001
             self._recover(err)
+            return False
+        if env_output_problem(obs, 0.0, *self._bounds) is not None:
+            self._invalid_output()
             return False
         self._first_reset = False
         self._obs = np.asarray(obs, dtype=np.float32)
@@ -178,6 +185,11 @@ class OnPolicySampler:
     def _pop_stats(self) -> EpisodeStats:
         stats, self._stats = self._stats, EpisodeStats()
         return stats
+
+    def _invalid_output(self) -> None:
+        """Corrupt env data: the running episodes are dropped and every env is reset."""
+        self._stats.invalid_steps += self.num_envs
+        self._obs = None
 
     def _recover(self, err: Exception) -> None:
         self._stats.env_errors += 1

@@ -11,6 +11,7 @@ import ray
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
+from soulsai_ray.inbound import Limits
 from soulsai_ray.replay import TransitionBatch
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -43,7 +44,7 @@ def wired(tmp_path):
     spec = ray.get(actors[0].spec.remote())
     assert (spec.obs_dim, spec.num_actions) == (8, 4)
     replay = ReplayActor.options(name="test-replay").remote(
-        cfg.algo, spec.obs_dim, spec.num_actions, cfg.seed
+        cfg.algo, Limits.for_run(cfg, spec.obs_dim, spec.num_actions), cfg.seed, "test-weights"
     )
     learner = LearnerActor.remote(
         cfg, spec.obs_dim, spec.num_actions, "test-replay", "test-weights", str(tmp_path / "ckpt")
@@ -101,16 +102,18 @@ def test_replay_rejects_stale_batches(wired):
         next_masks=np.ones((n, 4), bool),
         versions=np.array([0] * 4 + [3] * 6, np.int64),
     )
-    strict = ReplayActor.remote(_cfg(max_model_lag=2).algo, 8, 4, 0)
+    strict_cfg = _cfg(max_model_lag=2)
+    strict = ReplayActor.remote(strict_cfg.algo, Limits.for_run(strict_cfg, 8, 4), 0)
     ray.get(strict.sample.remote(1, 8, 3))
-    assert ray.get(strict.add.remote(batch, 5, "node-a")) is None
+    assert ray.get(strict.add.remote(batch, 5, "node-a")) is True
     stats = ray.get(strict.stats.remote())
     assert (stats["accepted"], stats["stale"], stats["accepted_by_node"]) == (6, 4, {"node-a": 6})
     assert stats["lag_sum"] == 0  # the accepted ones are of the learner's version
     bad = TransitionBatch(**{**batch.__dict__, "obs": np.zeros((n, 7), np.float32)})
-    error = ray.get(strict.add.remote(bad, 5))
-    assert "rollout actor 5" in error
-    assert ray.get(strict.stats.remote())["invalid"] == 1
+    assert ray.get(strict.add.remote(bad, 5, "node-b")) is False
+    stats = ray.get(strict.stats.remote())
+    assert stats["invalid"] == n and stats["rejected_by_reason"] == {"shape": 1}
+    assert stats["rejected_by_node"] == {"node-b": 1} and stats["accepted"] == 6
     ray.kill(strict)
 
 

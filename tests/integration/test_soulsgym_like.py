@@ -6,6 +6,8 @@ therefore proves that no masked action was ever taken (every env error would be 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from soulsai_ray.config import (
@@ -29,7 +31,14 @@ ANGLES = ["player_pose[3]", "boss_pose[3]"]
 
 
 def _run(
-    loop_cls, algo, tmp_path, steps: int, error_prob: float, nan_reward_prob: float = 0.0
+    loop_cls,
+    algo,
+    tmp_path,
+    steps: int,
+    error_prob: float,
+    nan_reward_prob: float = 0.0,
+    glitch_reward: float = float("nan"),
+    return_target: float | None = None,
 ) -> dict:
     cfg = TrainConfig(
         algo=algo,
@@ -39,11 +48,12 @@ def _run(
                 "step_error_prob": error_prob,
                 "reset_error_prob": error_prob,
                 "nan_reward_prob": nan_reward_prob,
+                "glitch_reward": glitch_reward,
             },
             angle_keys=ANGLES,
         ),
         cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=steps),
+        stop=StopConfig(env_steps=steps, return_mean=return_target),
         checkpoint=CheckpointConfig(every_updates=10**9),
         telemetry=TelemetryConfig(console=False, prometheus=False),
     )
@@ -75,6 +85,7 @@ def test_masked_actions_are_never_taken(loop_cls, algo, tmp_path):
     summary = _run(loop_cls, algo, tmp_path, steps=3000, error_prob=0.0)
     counters = summary["counters"]
     assert counters["env_errors"] == 0  # a masked action would have raised inside the env
+    assert counters["batches_rejected"] == {} and counters["env_invalid_steps"] == 0
     assert summary["env_steps"] >= 3000 and summary["episodes"] > 0 and summary["updates"] > 0
 
 
@@ -91,11 +102,28 @@ def test_injected_game_crashes_are_recovered_and_counted(loop_cls, algo, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
+    ("loop_cls", "algo", "glitch"),
+    [(DQNAsyncLoop, DQN, math.inf), (PPOSyncLoop, PPO, math.nan), (DQNAsyncLoop, DQN, 3.4e38)],
+    ids=["dqn-inf", "ppo-nan", "dqn-float32-max"],
 )
-def test_nan_rewards_are_dropped_and_counted(loop_cls, algo, tmp_path):
-    summary = _run(loop_cls, algo, tmp_path, steps=3000, error_prob=0.0, nan_reward_prob=0.01)
+def test_corrupt_rewards_are_dropped_counted_and_never_solve_a_run(
+    loop_cls, algo, glitch, tmp_path
+):
+    """Only a corrupt reward could reach the return target: the run must end at its step limit."""
+    summary = _run(
+        loop_cls,
+        algo,
+        tmp_path,
+        steps=3000,
+        error_prob=0.0,
+        nan_reward_prob=0.01,
+        glitch_reward=glitch,
+        return_target=1e6,
+    )
     counters = summary["counters"]
-    assert counters["samples_invalid"] > 0
+    assert summary["stop_reason"] == "env_steps"
+    assert summary["return_mean"] is not None and abs(summary["return_mean"]) < 1e4
+    assert counters["env_invalid_steps"] > 0
+    assert counters["batches_rejected"] == {}  # dropped at the source, not shipped
     assert counters["nan_rollbacks"] == 0  # nothing non-finite reached a loss
     assert summary["updates"] > 0

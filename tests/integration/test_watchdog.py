@@ -155,7 +155,7 @@ def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
 
 
 def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data(tmp_path):
-    """Every sample is invalid (NaN rewards), so replay stays empty: sampling runs past the
+    """Every step is corrupt (NaN rewards), so replay stays empty: sampling runs past the
     slack and pauses, and every learner call returns at once with no update. The driver must
     wait without spinning."""
     env = EnvConfig(id=FAKE_SOULS, kwargs={"nan_reward_prob": 1.0})
@@ -176,6 +176,6 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
     thread.start()
     summary = loop.run()
     thread.join(timeout=30)
-    assert summary["counters"]["samples_invalid"] > 0 and summary["updates"] == 0
+    assert summary["counters"]["env_invalid_steps"] > 0 and summary["updates"] == 0
     assert measured["cpu_share"] < 0.15, measured
     _kill_all(loop)

@@ -20,21 +20,33 @@ def _stats(incarnation: str, accepted: int, nodes: dict[str, int], **rest) -> di
         "invalid": rest.get("invalid", 0),
         "lag_sum": rest.get("lag_sum", 0),
         "accepted_by_node": nodes,
+        "rejected_by_reason": rest.get("by_reason", {}),
+        "rejected_by_node": rest.get("by_node", {}),
     }
 
 
 def test_replay_counts_survive_replay_restarts_and_resumes():
     counters = RunCounters(samples_accepted=1000, samples_stale=5, model_lag_sum=30)
     counts = ReplayCounts(counters)  # a resumed run: earlier counts are the base
-    assert counts.update(_stats("a", 100, {"n1": 100}, stale=2, lag_sum=7)) == {"n1": 100}
+    deltas = counts.update(_stats("a", 100, {"n1": 100}, stale=2, lag_sum=7))
+    assert deltas["accepted_by_node"] == {"n1": 100}
     assert (counters.samples_accepted, counters.samples_stale, counters.model_lag_sum) == (
         1100,
         7,
         37,
     )
-    assert counts.update(_stats("a", 150, {"n1": 120, "n2": 30})) == {"n1": 20, "n2": 30}
+    deltas = counts.update(
+        _stats("a", 150, {"n1": 120, "n2": 30}, by_reason={"obs": 2}, by_node={"n2": 2})
+    )
+    assert deltas == {
+        "accepted_by_node": {"n1": 20, "n2": 30},
+        "rejected_by_reason": {"obs": 2},
+        "rejected_by_node": {"n2": 2},
+    }
     # replay restarted: it counts from 0 again, what "a" reported is kept
-    assert counts.update(_stats("b", 10, {"n2": 10})) == {"n2": 10}
+    deltas = counts.update(_stats("b", 10, {"n2": 10}, by_reason={"obs": 1}, by_node={"n2": 1}))
+    assert deltas["accepted_by_node"] == {"n2": 10}
+    assert deltas["rejected_by_reason"] == {"obs": 1} and deltas["rejected_by_node"] == {"n2": 1}
     assert counters.samples_accepted == counters.model_lag_samples == 1000 + 150 + 10
     assert counts.incarnation == "b"
 

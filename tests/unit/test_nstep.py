@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from soulsai_ray.inbound import Limits, check_transitions
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
 
 NUM_ACTIONS = 3
@@ -39,7 +40,7 @@ def push_steps(
 def pop(acc: NStepAccumulator) -> TransitionBatch:
     batch = acc.pop()
     assert batch is not None
-    assert batch.validate(obs_dim=2, num_actions=NUM_ACTIONS) is None
+    assert check_transitions(batch, Limits.of_shapes(2, NUM_ACTIONS), None) is None
     return batch
 
 

@@ -253,27 +253,6 @@ def _random_batch(steps=8, envs=2, obs_dim=3, num_actions=2, seed=0, version=0) 
     )
 
 
-def test_rollout_batch_validate():
-    batch = _random_batch()
-    assert len(batch) == 16
-    assert batch.validate(3, 2) is None
-    assert "obs" in batch.validate(4, 2)
-    assert "masks" in batch.validate(3, 5)
-    batch.rewards = batch.rewards.astype(np.float64)
-    assert "rewards" in batch.validate(3, 2)
-    batch = _random_batch()
-    batch.values[3, 1] = np.nan
-    assert "values" in batch.validate(3, 2) and "finite" in batch.validate(3, 2)
-    batch = _random_batch()
-    batch.actions[0, 0] = 7
-    assert "outside" in batch.validate(3, 2)
-    batch = _random_batch()
-    batch.masks[0, 0, batch.actions[0, 0]] = False
-    assert "invalid" in batch.validate(3, 2)
-    batch.masks[0, 0] = False
-    assert "no valid action" in batch.validate(3, 2)
-
-
 def test_explained_variance():
     returns = np.array([1.0, 2.0, 3.0, 6.0])
     assert explained_variance(returns, returns) == pytest.approx(1.0)

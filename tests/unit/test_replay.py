@@ -62,42 +62,6 @@ def test_select_and_concat() -> None:
         TransitionBatch.concat([])
 
 
-def test_validate_accepts_good_batch() -> None:
-    assert make_batch([0, 1, 2]).validate(OBS_DIM, NUM_ACTIONS) is None
-    assert make_batch([]).validate(OBS_DIM, NUM_ACTIONS) is None
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "expected"),
-    [
-        ("obs", np.zeros((3, OBS_DIM), np.float64), "obs has dtype float64"),
-        ("actions", np.zeros(3, np.int32), "actions has dtype int32"),
-        ("next_masks", np.ones((3, NUM_ACTIONS), np.float32), "next_masks has dtype"),
-        ("next_obs", np.zeros((3, OBS_DIM + 1), np.float32), "next_obs has shape"),
-        ("rewards", np.zeros((3, 1), np.float32), "rewards has shape"),
-        ("next_masks", np.ones((3, NUM_ACTIONS + 1), bool), "next_masks has shape"),
-        ("discounts", np.zeros(4, np.float32), "discounts has 4 rows"),
-        ("versions", [0, 1, 2], "versions is a list"),
-        ("actions", np.array([0, 3, 1]), "actions outside"),
-        ("actions", np.array([0, -1, 1]), "actions outside"),
-    ],
-)
-def test_validate_reports_problem(field: str, value: object, expected: str) -> None:
-    batch = make_batch([0, 1, 2])
-    setattr(batch, field, value)
-    problem = batch.validate(OBS_DIM, NUM_ACTIONS)
-    assert problem is not None and expected in problem
-
-
-def test_finite_mask() -> None:
-    batch = make_batch([0, 1, 2, 3, 4, 5])
-    batch.obs[1, 0] = np.nan
-    batch.next_obs[2, 1] = np.inf
-    batch.rewards[3] = -np.inf
-    batch.discounts[4] = np.nan
-    np.testing.assert_array_equal(batch.finite_mask(), [True, False, False, False, False, True])
-
-
 def test_filter_stale() -> None:
     batch = make_batch([7, 5, 9, 6, 8])  # versions equal the ids
     kept, dropped = filter_stale(batch, current_version=9, max_model_lag=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 from soulsai_ray.config import DQNConfig, PPOConfig
 from soulsai_ray.envs.wrappers import Float32Observation
@@ -106,3 +107,67 @@ def test_scheduled_hard_reset_recreates_the_env_between_episodes():
     stats = sampler.pop_stats()
     assert stats.env_errors == 0 and stats.lengths == [12] * 5
     assert len(created) == 1 + 5  # the first env, then a fresh one before each of the 5 resets
+
+
+class GlitchingEnv(CrashingCounterEnv):
+    """Like CrashingCounterEnv without crashes, but some steps return a corrupt reward or obs."""
+
+    def __init__(self, glitch: str, prob: float = 0.05) -> None:
+        super().__init__(crash_prob=0.0)
+        self.glitch, self.prob = glitch, prob
+        self.glitch_rng = np.random.default_rng(1)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.glitch_rng.random() < self.prob:
+            if self.glitch == "obs":
+                obs = np.array([self.episode, 1e9], np.float32)
+            else:
+                reward = {"inf": np.inf, "nan": np.nan, "huge": 3.4e38}[self.glitch]
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("glitch", ["inf", "nan", "huge", "obs"])
+def test_dqn_sampler_drops_episodes_with_corrupt_env_data(glitch):
+    sampler = EpsilonGreedySampler(
+        lambda: Float32Observation(GlitchingEnv(glitch)),
+        DQNConfig(hidden_sizes=[8], n_step=3),
+        seed=0,
+        max_abs_obs=1e6,
+        max_abs_reward=1e6,
+    )
+    batches = []
+    for _ in range(2000):
+        sampler.step(epsilon=1.0)
+        chunk = sampler.pop_transitions()
+        if chunk is not None:
+            batches.append(chunk)
+    stats = sampler.pop_stats()
+    assert stats.invalid_steps > 20 and stats.env_errors == 0
+    assert stats.env_steps == 2000  # corrupt steps were taken too: they cost game time
+    assert set(stats.lengths) == {12}  # only whole, clean episodes are reported
+    assert stats.returns and all(r == 12.0 for r in stats.returns)
+    b = batches[0].concat(batches)
+    assert np.isfinite(b.rewards).all() and np.abs(b.rewards).max() <= 3.0
+    assert np.abs(b.next_obs).max() < 1e6 and (b.obs[:, 0] == b.next_obs[:, 0]).all()
+
+
+@pytest.mark.parametrize("glitch", ["inf", "obs"])
+def test_ppo_sampler_stops_the_rollout_before_corrupt_env_data(glitch):
+    sampler = OnPolicySampler(
+        lambda: Float32Observation(GlitchingEnv(glitch)),
+        num_envs=2,
+        cfg=PPOConfig(hidden_sizes=[8]),
+        seed=0,
+        max_abs_obs=1e6,
+        max_abs_reward=1e6,
+    )
+    invalid, returns = 0, []
+    for _ in range(100):
+        batch, stats = sampler.collect(16)
+        invalid += stats.invalid_steps
+        returns += stats.returns
+        assert stats.env_errors == 0
+        if batch is not None:
+            assert np.isfinite(batch.rewards).all() and np.abs(batch.obs).max() < 1e6
+    assert invalid > 0 and returns and all(r == 12.0 for r in returns)

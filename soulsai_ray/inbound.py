@@ -1,0 +1,354 @@
+"""Data arriving from another process or from the env: the one place it is checked.
+
+Rollout actors run on game PCs the head does not control: a misconfigured PC, a glitching game
+or a bug can send anything. Replay checks every pushed DQN batch, the PPO learner every rollout
+batch, and the driver every episode report, all with the functions here, against the env's spec
+and the run's limits (never against the data itself). A batch that fails a check is rejected
+whole, counted by reason and by node (:class:`Rejections`), and the sending actor is named in a
+rate-limited log line. The samplers apply :func:`env_output_problem` to what the env returns, so
+a glitch is dropped at its source before it costs a whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from soulsai_ray.counts import BoundedCounts
+from soulsai_ray.transitions import TransitionBatch
+
+if TYPE_CHECKING:
+    from soulsai_ray.algos.ppo_losses import RolloutBatch
+    from soulsai_ray.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+REASONS = (
+    "type",
+    "shape",
+    "dtype",
+    "rows",
+    "non_finite",
+    "obs",
+    "reward",
+    "action",
+    "mask",
+    "discount",
+    "logprob",
+    "version",
+    "episode",
+)
+"""Why inbound data was rejected: the keys of ``dist/rejected/<reason>``."""
+LOG_EVERY_S = 30.0
+"""A rejection of the same reason from the same actor is logged at most this often."""
+LOGPROB_SLACK = 1e-4
+"""Rounding room above 0 for float32 log-probabilities."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a batch from a rollout actor may hold."""
+
+    obs_dim: int
+    num_actions: int
+    max_abs_obs: float
+    max_abs_reward: float
+    """Bound on a transition's reward (a DQN n-step sum) or a PPO step's reward."""
+    max_rows: int
+
+    @classmethod
+    def of_shapes(cls, obs_dim: int, num_actions: int) -> Limits:
+        """Sizes only, no value bounds: for data this process made or its own checkpoint."""
+        return cls(obs_dim, num_actions, math.inf, math.inf, sys.maxsize)
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, obs_dim: int, num_actions: int) -> Limits:
+        """The limits of a run: the env's sizes, ``env.max_abs_*`` and the algorithm's batch size.
+
+        A DQN push holds at most ``push_every`` steps' transitions plus those an episode end
+        flushes (``n_step``); a PPO rollout at most ``n_steps`` x ``num_envs_per_actor`` steps.
+        """
+        algo = cfg.algo
+        if algo.name == "dqn":
+            max_rows = 2 * (algo.push_every + algo.n_step)
+            max_reward = cfg.env.max_abs_reward * algo.n_step
+        else:
+            max_rows = algo.n_steps * cfg.env.num_envs_per_actor
+            max_reward = cfg.env.max_abs_reward
+        return cls(obs_dim, num_actions, cfg.env.max_abs_obs, max_reward, max_rows)
+
+
+class Rejection(NamedTuple):
+    """Why a batch was refused: a key of `REASONS` and a sentence for the log."""
+
+    reason: str
+    detail: str
+
+
+def env_output_problem(
+    obs: Any, reward: Any, max_abs_obs: float, max_abs_reward: float
+) -> str | None:
+    """Checks what an env returned (one step, or a vector env's batch of steps).
+
+    Returns:
+        Why the step must not be trained on (non-finite or out-of-bounds values), or None.
+    """
+    obs = np.asarray(obs, dtype=np.float64)
+    reward = np.asarray(reward, dtype=np.float64)
+    if not (np.isfinite(obs).all() and np.isfinite(reward).all()):
+        return "the env returned a non-finite observation or reward"
+    if obs.size and np.abs(obs).max() > max_abs_obs:
+        return f"the env returned an observation above env.max_abs_obs={max_abs_obs:g}"
+    if reward.size and np.abs(reward).max() > max_abs_reward:
+        return f"the env returned a reward above env.max_abs_reward={max_abs_reward:g}"
+    return None
+
+
+def check_transitions(
+    batch: TransitionBatch, limits: Limits, newest_version: int | None
+) -> Rejection | None:
+    """Checks a DQN batch: types, dtypes, shapes, row count, then every value's range.
+
+    Args:
+        batch: What a rollout actor pushed (or a checkpoint held).
+        limits: The run's limits.
+        newest_version: The newest policy version published; versions above it are from the
+            future. None skips that bound (a checkpoint's buffer).
+    """
+    if not isinstance(batch, TransitionBatch):
+        return Rejection("type", f"expected a TransitionBatch, got {type(batch).__name__}")
+    d, a = limits.obs_dim, limits.num_actions
+    fields = {
+        "obs": (np.float32, (d,)),
+        "actions": (np.int64, ()),
+        "rewards": (np.float32, ()),
+        "next_obs": (np.float32, (d,)),
+        "discounts": (np.float32, ()),
+        "next_masks": (np.bool_, (a,)),
+        "versions": (np.int64, ()),
+    }
+    problem = _check_arrays(batch, fields, limits.max_rows, allow_empty=True)
+    if problem is not None or len(batch) == 0:
+        return problem
+    floats = (batch.obs, batch.next_obs, batch.rewards, batch.discounts)
+    if not all(np.isfinite(x).all() for x in floats):
+        return Rejection("non_finite", "NaN or inf in obs, next_obs, rewards or discounts")
+    return (
+        _bounded("obs", max(_abs_max(batch.obs), _abs_max(batch.next_obs)), limits.max_abs_obs)
+        or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
+        or _in_range("action", batch.actions, 0, a - 1)
+        or _in_range("discount", batch.discounts, 0.0, 1.0)
+        or _in_range("version", batch.versions, 0, newest_version)
+    )
+
+
+def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> Rejection | None:
+    """Checks a PPO rollout: types, dtypes, shapes, then ranges, masks and its policy version.
+
+    Args:
+        batch: What a rollout actor returned.
+        limits: The run's limits.
+        version: The learner's current version; on-policy data must have been acted with it
+            (None: skip that check).
+    """
+    from soulsai_ray.algos.ppo_losses import RolloutBatch  # noqa: PLC0415 - algos imports us
+
+    if not isinstance(batch, RolloutBatch):
+        return Rejection("type", f"expected a RolloutBatch, got {type(batch).__name__}")
+    obs = batch.obs
+    if not isinstance(obs, np.ndarray) or obs.ndim != 3 or 0 in obs.shape[:2]:
+        return Rejection("shape", f"obs must be a non-empty [T, E, D] array, got {_shape(obs)}")
+    steps, envs = obs.shape[:2]
+    if steps * envs > limits.max_rows:
+        return Rejection("rows", f"{steps * envs} steps, more than the {limits.max_rows} allowed")
+    d, a = limits.obs_dim, limits.num_actions
+    fields = {
+        "obs": (np.float32, (steps, envs, d)),
+        "actions": (np.int64, (steps, envs)),
+        "logprobs": (np.float32, (steps, envs)),
+        "values": (np.float32, (steps, envs)),
+        "rewards": (np.float32, (steps, envs)),
+        "terminated": (np.bool_, (steps, envs)),
+        "truncated": (np.bool_, (steps, envs)),
+        "final_values": (np.float32, (steps, envs)),
+        "last_values": (np.float32, (envs,)),
+        "masks": (np.bool_, (steps, envs, a)),
+    }
+    problem = _check_arrays(batch, fields, None, allow_empty=False)
+    if problem is not None:
+        return problem
+    floats = (batch.obs, batch.logprobs, batch.values, batch.rewards)
+    if not all(np.isfinite(x).all() for x in (*floats, batch.final_values, batch.last_values)):
+        return Rejection("non_finite", "NaN or inf in a float field")
+    if isinstance(batch.version, bool) or not isinstance(batch.version, int | np.integer):
+        return Rejection("type", f"version is a {type(batch.version).__name__}, expected int")
+    if version is not None and batch.version != version:
+        return Rejection("version", f"acted with version {batch.version}, learner is at {version}")
+    problem = (
+        _bounded("obs", _abs_max(batch.obs), limits.max_abs_obs)
+        or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
+        or _in_range("action", batch.actions, 0, a - 1)
+        or _in_range("logprob", batch.logprobs, -math.inf, LOGPROB_SLACK)
+    )
+    if problem is not None:
+        return problem
+    if not batch.masks.any(axis=-1).all():
+        return Rejection("mask", "some steps have no valid action")
+    if not np.take_along_axis(batch.masks, batch.actions[..., None], axis=-1).all():
+        return Rejection("mask", "some actions are invalid under masks")
+    return None
+
+
+def finite_episodes(
+    returns: Sequence[Any], lengths: Sequence[Any]
+) -> tuple[list[float], list[int], int]:
+    """The episodes of a report whose return is a finite number and length a positive int.
+
+    Returns:
+        The kept returns and lengths, and how many episodes were dropped.
+    """
+    if len(returns) != len(lengths):
+        return [], [], max(len(returns), len(lengths))
+    kept_returns, kept_lengths = [], []
+    for ret, length in zip(returns, lengths, strict=True):
+        if _is_number(ret) and math.isfinite(ret) and _is_int(length) and length > 0:
+            kept_returns.append(float(ret))
+            kept_lengths.append(int(length))
+    return kept_returns, kept_lengths, len(returns) - len(kept_returns)
+
+
+class Rejections:
+    """Counts rejected batches by reason and by node; logs them without flooding the log."""
+
+    def __init__(
+        self, by_reason: dict[str, int] | None = None, log_every_s: float = LOG_EVERY_S
+    ) -> None:
+        """Args:
+        by_reason: The dict to count reasons in (e.g. the run's counters); a new one if None.
+        log_every_s: See `LOG_EVERY_S`.
+        """
+        self.log_every_s = log_every_s
+        self.rows = 0
+        self.by_reason = {} if by_reason is None else by_reason
+        self.by_node = BoundedCounts()
+        self._logged: dict[tuple[int, str], float] = {}
+        self._suppressed: dict[tuple[int, str], int] = {}
+
+    def record(self, rejection: Rejection, rows: int, actor_index: int, node_id: str) -> str:
+        """Counts one rejected batch and logs it (rate-limited per actor and reason).
+
+        Returns:
+            The log message, naming the sending actor and node.
+        """
+        self.merge({rejection.reason: 1}, {node_id or "unknown": 1}, rows)
+        message = (
+            f"rejected a batch from rollout actor {actor_index} on node {node_id[:12] or '?'}: "
+            f"{rejection.reason}: {rejection.detail}"
+        )
+        key = (actor_index, rejection.reason)
+        now = time.monotonic()
+        if now - self._logged.get(key, -math.inf) >= self.log_every_s:
+            suppressed = self._suppressed.pop(key, 0)
+            more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+            logger.error("%s%s", message, more)
+            self._logged[key] = now
+            if len(self._logged) > 4 * len(REASONS) * 64:  # bound the memory of actors gone
+                oldest = min(self._logged, key=self._logged.__getitem__)
+                del self._logged[oldest]
+                self._suppressed.pop(oldest, None)
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        return message
+
+    def merge(self, by_reason: dict[str, int], by_node: dict[str, int], rows: int = 0) -> None:
+        """Adds counts made elsewhere (another process's `as_dict` deltas), without logging."""
+        self.rows += rows
+        for reason, n in by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        for node, n in by_node.items():
+            self.by_node.add(node, n)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Rows rejected, batches by reason and by node."""
+        return {
+            "rows": self.rows,
+            "by_reason": dict(self.by_reason),
+            "by_node": self.by_node.as_dict(),
+        }
+
+
+def batch_rows(batch: Any) -> int:
+    """Steps in a batch that may be malformed (0 when it has no readable ``actions`` array)."""
+    actions = getattr(batch, "actions", None)
+    return int(actions.size) if isinstance(actions, np.ndarray) else 0
+
+
+def _check_arrays(
+    batch: Any,
+    fields: dict[str, tuple[type, tuple[int, ...]]],
+    max_rows: int | None,
+    allow_empty: bool,
+) -> Rejection | None:
+    """Type, dtype and shape of each field; with ``max_rows``, ``fields`` give trailing shapes."""
+    rows = None
+    for name, (dtype, shape) in fields.items():
+        value = getattr(batch, name, None)
+        if not isinstance(value, np.ndarray):
+            return Rejection("type", f"{name} is a {type(value).__name__}, expected np.ndarray")
+        if value.dtype != dtype:
+            return Rejection("dtype", f"{name} has dtype {value.dtype}, expected {np.dtype(dtype)}")
+        if max_rows is None:
+            if value.shape != shape:
+                return Rejection("shape", f"{name} has shape {value.shape}, expected {shape}")
+            continue
+        if value.ndim != 1 + len(shape) or value.shape[1:] != shape:
+            expected = ", ".join(["B", *map(str, shape)])
+            return Rejection("shape", f"{name} has shape {value.shape}, expected ({expected})")
+        rows = value.shape[0] if rows is None else rows
+        if value.shape[0] != rows:
+            return Rejection("shape", f"{name} has {value.shape[0]} rows, obs has {rows}")
+    if max_rows is not None and rows is not None:
+        if rows > max_rows:
+            return Rejection("rows", f"{rows} rows, more than the {max_rows} allowed")
+        if rows == 0 and not allow_empty:
+            return Rejection("rows", "empty batch")
+    return None
+
+
+def _abs_max(array: np.ndarray) -> float:
+    return float(np.abs(array).max()) if array.size else 0.0
+
+
+def _bounded(reason: str, value: float, bound: float) -> Rejection | None:
+    if value > bound:
+        return Rejection(reason, f"|{reason}| reaches {value:.3g}, above the bound {bound:g}")
+    return None
+
+
+def _in_range(reason: str, array: np.ndarray, low: float, high: float | None) -> Rejection | None:
+    if not array.size:
+        return None
+    lo, hi = array.min(), array.max()
+    if lo < low or (high is not None and hi > high):
+        top = "" if high is None else f", {high:g}"
+        return Rejection(reason, f"{reason}s span [{lo:g}, {hi:g}], outside [{low:g}{top}]")
+    return None
+
+
+def _shape(value: Any) -> str:
+    return str(getattr(value, "shape", type(value).__name__))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
