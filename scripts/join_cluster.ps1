@@ -8,7 +8,9 @@
 .DESCRIPTION
   Sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 (Ray supports Windows worker nodes only at your own
   risk), token authentication, and offers one `soulsgym` resource so exactly one SoulsGym
-  rollout actor runs on this PC. Checks that the head is reachable and the token exists first.
+  rollout actor runs on this PC. Checks that the head is reachable and the token exists first,
+  and warns when the token file's permissions let other users of this PC read it. Ports are
+  pinned to the same values as on the head and on Linux nodes (README, "Security").
 #>
 param(
   [Parameter(Mandatory = $true)][string]$HeadAddress,
@@ -31,6 +33,22 @@ if (-not (Get-Command $Ray -ErrorAction SilentlyContinue)) {
 if (-not (Test-Path $TokenFile) -or (Get-Item $TokenFile).Length -eq 0) {
   Write-Error "no cluster token at ${TokenFile}: copy the head's ~/.ray/auth_token here or pass -TokenFile"
 }
+try {
+  # Well-known SIDs (names are localized): Everyone, Users, Authenticated Users.
+  $shared = @("S-1-1-0", "S-1-5-32-545", "S-1-5-11")
+  $readData = [System.Security.AccessControl.FileSystemRights]::ReadData
+  $readers = (Get-Acl $TokenFile).Access | Where-Object {
+    $_.AccessControlType -eq "Allow" -and ($_.FileSystemRights -band $readData) -and
+    ($shared -contains $_.IdentityReference.Translate([System.Security.Principal.SecurityIdentifier]).Value)
+  }
+  if ($readers) {
+    $names = ($readers | ForEach-Object { $_.IdentityReference.Value }) -join ", "
+    Write-Warning ("other users can read the cluster token ${TokenFile} (${names}); run: " +
+      "icacls `"${TokenFile}`" /inheritance:r /grant:r `"${env:USERNAME}:F`"")
+  }
+} catch {
+  Write-Warning "could not check who can read ${TokenFile}: $_"
+}
 if (-not (Test-NetConnection -ComputerName $hostName -Port $port -InformationLevel Quiet)) {
   Write-Error "cannot reach the head at ${HeadAddress}; is scripts/start_head.sh running and the port open?"
 }
@@ -39,8 +57,18 @@ $env:RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = "1"
 $env:RAY_AUTH_MODE = "token"
 $env:RAY_AUTH_TOKEN_PATH = (Resolve-Path $TokenFile).Path
 
-$args = @("start", "--address=$HeadAddress", "--resources=$Resources", "--disable-usage-stats",
-  "--object-manager-port=8076", "--node-manager-port=8077", "--min-worker-port=10002", "--max-worker-port=10999")
+$Ports = [ordered]@{
+  "object-manager-port" = 8076
+  "node-manager-port" = 8077
+  "dashboard-agent-grpc-port" = 8078
+  "runtime-env-agent-port" = 8079
+  "metrics-export-port" = 8080
+  "dashboard-agent-listen-port" = 52365
+  "min-worker-port" = 10002
+  "max-worker-port" = 10999
+}
+$args = @("start", "--address=$HeadAddress", "--resources=$Resources", "--disable-usage-stats")
+foreach ($flag in $Ports.Keys) { $args += "--${flag}=$($Ports[$flag])" }
 if ($NumCpus -gt 0) { $args += "--num-cpus=$NumCpus" }
 Write-Host "joining $HeadAddress (Python and Ray versions must match the head's)"
 & $Ray @args

@@ -4,10 +4,22 @@
 #   scripts/join_cluster.sh HEAD_IP[:PORT] [--token-file PATH] [--resources '{"soulsgym": 1}'] [--num-cpus N]
 #
 # Checks that the head is reachable and the token is present before starting Ray, so a wrong
-# address or a missing token gives a clear message instead of a hang.
+# address or a missing token gives a clear message instead of a hang. Warns when other users can
+# read the token file. Ports are pinned to the values below, the same as on the head (README,
+# "Security"); the `ray start` flag of the same name overrides one, e.g. --metrics-export-port 8090.
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,7p' "$0"; exit 2; }
+declare -A PORTS=(
+  [object-manager-port]=8076
+  [node-manager-port]=8077
+  [dashboard-agent-grpc-port]=8078
+  [runtime-env-agent-port]=8079
+  [metrics-export-port]=8080
+  [dashboard-agent-listen-port]=52365
+  [min-worker-port]=10002
+  [max-worker-port]=10999
+)
+[ $# -ge 1 ] || { sed -n '2,9p' "$0"; exit 2; }
 HEAD="$1"; shift
 case "$HEAD" in *:*) ;; *) HEAD="$HEAD:6379" ;; esac
 TOKEN_FILE="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
@@ -18,6 +30,9 @@ while [ $# -gt 0 ]; do
     --token-file) TOKEN_FILE="$2"; shift 2 ;;
     --resources) RESOURCES="$2"; shift 2 ;;
     --num-cpus) NUM_CPUS="$2"; shift 2 ;;
+    --*port)
+      [ -n "${PORTS[${1#--}]+pinned}" ] || { echo "unknown argument: $1" >&2; exit 2; }
+      PORTS[${1#--}]="$2"; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -29,6 +44,11 @@ PYTHON="$(dirname "$(command -v "$RAY")")/python"
 
 if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
   [ -s "$TOKEN_FILE" ] || { echo "no cluster token at $TOKEN_FILE: copy the head's ~/.ray/auth_token here or pass --token-file" >&2; exit 1; }
+  TOKEN_FILE="$(cd "$(dirname "$TOKEN_FILE")" && pwd -P)/$(basename "$TOKEN_FILE")"
+  mode="$(stat -c %a "$TOKEN_FILE")"
+  if (( 8#$mode & 8#044 )); then
+    echo "warning: other users can read the cluster token $TOKEN_FILE (mode $mode); run: chmod 600 $TOKEN_FILE" >&2
+  fi
   export RAY_AUTH_TOKEN_PATH="$TOKEN_FILE"
 fi
 export RAY_AUTH_MODE=token
@@ -44,8 +64,8 @@ PY
 then exit 1; fi
 
 echo "joining $HEAD with $("$PYTHON" -c 'import platform, ray; print(f"Python {platform.python_version()}, Ray {ray.__version__}")') (must match the head)"
-args=(--address="$HEAD" --resources="$RESOURCES" --disable-usage-stats
-      --object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999)
+args=(--address="$HEAD" --resources="$RESOURCES" --disable-usage-stats)
+for flag in "${!PORTS[@]}"; do args+=("--$flag=${PORTS[$flag]}"); done
 [ -n "$NUM_CPUS" ] && args+=(--num-cpus="$NUM_CPUS")
 if ! "$RAY" start "${args[@]}"; then
   echo "ray start failed: check that the token matches the head's and that Python/Ray versions are the same on both machines" >&2

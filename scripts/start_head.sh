@@ -1,23 +1,42 @@
 #!/usr/bin/env bash
 # Start the Ray head node for a soulsai_ray cluster, with token authentication on.
 #
-#   scripts/start_head.sh [--node-ip IP] [--port 6379] [--dashboard-host 127.0.0.1] [--num-cpus N]
+#   scripts/start_head.sh [--node-ip IP] [--dashboard-host 127.0.0.1] [--num-cpus N] [--PORT-FLAG P]...
 #
 # The head runs the driver, learner, replay and weight store. It offers no `soulsgym` resource, so
 # SoulsGym rollout actors land only on game PCs. It prints the exact commands game PCs use to join.
+#
+# The cluster token is $RAY_AUTH_TOKEN, or else the file at $RAY_AUTH_TOKEN_PATH (default
+# ~/.ray/auth_token); the file is created if missing and kept at mode 600 in a mode 700 folder.
+# Every port Ray opens is pinned to the value below (README, "Security"); the `ray start` flag of
+# the same name overrides one, e.g. --port 6380 or --metrics-export-port 8090.
 set -euo pipefail
 
-PORT=6379
+declare -A PORTS=(
+  [port]=6379                         # GCS (head only)
+  [ray-client-server-port]=10001      # Ray Client server (head only, unused: keep it closed)
+  [dashboard-port]=8265               # dashboard (head only, on --dashboard-host)
+  [object-manager-port]=8076          # from here on: every node, same values as join_cluster.sh
+  [node-manager-port]=8077
+  [dashboard-agent-grpc-port]=8078
+  [runtime-env-agent-port]=8079
+  [metrics-export-port]=8080
+  [dashboard-agent-listen-port]=52365
+  [min-worker-port]=10002
+  [max-worker-port]=10999
+)
 NODE_IP=""
 DASHBOARD_HOST=127.0.0.1
 NUM_CPUS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --node-ip) NODE_IP="$2"; shift 2 ;;
-    --port) PORT="$2"; shift 2 ;;
     --dashboard-host) DASHBOARD_HOST="$2"; shift 2 ;;
     --num-cpus) NUM_CPUS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --*port)
+      [ -n "${PORTS[${1#--}]+pinned}" ] || { echo "unknown argument: $1" >&2; exit 2; }
+      PORTS[${1#--}]="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -32,35 +51,81 @@ if [ -z "$NODE_IP" ]; then
   [ -n "$NODE_IP" ] || { echo "could not detect this machine's IP; pass --node-ip" >&2; exit 1; }
 fi
 
+# Creates the token file at $1 (mode 600, folder 700) or tightens an existing one; sets TOKEN_PATH.
+secure_token_file() {
+  local dir mode
+  dir="$(dirname "$1")"
+  [ -d "$dir" ] || (umask 077 && mkdir -p "$dir")
+  dir="$(cd "$dir" && pwd -P)"
+  mode="$(stat -c %a "$dir")"
+  if (( 8#$mode & 8#077 )); then
+    if [ -O "$dir" ] && [ ! -k "$dir" ] && [ "$dir" != / ] && [ "$dir" != "$HOME_DIR" ]; then
+      chmod 700 "$dir"
+      echo "tightened the token folder $dir from mode $mode to 700" >&2
+    else
+      echo "note: the token folder $dir is shared (mode $mode); a folder of its own is safer" >&2
+    fi
+  fi
+  TOKEN_PATH="$dir/$(basename "$1")"
+  if [ -s "$TOKEN_PATH" ]; then
+    mode="$(stat -c %a "$TOKEN_PATH")"
+    if (( 8#$mode & 8#077 )); then
+      chmod 600 "$TOKEN_PATH"
+      echo "tightened the token file $TOKEN_PATH from mode $mode to 600" >&2
+    fi
+  else
+    (umask 077 && touch "$TOKEN_PATH" && chmod 600 "$TOKEN_PATH" \
+      && "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' > "$TOKEN_PATH")
+    echo "generated a new cluster token in $TOKEN_PATH"
+  fi
+}
+
+HOME_DIR="$(cd ~ && pwd -P)"
 export RAY_AUTH_MODE=token
-TOKEN_PATH="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
-if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -s "$TOKEN_PATH" ]; then
-  "$RAY" get-auth-token --generate >/dev/null
-  echo "generated a new cluster token in $TOKEN_PATH"
+TOKEN_PATH=""
+if [ -n "${RAY_AUTH_TOKEN:-}" ]; then
+  TOKEN_SOURCE="the RAY_AUTH_TOKEN environment variable"
+else
+  secure_token_file "${RAY_AUTH_TOKEN_PATH:-$HOME_DIR/.ray/auth_token}"
+  export RAY_AUTH_TOKEN_PATH="$TOKEN_PATH"
+  TOKEN_SOURCE="$TOKEN_PATH"
 fi
 
-args=(--head --port="$PORT" --node-ip-address="$NODE_IP" --dashboard-host="$DASHBOARD_HOST" --disable-usage-stats
-      --object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999)
+args=(--head --node-ip-address="$NODE_IP" --dashboard-host="$DASHBOARD_HOST" --disable-usage-stats)
+for flag in "${!PORTS[@]}"; do args+=("--$flag=${PORTS[$flag]}"); done
 [ -n "$NUM_CPUS" ] && args+=(--num-cpus="$NUM_CPUS")
 "$RAY" start "${args[@]}"
 
 VERSIONS="$("$PYTHON" -c 'import platform, ray; print(f"Python {platform.python_version()}, Ray {ray.__version__}")')"
+DRIVER_ENV=""
+if [ -n "$TOKEN_PATH" ] && [ "$TOKEN_PATH" != "$HOME_DIR/.ray/auth_token" ]; then
+  DRIVER_ENV="RAY_AUTH_TOKEN_PATH=$TOKEN_PATH "
+fi
+HEAD="$NODE_IP:${PORTS[port]}"
 cat <<MSG
 
-Head node is up at $NODE_IP:$PORT with token authentication ($VERSIONS).
-Every node needs the same Python and Ray versions, and the token in $TOKEN_PATH.
-Copy that file to each game PC (it is the cluster's password: keep it secret).
+Head node is up at $HEAD with token authentication ($VERSIONS).
+Every node needs the same Python and Ray versions, and the token from $TOKEN_SOURCE.
+The token lets its holder run any code on every node: copy it only to game PCs you trust, keep
+its file private there (chmod 600 FILE), and never send it over the internet in the clear.
 
 Join from a Windows game PC (PowerShell, in the soulsai_ray checkout):
-    .\\scripts\\join_cluster.ps1 -HeadAddress $NODE_IP:$PORT -TokenFile C:\\path\\to\\auth_token
+    .\\scripts\\join_cluster.ps1 -HeadAddress $HEAD -TokenFile C:\\path\\to\\auth_token
 
 Join from a Linux machine:
-    scripts/join_cluster.sh $NODE_IP:$PORT --token-file /path/to/auth_token
+    scripts/join_cluster.sh $HEAD --token-file /path/to/auth_token
 
 Then train on the head:
-    .venv/bin/python scripts/train.py algo=dqn env=iudex cluster=remote
+    ${DRIVER_ENV}.venv/bin/python scripts/train.py algo=dqn env=iudex cluster=remote
 
-Open these ports between the head and the game PCs only (never to the internet):
-$PORT (GCS), 8076-8077 (object and node manager), 10002-10999 (workers), 52365 (dashboard agent).
-The dashboard listens on $DASHBOARD_HOST:8265.
+Firewall: open only these TCP ports, only between the head and the game PCs (never the internet):
 MSG
+printf '    %-13s %s\n' \
+  "${PORTS[port]}" "GCS, on the head; from the game PCs" \
+  "${PORTS[object-manager-port]}, ${PORTS[node-manager-port]}" "object manager, node manager, on every node; from every other node" \
+  "${PORTS[min-worker-port]}-${PORTS[max-worker-port]}" "workers, on every node; from every other node" \
+  "${PORTS[dashboard-agent-grpc-port]}, ${PORTS[dashboard-agent-listen-port]}" "dashboard agent gRPC and HTTP, on every node; from the head" \
+  "${PORTS[metrics-export-port]}" "metrics export, on every node; from the head (Prometheus)"
+echo "Keep closed: ${PORTS[runtime-env-agent-port]} (runtime env agent, used by its own node)," \
+  "${PORTS[ray-client-server-port]} (Ray Client server, unused: drivers run on the head),"
+echo "and ${PORTS[dashboard-port]} (dashboard, listening on $DASHBOARD_HOST)."

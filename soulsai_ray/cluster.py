@@ -6,22 +6,48 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
+from ray._raylet import Config as RayConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from soulsai_ray.config import ClusterConfig
+from soulsai_ray.typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
 
+def _require_cluster_token() -> None:
+    """Raises ConfigError unless Ray can find a cluster token (in the order Ray looks)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return
+    path_from_env = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(path_from_env) if path_from_env else Path.home() / ".ray" / "auth_token"
+    try:
+        if path.read_text().strip():
+            return
+    except OSError:
+        pass
+    where = (
+        f"RAY_AUTH_TOKEN_PATH={path}" if path_from_env else f"{path} (RAY_AUTH_TOKEN_PATH unset)"
+    )
+    raise ConfigError(
+        "cluster.address",
+        f"joining a cluster needs its token, but none was found: RAY_AUTH_TOKEN is unset and "
+        f"{where} is missing or empty; copy the head's token file there or set RAY_AUTH_TOKEN_PATH",
+    )
+
+
 def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, Any]:
     """Starts an embedded local Ray (``cfg.address`` None) or joins a running cluster.
 
-    A local Ray binds to 127.0.0.1 only: a one-machine run needs no outside connections.
+    A local Ray binds to 127.0.0.1 only: a one-machine run needs no outside connections. A
+    cluster is joined with token authentication, whatever ``RAY_AUTH_MODE`` says: the token comes
+    from ``RAY_AUTH_TOKEN``, else the file at ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``.
 
     Args:
         cfg: Cluster settings.
@@ -30,6 +56,9 @@ def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, An
 
     Returns:
         Ray's context info (addresses of the node that was started or joined).
+
+    Raises:
+        ConfigError: ``cluster.address`` is set but no cluster token can be found.
     """
     runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
     if cfg.address is None:
@@ -46,6 +75,11 @@ def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, An
             configure_logging=False,
         )
     else:
+        _require_cluster_token()
+        os.environ["RAY_AUTH_MODE"] = "token"
+        # Ray reads RAY_AUTH_MODE into its config when it is imported; re-read it, as Ray itself
+        # does when it turns token authentication on for a new local cluster.
+        RayConfig.initialize("")
         context = ray.init(address=cfg.address, runtime_env=runtime_env, log_to_driver=True)
     return dict(context.address_info)
 

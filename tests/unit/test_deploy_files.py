@@ -18,6 +18,27 @@ from soulsai_ray.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
+PORT_PINS = {
+    "scripts/start_head.sh": r"\[([a-z-]*port)\]=(\d+)",
+    "scripts/join_cluster.sh": r"\[([a-z-]*port)\]=(\d+)",
+    "scripts/join_cluster.ps1": r'"([a-z-]*port)" = (\d+)',
+    "docker/entrypoint.sh": r"--([a-z-]*port)=(\d+)",
+}
+"""How each deployment file pins a `ray start` port flag to a value."""
+HEAD_ONLY_PORTS = {"port", "ray-client-server-port", "dashboard-port"}
+
+
+def _pinned_ports(path: str) -> dict[str, int]:
+    found = re.findall(PORT_PINS[path], (ROOT / path).read_text())
+    pins = {name: int(port) for name, port in found}
+    assert len(pins) == len(found), f"{path} pins a port twice"
+    return pins
+
+
+def _readme_security_ports() -> set[int]:
+    section = (ROOT / "README.md").read_text().split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\|\s*\d", line)]
+    return {int(n) for row in rows for n in re.findall(r"\d+", row.split("|")[1])}
 
 
 def test_dockerfile_copies_existing_paths():
@@ -91,8 +112,43 @@ def test_windows_join_script_sets_what_windows_nodes_need():
         'RAY_AUTH_MODE = "token"',
         "RAY_AUTH_TOKEN_PATH",
         "soulsgym",
+        "Get-Acl",
+        '"S-1-1-0", "S-1-5-32-545", "S-1-5-11"',
+        "icacls",
     ):
         assert needle in text
+
+
+@pytest.mark.parametrize("path", PORT_PINS)
+def test_readme_security_table_lists_every_pinned_port(path):
+    pinned = _pinned_ports(path)
+    assert pinned, f"no pinned ports found in {path}"
+    listed = _readme_security_ports()
+    missing = {name: port for name, port in pinned.items() if port not in listed}
+    assert not missing, f"{path} pins ports the README's Security table does not list: {missing}"
+
+
+def test_readme_security_table_lists_only_ports_the_head_pins():
+    assert _readme_security_ports() == set(_pinned_ports("scripts/start_head.sh").values())
+
+
+def test_every_node_pins_the_same_ports():
+    head = _pinned_ports("scripts/start_head.sh")
+    assert set(head) > HEAD_ONLY_PORTS
+    node = {name: port for name, port in head.items() if name not in HEAD_ONLY_PORTS}
+    assert _pinned_ports("scripts/join_cluster.sh") == node
+    assert _pinned_ports("scripts/join_cluster.ps1") == node
+    assert _pinned_ports("docker/entrypoint.sh") == head
+
+
+def test_docker_env_is_git_ignored_and_created_private():
+    assert "docker/.env" in (ROOT / ".gitignore").read_text().splitlines()
+    for doc in ("README.md", "docker/docker-compose.yml"):
+        lines = (ROOT / doc).read_text().splitlines()
+        writes = [i for i, line in enumerate(lines) if "> docker/.env" in line]
+        assert writes, f"{doc} no longer shows how docker/.env is made"
+        for i in writes:
+            assert "chmod 600 docker/.env" in lines[i - 1] + lines[i], f"{doc}:{i + 1}"
 
 
 def test_join_script_reports_unreachable_head_clearly(tmp_path):
