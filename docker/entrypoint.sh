@@ -9,6 +9,8 @@ set -euo pipefail
 PORTS=(--object-manager-port=8076 --node-manager-port=8077 --dashboard-agent-grpc-port=8078
        --runtime-env-agent-port=8079 --metrics-export-port=8080 --dashboard-agent-listen-port=52365
        --min-worker-port=10002 --max-worker-port=10999)
+# The head's autoscaler and dashboard metrics endpoints take their ports from the environment.
+export AUTOSCALER_METRIC_PORT=44217 DASHBOARD_METRIC_PORT=44227
 role="${1:-head}"; shift || true
 case "$role" in
   head)

@@ -25,6 +25,13 @@ declare -A PORTS=(
   [min-worker-port]=10002
   [max-worker-port]=10999
 )
+# The head's own Prometheus endpoints (autoscaler and dashboard metrics) take their ports from
+# these environment variables, not from flags, and listen on every address: pin them too.
+declare -A HEAD_METRICS=(
+  [AUTOSCALER_METRIC_PORT]=44217      # head only; Prometheus on the head reads it locally
+  [DASHBOARD_METRIC_PORT]=44227       # head only; Prometheus on the head reads it locally
+)
+for name in "${!HEAD_METRICS[@]}"; do export "$name=${HEAD_METRICS[$name]}"; done
 NODE_IP=""
 DASHBOARD_HOST=127.0.0.1
 NUM_CPUS=""
@@ -128,4 +135,5 @@ printf '    %-13s %s\n' \
   "${PORTS[metrics-export-port]}" "metrics export, on every node; from the head (Prometheus)"
 echo "Keep closed: ${PORTS[runtime-env-agent-port]} (runtime env agent, used by its own node)," \
   "${PORTS[ray-client-server-port]} (Ray Client server, unused: drivers run on the head),"
-echo "and ${PORTS[dashboard-port]} (dashboard, listening on $DASHBOARD_HOST)."
+echo "${HEAD_METRICS[AUTOSCALER_METRIC_PORT]}, ${HEAD_METRICS[DASHBOARD_METRIC_PORT]} (head metrics, read by a Prometheus on the head)," \
+  "and ${PORTS[dashboard-port]} (dashboard, listening on $DASHBOARD_HOST)."

@@ -19,13 +19,19 @@ from soulsai_ray.config import parse_config
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PORT_PINS = {
-    "scripts/start_head.sh": r"\[([a-z-]*port)\]=(\d+)",
+    "scripts/start_head.sh": r"\[([a-z-]*port|[A-Z_]*METRIC_PORT)\]=(\d+)",
     "scripts/join_cluster.sh": r"\[([a-z-]*port)\]=(\d+)",
     "scripts/join_cluster.ps1": r'"([a-z-]*port)" = (\d+)',
-    "docker/entrypoint.sh": r"--([a-z-]*port)=(\d+)",
+    "docker/entrypoint.sh": r"(?:--)?([a-z-]*port|[A-Z_]*METRIC_PORT)=(\d+)",
 }
 """How each deployment file pins a `ray start` port flag to a value."""
-HEAD_ONLY_PORTS = {"port", "ray-client-server-port", "dashboard-port"}
+HEAD_ONLY_PORTS = {
+    "port",
+    "ray-client-server-port",
+    "dashboard-port",
+    "AUTOSCALER_METRIC_PORT",
+    "DASHBOARD_METRIC_PORT",
+}
 
 
 def _pinned_ports(path: str) -> dict[str, int]:

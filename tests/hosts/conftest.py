@@ -1,0 +1,132 @@
+"""A LAN of network namespaces: a head and game PCs joined with the scripts a user runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from lan import Host, Lan, can_build_a_lan
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+GAME_PCS = 2
+
+
+def readme_ports() -> dict[str, set[int]]:
+    """The README Security table: ports by who may reach them (``head``, ``pc``) and ``all``.
+
+    A row whose "open to" column starts with "nobody" is documented but stays closed.
+    """
+    section = (ROOT / "README.md").read_text().split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    ports: dict[str, set[int]] = {"head": set(), "pc": set(), "all": set()}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) != 4 or not re.match(r"\d", cells[0]):
+            continue
+        bounds = [int(n) for n in re.findall(r"\d+", cells[0])]
+        numbers = set(range(bounds[0], bounds[-1] + 1))
+        ports["all"] |= numbers
+        if cells[3].startswith("nobody"):
+            continue
+        if "head" in cells[2] or "every node" in cells[2]:
+            ports["head"] |= numbers
+        if "every node" in cells[2]:
+            ports["pc"] |= numbers
+    return ports
+
+
+@dataclass
+class Cluster:
+    """A running LAN cluster: the head, the game PCs and where their logs are."""
+
+    lan: Lan
+    head: Host
+    pcs: list[Host]
+    token: Path
+    python: str = sys.executable
+
+    def script(self, host: Host, name: str, *args: str, timeout: float = 180, **env: str):
+        return self.lan.run(
+            host, ["bash", str(SCRIPTS / name), *args], self.lan.env(host, **env), timeout
+        )
+
+    def join(self, pc: Host, token: Path, *extra: str):
+        return self.script(
+            pc,
+            "join_cluster.sh",
+            f"{self.head.ip}:6379",
+            "--token-file",
+            str(token),
+            "--resources",
+            '{"soulsgym": 1}',
+            "--num-cpus",
+            "1",
+            *extra,
+        )
+
+    def token_copy(self, host: Host) -> Path:
+        """The head's token, copied to ``host`` the way the README says (mode 0600)."""
+        copy = host.root / "auth_token"
+        shutil.copyfile(self.token, copy)
+        copy.chmod(0o600)
+        return copy
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """Head at 10.77.0.1, game PCs at .11, .12, each behind a firewall that admits only the
+    README's ports; the head started by start_head.sh, the PCs joined by join_cluster.sh."""
+    reason = can_build_a_lan()
+    if reason is not None:
+        pytest.skip(reason)
+    lan = Lan()
+    try:
+        ports = readme_ports()
+        head = lan.add_host("head", 1)
+        pcs = [lan.add_host(f"pc{i}", 10 + i) for i in range(1, GAME_PCS + 1)]
+        lan.firewall(head, ports["head"])
+        for pc in pcs:
+            lan.firewall(pc, ports["pc"])
+        token = head.root / "secret" / "auth_token"
+        cluster = Cluster(lan, head, pcs, token)
+        started = cluster.script(
+            head,
+            "start_head.sh",
+            "--node-ip",
+            head.ip,
+            "--num-cpus",
+            "2",
+            RAY_AUTH_TOKEN_PATH=str(token),
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        for pc in pcs:
+            joined = cluster.join(pc, cluster.token_copy(pc))
+            assert joined.returncode == 0, joined.stdout + joined.stderr
+        _wait_for_nodes(cluster, 1 + GAME_PCS)
+        yield cluster
+    finally:
+        lan.close()
+
+
+def _wait_for_nodes(cluster: Cluster, count: int, timeout_s: float = 60) -> None:
+    code = (
+        "import ray; ray.init(address='auto', logging_level='ERROR');"
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    env = cluster.lan.env(
+        cluster.head, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(cluster.token)
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = cluster.lan.run(cluster.head, [cluster.python, "-c", code], env, timeout=60)
+        alive = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+        if alive == [str(count)]:
+            return
+        assert time.monotonic() < deadline, f"{count} nodes never alive: {done.stdout}{done.stderr}"
+        time.sleep(1)
