@@ -210,7 +210,7 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
             learning_starts=500,
             batch_size=64,
             replay_ratio=64,
-            weight_sync_every=10,
+            weight_sync_every=1,
             push_every=16,
             collect_steps=64,
             collect_time_s=0.5,  # short calls: the measurement sees steps within 0.5 s

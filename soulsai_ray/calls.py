@@ -11,7 +11,7 @@ in; these classes only keep the books, so they are unit tested without a cluster
 
     health = ActorHealth()
     health.failed(index)   -> True once per outage (the first failed call after a success)
-    health.succeeded(index)
+    health.succeeded(index) -> seconds the outage lasted if the actor was down, else None
 
     stalls = StallWatch(timeout_s=60)
     stalls.report(index, busy_s, now)         # the actor's env call has run busy_s seconds
@@ -81,8 +81,10 @@ class ActorHealth:
     one outage (the actor restarting, or its node gone) count once.
     """
 
-    def __init__(self) -> None:
-        self._down: set[int] = set()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._down: dict[int, float] = {}
+        """Actors that are down, with when they went down."""
+        self._clock = clock
         self.outages = 0
 
     def failed(self, key: int, count: bool = True) -> bool:
@@ -93,13 +95,14 @@ class ActorHealth:
         """
         if key in self._down:
             return False
-        self._down.add(key)
+        self._down[key] = self._clock()
         self.outages += count
         return True
 
-    def succeeded(self, key: int) -> None:
-        """Records a successful call."""
-        self._down.discard(key)
+    def succeeded(self, key: int) -> float | None:
+        """Records a successful call; returns how long actor ``key`` was down, None if it was up."""
+        since = self._down.pop(key, None)
+        return None if since is None else self._clock() - since
 
     def is_up(self, key: int) -> bool:
         return key not in self._down
@@ -166,3 +169,32 @@ class StallWatch:
             if max(probe.busy_s, unanswered_for) > self.timeout_s:
                 out.append(key)
         return out
+
+
+class NodeMembership:
+    """Which nodes of the cluster are alive, and how many joined and were lost since the start.
+
+    Fed with the alive nodes (id -> address) as the control store lists them; the first listing
+    is the baseline. A game PC that drops off and rejoins is one node lost and one joined (Ray
+    gives it a new node id).
+    """
+
+    def __init__(self) -> None:
+        self._alive: dict[str, str] | None = None
+        self.joined = 0
+        self.lost = 0
+
+    @property
+    def num_alive(self) -> int:
+        return len(self._alive or {})
+
+    def update(self, alive: dict[str, str]) -> tuple[list[str], list[str]]:
+        """Records the nodes alive now; returns the addresses of those that joined and were lost."""
+        before, self._alive = self._alive, dict(alive)
+        if before is None:
+            return [], []
+        joined = [alive[n] for n in alive.keys() - before.keys()]
+        lost = [before[n] for n in before.keys() - alive.keys()]
+        self.joined += len(joined)
+        self.lost += len(lost)
+        return sorted(joined), sorted(lost)

@@ -116,6 +116,15 @@ def actor_status(handle: Any) -> ActorStatus | None:
     return ActorStatus(str(info.get("State", "")), int(info.get("NumRestarts", 0)))
 
 
+def alive_nodes() -> dict[str, str] | None:
+    """The cluster's alive nodes as ``{node id: address}``, from the GCS; None if unreadable."""
+    try:
+        return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    except Exception as err:  # noqa: BLE001 - a GCS hiccup must not stop training
+        logger.debug("node list unavailable: %s", err)
+        return None
+
+
 def missing_local_resources(resources: dict[str, float]) -> dict[str, float]:
     """Custom resources (of ``resources``) that no node of the connected cluster offers enough of."""
     totals = ray.cluster_resources()

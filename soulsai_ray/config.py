@@ -134,7 +134,8 @@ class DQNConfig:
     publish_every: int = 50
     """Updates between weight publications to the rollout actors."""
     weight_sync_every: int = 64
-    """Env steps between a rollout actor's checks for newer weights."""
+    """Fewest env steps between two weight installs of a rollout actor. Newer weights are
+    announced to actors as they are published; 1 installs each at the next env step."""
     max_model_lag: int = 20
     """Samples from policies more than this many versions old are dropped."""
     push_every: int = 64

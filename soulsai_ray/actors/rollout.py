@@ -13,9 +13,13 @@ from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import make_env
 from soulsai_ray.sampling import EpsilonGreedySampler
 
-POLL_CHECK_EVERY = 8
 PUSH_TIMEOUT_S = 60.0
 WEIGHTS_TIMEOUT_S = 120.0
+LONG_POLL_S = 30.0
+"""How long the weight store may hold a ``wait_newer`` call before answering with no news."""
+WEIGHTS_CHECK_EVERY_S = 0.005
+"""Least time between two looks at the open ``wait_newer`` call (bounds its cost in fast envs)."""
+WEIGHTS_RETRY_S = 1.0
 
 
 @dataclass
@@ -42,9 +46,10 @@ class RolloutActor(RolloutShell):
     """Samples with epsilon-greedy exploration; never waits for the learner.
 
     Each ``collect`` call runs the env for up to ``collect_steps`` steps or ``collect_time_s``
-    seconds, pushes completed transitions to replay every ``push_every`` transitions with at most
-    ``max_inflight_pushes`` unacknowledged, and polls the weight store every
-    ``weight_sync_every`` steps without blocking.
+    seconds, and pushes completed transitions to replay every ``push_every`` transitions with at
+    most ``max_inflight_pushes`` unacknowledged. It keeps one ``WeightStore.wait_newer`` call open,
+    which answers when new weights are published, and installs them at the next env step
+    (at most once every ``weight_sync_every`` steps), never blocking on it.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class RolloutActor(RolloutShell):
         )
         self._push_refs: list[ray.ObjectRef] = []
         self._poll_ref: ray.ObjectRef | None = None
+        self._poll_retry_at = 0.0
+        self._last_check = 0.0
         self._steps_since_sync = 0
         self._weight_loads: list[tuple[int, float]] = []
         self._errors: list[str] = []
@@ -96,9 +103,7 @@ class RolloutActor(RolloutShell):
         for step in range(self.cfg.collect_steps):
             self.sampler.step(eps)
             self._steps_since_sync += 1
-            if self._steps_since_sync >= self.cfg.weight_sync_every or (
-                self._poll_ref is not None and step % POLL_CHECK_EVERY == 0
-            ):
+            if self._steps_since_sync >= self.cfg.weight_sync_every:
                 self._sync_weights(blocking=False)
             if (step + 1) % self.cfg.push_every == 0:
                 self._push()
@@ -141,16 +146,22 @@ class RolloutActor(RolloutShell):
                 self._errors.append("a push was lost: replay restarted before acknowledging it")
 
     def _sync_weights(self, blocking: bool) -> None:
-        """Polls the weight store; a failed poll is reported and retried at the next sync."""
+        """Installs the answer of the open ``wait_newer`` call if it has come, then opens the next.
+
+        ``blocking`` (before the first weights) waits for the answer. A failed call (the store
+        restarting) is reported and opened again after ``WEIGHTS_RETRY_S``.
+        """
+        now = time.monotonic()
         if self._poll_ref is None:
-            self._poll_ref = self.weight_store.latest.remote()
-            self._steps_since_sync = 0
-            if not blocking:
+            if now < self._poll_retry_at and not blocking:
                 return
+            self._open_poll()
+        if not blocking and now - self._last_check < WEIGHTS_CHECK_EVERY_S:
+            return
+        self._last_check = now
         ready, _ = ray.wait([self._poll_ref], timeout=WEIGHTS_TIMEOUT_S if blocking else 0)
         if not ready:
             if blocking:
-                self._poll_ref = None
                 raise TimeoutError(
                     f"the weight store did not answer within {WEIGHTS_TIMEOUT_S:.0f}s"
                 )
@@ -161,8 +172,15 @@ class RolloutActor(RolloutShell):
             if version != self.sampler.version and ref:
                 self.sampler.load_weights(ray.get(ref[0], timeout=WEIGHTS_TIMEOUT_S), version)
                 self._weight_loads.append((version, time.time()))
+                self._steps_since_sync = 0
         except (ray.exceptions.RayError, ValueError) as err:  # store restarting, weights freed
             self._errors.append(f"weight poll failed ({type(err).__name__}); retrying")
+            self._poll_retry_at = now + WEIGHTS_RETRY_S
+            return
+        self._open_poll()
+
+    def _open_poll(self) -> None:
+        self._poll_ref = self.weight_store.wait_newer.remote(self.sampler.version, LONG_POLL_S)
 
     def _report(self, eps: float) -> CollectReport:
         if self._push_refs:

@@ -25,7 +25,8 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
 
-from soulsai_ray.cluster import actor_status
+from soulsai_ray.calls import NodeMembership
+from soulsai_ray.cluster import actor_status, alive_nodes
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.envs import EnvSpec
@@ -105,6 +106,8 @@ class TrainingLoop:
             "weights": c.weight_store_restarts,
         }
         self._failures_before, self._stalls_before = c.actor_failures, c.env_stalls
+        self.nodes = NodeMembership()
+        self._nodes_before = (c.nodes_joined, c.nodes_lost)
 
     def build(self) -> None:
         raise NotImplementedError
@@ -129,6 +132,7 @@ class TrainingLoop:
         try:
             if self.stop_requested is not None:  # a signal arrived while Ray started
                 raise StopDuringStartup
+            self._watch_nodes()  # the nodes there at the start; later ones count as joined
             self.build()
         except StopDuringStartup:
             logger.warning("stopped (%s) before training began", self.stop_requested)
@@ -265,8 +269,23 @@ class TrainingLoop:
         c.weight_store_restarts = before["weights"] + seen.get("weights", 0)
         c.actor_failures = self._failures_before + self.fleet.failures
         c.env_stalls = self._stalls_before + self.fleet.stalls
+        self._watch_nodes()
         if lost is not None and raise_lost:
             raise ActorLost(lost)
+
+    def _watch_nodes(self) -> None:
+        """Counts (and logs) the nodes that joined or were lost since the last look."""
+        alive = alive_nodes()
+        if alive is None:
+            return
+        joined, lost = self.nodes.update(alive)
+        for address in joined:
+            logger.info("a node joined the cluster: %s", address)
+        for address in lost:
+            logger.warning("a node left the cluster or was declared dead: %s", address)
+        c = self.counters
+        c.nodes_joined = self._nodes_before[0] + self.nodes.joined
+        c.nodes_lost = self._nodes_before[1] + self.nodes.lost
 
     def common_scalars(self) -> dict[str, float | int]:
         """Telemetry every loop writes: fleet health, faults, bad data, progress."""
@@ -274,6 +293,9 @@ class TrainingLoop:
         return {
             "dist/actors_alive": self.fleet.num_alive,
             "dist/actors": len(self.fleet),
+            "dist/nodes_alive": self.nodes.num_alive,
+            "dist/nodes_joined": c.nodes_joined,
+            "dist/nodes_lost": c.nodes_lost,
             "dist/actor_failures": c.actor_failures,
             "dist/learner_failures": c.learner_failures,
             "dist/actor_restarts": c.actor_restarts,

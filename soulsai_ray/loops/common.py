@@ -43,6 +43,10 @@ class RunCounters:
     learner_restarts: int = 0
     replay_restarts: int = 0
     weight_store_restarts: int = 0
+    nodes_joined: int = 0
+    """Nodes that joined the cluster after the run started (a rejoining game PC counts again)."""
+    nodes_lost: int = 0
+    """Nodes that left the cluster or were declared dead by Ray."""
     checkpoint_failures: int = 0
     """Periodic checkpoints that could not be written (disk full, permissions); retried later."""
     nan_rollbacks: int = 0

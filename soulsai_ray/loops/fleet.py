@@ -215,7 +215,9 @@ class RolloutFleet:
                 )
             self._retry_at[call.key] = time.monotonic() + RETRY_DOWN_S
             return Outcome(call.key, None, call.extra, failed=True)
-        self.health.succeeded(call.key)
+        down_s = self.health.succeeded(call.key)
+        if down_s is not None:
+            logger.info("rollout actor %d is back after %.0fs", call.key, down_s)
         return Outcome(call.key, value, call.extra, failed=False)
 
     def _probe_progress(self) -> None:

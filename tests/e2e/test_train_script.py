@@ -26,6 +26,7 @@ REQUIRED_SCALARS = {
     "dist/model_lag_mean",
     "dist/samples_rejected",
     "dist/actors_alive",
+    "dist/nodes_alive",
 }
 
 

@@ -108,13 +108,13 @@ def cluster() -> Iterator[Cluster]:
         for pc in pcs:
             joined = cluster.join(pc, cluster.token_copy(pc))
             assert joined.returncode == 0, joined.stdout + joined.stderr
-        _wait_for_nodes(cluster, 1 + GAME_PCS)
+        wait_for_nodes(cluster, 1 + GAME_PCS)
         yield cluster
     finally:
         lan.close()
 
 
-def _wait_for_nodes(cluster: Cluster, count: int, timeout_s: float = 60) -> None:
+def wait_for_nodes(cluster: Cluster, count: int, timeout_s: float = 60) -> None:
     code = (
         "import ray; ray.init(address='auto', logging_level='ERROR');"
         "print(sum(n['Alive'] for n in ray.nodes()))"

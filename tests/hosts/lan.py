@@ -220,19 +220,26 @@ class Lan:
         _ip("link", "set", host.link, "up" if up else "down", ns=host.ns)
 
     def pids(self, host: Host) -> list[int]:
+        """Pids of the processes in ``host``'s namespace."""
         out = _ip("netns", "pids", host.ns, check=False).stdout
         return [int(p) for p in out.split()]
 
-    def close(self) -> None:
-        """Kills every process in the LAN's namespaces, deletes them and the temp folders."""
+    def kill(self, *hosts: Host) -> None:
+        """Ends every process of ``hosts`` by pid: SIGTERM, then SIGKILL after 5 s."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for host in self.hosts.values():
+            for host in hosts:
                 for pid in self.pids(host):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
             deadline = time.monotonic() + 5
-            while any(self.pids(h) for h in self.hosts.values()) and time.monotonic() < deadline:
+            while any(self.pids(h) for h in hosts) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if not any(self.pids(h) for h in hosts):
+                return
+
+    def close(self) -> None:
+        """Kills every process in the LAN's namespaces, deletes them and the temp folders."""
+        self.kill(*self.hosts.values())
         for ns in [h.ns for h in self.hosts.values()] + [self.bridge_ns]:
             _ip("netns", "delete", ns, check=False)
         shutil.rmtree(self.base, ignore_errors=True)

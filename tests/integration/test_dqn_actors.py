@@ -9,9 +9,11 @@ import pytest
 import ray
 
 from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
+from soulsai_ray.actors.rollout import WEIGHTS_RETRY_S
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
 from soulsai_ray.inbound import Limits
+from soulsai_ray.models import QNetwork, state_dict_to_numpy
 from soulsai_ray.replay import TransitionBatch
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -63,7 +65,7 @@ def test_learner_gets_data_from_every_actor_and_versions_reach_every_actor(wired
     train = ray.get(learner.train.remote(40))
     assert train.updates == 40
     assert train.version == 40 // cfg.algo.publish_every
-    assert ray.get(store.latest.remote())[0] == train.version
+    _wait_for_version(store, train.version)
     before = ray.get(replay.stats.remote())["accepted"]
     reports = ray.get([a.collect.remote(400) for a in actors])
     # weight_sync_every=16 < collect_steps: each actor has picked up the newest version
@@ -82,7 +84,7 @@ def test_learner_republishes_above_a_floor_after_a_restart(wired):
     ray.get([a.collect.remote(0) for a in actors])
     ray.get([a.flush.remote() for a in actors])
     assert ray.get(learner.republish.remote(41)) == 42
-    assert ray.get(store.latest.remote())[0] == 42
+    _wait_for_version(store, 42)
     report = ray.get(learner.train.remote(cfg.algo.publish_every))
     assert report.version == 43  # versions go on above the floor
 
@@ -145,3 +147,69 @@ def test_a_restarted_learner_skips_a_forged_checkpoint_and_restores_the_good_one
     assert version == 2  # the good checkpoint's version, not the forged one's
     assert not marker.exists()
     ray.kill(learner)
+
+
+def test_the_weight_store_answers_a_waiting_actor_as_soon_as_a_new_version_is_published():
+    store = WeightStore.remote()
+    ref = [ray.put(np.zeros(3))]
+    waiting = store.wait_newer.remote(-1, 30.0)
+    assert ray.wait([waiting], timeout=0.5)[0] == []  # nothing published yet: it waits
+    start = time.monotonic()
+    ray.get(store.publish.remote(4, ref))
+    assert ray.get(waiting, timeout=5)[0] == 4 and time.monotonic() - start < 0.5
+    assert ray.get(store.wait_newer.remote(3, 30.0), timeout=5)[0] == 4  # differs: at once
+    start = time.monotonic()
+    assert ray.get(store.wait_newer.remote(4, 0.3), timeout=5)[0] == 4  # no news: after 0.3 s
+    assert time.monotonic() - start >= 0.3
+    ray.get(store.publish.remote(2, [ray.put(np.ones(3))]))  # older: ignored
+    assert ray.get(store.latest.remote())[0] == 4
+    ray.kill(store)
+
+
+def test_new_weights_reach_a_game_rate_actor_within_a_few_env_steps_and_survive_a_store_restart():
+    cfg = _cfg(weight_sync_every=1, collect_steps=10_000, collect_time_s=6.0)
+    cfg.env.step_latency_s = 0.05  # 20 steps/s: one env step is 50 ms
+    store = WeightStore.options(name="sync-weights", max_restarts=1).remote()
+    learner_like = _policy_weights(cfg)
+    ray.get(store.publish.remote(0, [ray.put(learner_like)]))
+    actor = RolloutActor.options(num_cpus=0).remote(cfg, 0, 1, "sync-replay", "sync-weights")
+    replay = ReplayActor.options(name="sync-replay").remote(cfg.algo, Limits.for_run(cfg, 8, 4), 0)
+    ray.get(actor.spec.remote())  # constructed
+    collect = actor.collect.remote(0)
+    time.sleep(0.5)  # it has installed version 0 and samples
+    published = {}
+    for version in range(1, 6):
+        time.sleep(0.6)
+        if version == 3:  # the store dies and comes back empty; the driver republishes
+            ray.kill(store, no_restart=False)
+            _wait_for_version(store, -1)
+        published[version] = time.time()
+        ray.get(store.publish.remote(version, [ray.put(learner_like)]))
+    report = ray.get(collect, timeout=60)
+    loads = dict(report.weight_loads)
+    assert set(loads) == {0, 1, 2, 3, 4, 5}, report
+    latency = {v: loads[v] - published[v] for v in published}
+    # at most one env step plus the transfer; after the restart, the actor's retry pause
+    assert max(latency[v] for v in (1, 2, 4, 5)) < 0.25, latency
+    assert latency[3] < 0.25 + WEIGHTS_RETRY_S, latency
+    for handle in (actor, replay, store):
+        ray.kill(handle)
+
+
+def _policy_weights(cfg: TrainConfig) -> dict[str, np.ndarray]:
+    net = QNetwork(8, 4, cfg.algo.hidden_sizes, cfg.algo.dueling)
+    return state_dict_to_numpy(net)
+
+
+def _wait_for_version(store, version: int) -> None:
+    """Waits until the store holds ``version`` (publishes are one-way calls; -1: restarted)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            held = ray.get(store.latest.remote(), timeout=10)[0]
+        except ray.exceptions.RayActorError:  # restarting
+            held = None
+        if held == version:
+            return
+        assert time.monotonic() < deadline, (held, version)
+        time.sleep(0.05)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from soulsai_ray.calls import ActorHealth, InFlight, StallWatch
+from soulsai_ray.calls import ActorHealth, InFlight, NodeMembership, StallWatch
 from soulsai_ray.replay_ratio import ReplayRatio
 
 
@@ -50,6 +50,17 @@ def test_health_counts_one_outage_per_failure_streak():
     assert not health.is_up(0) and health.num_up(range(2)) == 1
     health.succeeded(0)
     assert health.failed(0) and health.outages == 2
+
+
+def test_health_says_how_long_each_outage_lasted():
+    now = [100.0]
+    health = ActorHealth(clock=lambda: now[0])
+    assert health.succeeded(0) is None  # never down
+    health.failed(0)
+    now[0] = 104.0
+    health.failed(0)  # the same outage: its start stays
+    now[0] = 130.5
+    assert health.succeeded(0) == 30.5 and health.succeeded(0) is None
 
 
 def test_stall_watch_flags_long_env_calls_and_unanswered_heartbeats():
@@ -153,3 +164,16 @@ def test_elastic_epsilons_stay_spread_as_the_fleet_grows():
     eps = [elastic_apex_epsilon(i, 0.4, 7.0) for i in range(8)]
     assert eps[0] == pytest.approx(0.4) and eps[1] == pytest.approx(0.4**8)
     assert len(set(eps)) == 8  # a joining actor never copies another's epsilon
+
+
+def test_node_membership_counts_joins_and_losses_after_the_first_listing():
+    nodes = NodeMembership()
+    assert nodes.update({"a": "10.0.0.1", "b": "10.0.0.2"}) == ([], [])  # the baseline
+    assert (nodes.joined, nodes.lost, nodes.num_alive) == (0, 0, 2)
+    assert nodes.update({"a": "10.0.0.1"}) == ([], ["10.0.0.2"])
+    # the PC rejoins under a new node id, and a new PC arrives
+    assert nodes.update({"a": "10.0.0.1", "c": "10.0.0.2", "d": "10.0.0.3"}) == (
+        ["10.0.0.2", "10.0.0.3"],
+        [],
+    )
+    assert (nodes.joined, nodes.lost, nodes.num_alive) == (2, 1, 3)
