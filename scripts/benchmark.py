@@ -5,6 +5,7 @@
     python scripts/benchmark.py solve --algo dqn --env lunarlander --baseline sb3
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
     python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
+    sudo python scripts/benchmark.py scale --hosts 1 2 4 8 --rate 20 --delay-ms 30
     python scripts/benchmark.py soak --minutes 30 --algo dqn --seed 0
 
 ``throughput`` measures the env steps/s that PPO rollout actors deliver (batches fetched by the
@@ -12,7 +13,9 @@ driver, as the learner receives them) on LunarLander against a single-process lo
 the same vector env with the same policy network, in the same command. ``scale`` runs DQN with
 N rollout actors on a latency-bound env (a game at a fixed step rate) across simulated nodes of a
 local multi-node cluster and reports aggregate env steps/s against N x rate, the learner's update
-rate, the model lag and how long a weight publish takes to reach the actors (p50/p99).
+rate, the model lag and how long a weight publish takes to reach the actors (p50/p99). With
+``--hosts`` the game PCs are real network hosts (namespaces joined by the scripts a user runs;
+see ``scripts/scale_hosts.py``).
 
 ``soak`` trains on game-rate envs across simulated game-PC nodes while it SIGKILLs every actor
 kind and the driver (then resumes it), freezes envs and fills the checkpoint disk on a seeded
@@ -277,6 +280,11 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
+    if args.hosts:
+        from scale_hosts import cmd_scale_hosts
+
+        cmd_scale_hosts(args)
+        return
     print(
         f"latency-bound env at {args.rate:g} steps/s per actor, {args.nodes} simulated nodes, DQN learning"
     )
@@ -335,6 +343,14 @@ def main() -> None:
     scale.add_argument("--nodes", type=int, default=4, help="simulated game-PC nodes")
     scale.add_argument("--rate", type=float, default=20.0, help="env steps/s per actor")
     scale.add_argument("--seconds", type=float, default=30.0, help="measurement window per N")
+    scale.add_argument(
+        "--hosts",
+        type=int,
+        nargs="*",
+        help="game-PC network namespaces per run (needs root): real hosts instead of --actors",
+    )
+    scale.add_argument("--delay-ms", type=int, default=30, help="--hosts: link delay (netem)")
+    scale.add_argument("--loss-pct", type=float, default=0.0, help="--hosts: link loss")
     scale.add_argument("--json", help="write the table to this file")
     scale.set_defaults(func=cmd_scale)
     soak = sub.add_parser("soak", help="chaos soak: faults of every kind on a seeded schedule")

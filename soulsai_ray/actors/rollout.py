@@ -8,18 +8,13 @@ from dataclasses import dataclass, field
 import ray
 
 from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
+from soulsai_ray.actors.weight_client import WEIGHTS_TIMEOUT_S, WeightClient
 from soulsai_ray.algos.exploration import apex_epsilon, elastic_apex_epsilon, linear_epsilon
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import make_env
 from soulsai_ray.sampling import EpsilonGreedySampler
 
 PUSH_TIMEOUT_S = 60.0
-WEIGHTS_TIMEOUT_S = 120.0
-LONG_POLL_S = 30.0
-"""How long the weight store may hold a ``wait_newer`` call before answering with no news."""
-WEIGHTS_CHECK_EVERY_S = 0.005
-"""Least time between two looks at the open ``wait_newer`` call (bounds its cost in fast envs)."""
-WEIGHTS_RETRY_S = 1.0
 
 
 @dataclass
@@ -47,9 +42,9 @@ class RolloutActor(RolloutShell):
 
     Each ``collect`` call runs the env for up to ``collect_steps`` steps or ``collect_time_s``
     seconds, and pushes completed transitions to replay every ``push_every`` transitions with at
-    most ``max_inflight_pushes`` unacknowledged. It keeps one ``WeightStore.wait_newer`` call open,
-    which answers when new weights are published, and installs them at the next env step
-    (at most once every ``weight_sync_every`` steps), never blocking on it.
+    most ``max_inflight_pushes`` unacknowledged. Its :class:`WeightClient` fetches each new
+    weight version in the background as it is published; the actor installs the newest at its
+    next env step (at most once every ``weight_sync_every`` steps), never waiting for it.
     """
 
     def __init__(
@@ -67,7 +62,7 @@ class RolloutActor(RolloutShell):
         self.num_actors = num_actors
         self._replay_name = replay
         self._replay: ray.actor.ActorHandle | None = None
-        self.weight_store = ray.get_actor(weight_store)
+        self.weights = WeightClient(ray.get_actor(weight_store))
         env_cfg = cfg.env
         self.sampler = EpsilonGreedySampler(
             lambda: make_env(env_cfg),
@@ -78,9 +73,6 @@ class RolloutActor(RolloutShell):
             max_abs_reward=env_cfg.max_abs_reward,
         )
         self._push_refs: list[ray.ObjectRef] = []
-        self._poll_ref: ray.ObjectRef | None = None
-        self._poll_retry_at = 0.0
-        self._last_check = 0.0
         self._steps_since_sync = 0
         self._weight_loads: list[tuple[int, float]] = []
         self._errors: list[str] = []
@@ -97,14 +89,14 @@ class RolloutActor(RolloutShell):
     def collect(self, global_env_steps: int) -> CollectReport:
         """Samples for a while and reports finished episodes and faults."""
         if self.sampler.version < 0:
-            self._sync_weights(blocking=True)
+            self._install_weights(blocking=True)
         eps = self.epsilon(global_env_steps)
         deadline = time.monotonic() + self.cfg.collect_time_s
         for step in range(self.cfg.collect_steps):
             self.sampler.step(eps)
             self._steps_since_sync += 1
             if self._steps_since_sync >= self.cfg.weight_sync_every:
-                self._sync_weights(blocking=False)
+                self._install_weights()
             if (step + 1) % self.cfg.push_every == 0:
                 self._push()
             if time.monotonic() > deadline:
@@ -145,42 +137,15 @@ class RolloutActor(RolloutShell):
             except ray.exceptions.RayError:  # replay died; Ray restarts it and pushes go on
                 self._errors.append("a push was lost: replay restarted before acknowledging it")
 
-    def _sync_weights(self, blocking: bool) -> None:
-        """Installs the answer of the open ``wait_newer`` call if it has come, then opens the next.
-
-        ``blocking`` (before the first weights) waits for the answer. A failed call (the store
-        restarting) is reported and opened again after ``WEIGHTS_RETRY_S``.
-        """
-        now = time.monotonic()
-        if self._poll_ref is None:
-            if now < self._poll_retry_at and not blocking:
-                return
-            self._open_poll()
-        if not blocking and now - self._last_check < WEIGHTS_CHECK_EVERY_S:
+    def _install_weights(self, blocking: bool = False) -> None:
+        """Installs the newest weights the client fetched (``blocking``: waits for the first)."""
+        newest = self.weights.wait(WEIGHTS_TIMEOUT_S) if blocking else self.weights.take()
+        if newest is None:
             return
-        self._last_check = now
-        ready, _ = ray.wait([self._poll_ref], timeout=WEIGHTS_TIMEOUT_S if blocking else 0)
-        if not ready:
-            if blocking:
-                raise TimeoutError(
-                    f"the weight store did not answer within {WEIGHTS_TIMEOUT_S:.0f}s"
-                )
-            return
-        poll, self._poll_ref = self._poll_ref, None
-        try:
-            version, ref = ray.get(poll)
-            if version != self.sampler.version and ref:
-                self.sampler.load_weights(ray.get(ref[0], timeout=WEIGHTS_TIMEOUT_S), version)
-                self._weight_loads.append((version, time.time()))
-                self._steps_since_sync = 0
-        except (ray.exceptions.RayError, ValueError) as err:  # store restarting, weights freed
-            self._errors.append(f"weight poll failed ({type(err).__name__}); retrying")
-            self._poll_retry_at = now + WEIGHTS_RETRY_S
-            return
-        self._open_poll()
-
-    def _open_poll(self) -> None:
-        self._poll_ref = self.weight_store.wait_newer.remote(self.sampler.version, LONG_POLL_S)
+        version, weights = newest
+        self.sampler.load_weights(weights, version)
+        self._weight_loads.append((version, time.time()))
+        self._steps_since_sync = 0
 
     def _report(self, eps: float) -> CollectReport:
         if self._push_refs:
@@ -188,7 +153,7 @@ class RolloutActor(RolloutShell):
                 self._push_refs, num_returns=len(self._push_refs), timeout=0
             )
             self._take_receipts(done)
-        errors, self._errors = self._errors, []
+        errors, self._errors = self._errors + self.weights.pop_errors(), []
         loads, self._weight_loads = self._weight_loads, []
         stats = self.sampler.pop_stats()
         return CollectReport(

@@ -253,32 +253,42 @@ def _flat(value: Any, key: str, n: int) -> np.ndarray:
 class LatencyWrapper(gym.Wrapper):
     """Holds the env to a fixed step rate, like a real-time game (e.g. 0.05 s = 20 steps/s).
 
-    A step returns no earlier than ``step_latency_s`` after the previous step (or reset)
-    returned, so the agent's own time per step overlaps with the game's, as it does when a game
-    ticks at a fixed rate. A step that takes longer than that is not delayed further.
+    Steps return on the ticks of a fixed clock, ``step_latency_s`` apart, counted from the last
+    reset: the agent's own time per step overlaps with the game's, as it does when a game ticks
+    at a fixed rate, and a step that returns late (the agent or the machine was slow) is
+    followed by a shorter wait, as the game went on meanwhile. A step later than a whole tick
+    starts the clock anew: missed ticks are not made up.
     """
 
     def __init__(self, env: gym.Env, step_latency_s: float, reset_latency_s: float) -> None:
         super().__init__(env)
         self.step_latency_s = step_latency_s
         self.reset_latency_s = reset_latency_s
-        self._last_return = time.perf_counter()
+        self._tick = time.perf_counter()
+        """When the last step (or reset) was due to return."""
 
     def step(self, action: Any) -> Any:
         result = self.env.step(action)
-        self._last_return = _sleep_until(self._last_return + self.step_latency_s)
+        self._tick = next_tick(self._tick, self.step_latency_s, time.perf_counter())
+        _sleep_until(self._tick)
         return result
 
     def reset(self, **kwargs: Any) -> Any:
         start = time.perf_counter()
         result = self.env.reset(**kwargs)
-        self._last_return = _sleep_until(start + self.reset_latency_s)
+        self._tick = max(start + self.reset_latency_s, time.perf_counter())
+        _sleep_until(self._tick)
         return result
 
 
-def _sleep_until(deadline: float) -> float:
-    """Sleeps until ``deadline`` (perf_counter time); returns the time it woke up."""
+def next_tick(previous: float, period: float, now: float) -> float:
+    """The tick after ``previous``; ``now`` if that one passed more than a whole period ago."""
+    due = previous + period
+    return now if due < now - period else due
+
+
+def _sleep_until(deadline: float) -> None:
+    """Sleeps until ``deadline`` (perf_counter time)."""
     remaining = deadline - time.perf_counter()
     if remaining > 0:
         time.sleep(remaining)
-    return time.perf_counter()

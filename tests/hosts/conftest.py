@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lan import Host, Lan, can_build_a_lan
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the LAN harness is shared with scripts/benchmark.py
+
+from lan import Host, Lan, can_build_a_lan  # noqa: E402
+
 GAME_PCS = 2
 
 

@@ -9,6 +9,7 @@ import pytest
 from soulsai_ray.config import EnvConfig
 from soulsai_ray.envs import action_mask_from_info, make_env
 from soulsai_ray.envs.fake_souls import ENV_ID, NOOP, FakeSoulsEnv, InvalidActionError
+from soulsai_ray.envs.wrappers import next_tick
 
 FAKE_ID = f"soulsai_ray.envs.fake_souls:{ENV_ID}"
 BOSS_MAX_HP, PLAYER_MAX_HP = 1037.0, 454.0
@@ -231,10 +232,30 @@ def test_latency_wrapper_holds_steps_and_resets():
     start = time.perf_counter()
     env.reset(seed=0)
     assert time.perf_counter() - start >= 0.08
-    for _ in range(3):
-        start = time.perf_counter()
+    start = time.perf_counter()
+    for k in range(1, 4):
         env.step(0)
-        assert time.perf_counter() - start >= 0.05
+        assert time.perf_counter() - start >= k * 0.05 - 1e-3  # on the ticks after the reset
+
+
+def test_latency_wrapper_keeps_its_rate_when_steps_return_late():
+    env = make_env(EnvConfig(id="CartPole-v1", step_latency_s=0.02))
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for i in range(50):
+        if i % 5 == 0:
+            time.sleep(0.015)  # the agent (or a busy machine) is late now and then
+        env.step(0)
+        if i % 25 == 24:
+            env.reset(seed=i)  # a reset's time is the reset's
+    # 20 ms a step: the ten late steps cost nothing (waiting for each would add 150 ms)
+    assert 50 * 0.02 <= time.perf_counter() - start < 50 * 0.02 + 0.075
+
+
+def test_next_tick_follows_the_clock_and_starts_anew_after_a_long_stall():
+    assert next_tick(10.0, 0.05, now=10.02) == pytest.approx(10.05)
+    assert next_tick(10.0, 0.05, now=10.08) == pytest.approx(10.05)  # late: no wait, on the grid
+    assert next_tick(10.0, 0.05, now=10.30) == 10.30  # stalled for many ticks: no catching up
 
 
 def test_action_mask_from_a_bool_array():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 SUBNET = "10.77.0"
 PREFIX = "srl"
-"""Namespaces and links of this harness start with this (and the creating pid)."""
+"""Namespaces and links of this harness start with this and the creating pid."""
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,9 +59,10 @@ class Lan:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lan", dir="/tmp")))
     hosts: dict[str, Host] = field(default_factory=dict)
     bridge_ns: str = ""
-    tag: str = field(default_factory=lambda: f"{PREFIX}{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
 
     def __post_init__(self) -> None:
+        remove_stale_lans()
         self.bridge_ns = f"{self.tag}-br"
         _ip("netns", "add", self.bridge_ns)
         _ip("link", "add", "br0", "type", "bridge", ns=self.bridge_ns)
@@ -243,6 +244,23 @@ class Lan:
         for ns in [h.ns for h in self.hosts.values()] + [self.bridge_ns]:
             _ip("netns", "delete", ns, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def remove_stale_lans() -> list[str]:
+    """Deletes the namespaces (and kills the processes) of LANs whose creating process is gone,
+    such as one killed by SIGKILL before it could clean up; returns their names."""
+    listed = _ip("netns", "list", check=False).stdout.split("\n")
+    stale = []
+    for name in (line.split()[0] for line in listed if line.strip()):
+        match = re.fullmatch(rf"{PREFIX}(\d+)-.+", name)
+        if match is None or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        for pid in _ip("netns", "pids", name, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        _ip("netns", "delete", name, check=False)
+        stale.append(name)
+    return stale
 
 
 def can_build_a_lan() -> str | None:

@@ -1,0 +1,237 @@
+"""``benchmark.py scale --hosts N ...``: DQN across real network hosts (Linux network namespaces).
+
+For each N it builds a LAN (see ``lan.py``): a head started with ``start_head.sh`` and N game
+PCs joined with ``join_cluster.sh`` (``{"soulsgym": 1}`` each, so one rollout actor per PC), each
+PC's link impaired as asked (loss through nftables; delay only where the kernel has ``netem``).
+``train.py algo=dqn env=iudex cluster=remote`` then trains on a SoulsGym-shaped env held to a
+game's step rate, and the steady state is read from the run's TensorBoard log: the window starts
+once every actor has sampled and lasts ``seconds``; then the run is stopped with SIGINT.
+
+Reported per N: aggregate env steps/s against N x rate, learner updates/s, mean model lag,
+weight-sync latency (publish -> installed in an actor) p50/p99, the size of one weight version
+and the bytes the head sent on its link per weight publish (everything it sent in the window,
+samples' acknowledgements and control traffic included, divided by the publishes).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lan import Host, Lan, can_build_a_lan
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
+STARTUP_S = 90.0
+"""Longest wait for every actor to sample before the measurement window."""
+
+
+def scale_hosts_once(
+    hosts: int, rate: float, seconds: float, delay_ms: int, loss_pct: float
+) -> dict[str, Any]:
+    """One LAN of ``hosts`` game PCs; returns the steady-state row."""
+    lan = Lan()
+    try:
+        head = lan.add_host("head", 1)
+        pcs = [lan.add_host(f"pc{i}", 10 + i) for i in range(1, hosts + 1)]
+        link = "no impairment"
+        if delay_ms or loss_pct:
+            link = [lan.impair(pc, loss_pct, delay_ms, delay_ms // 3) for pc in pcs][0]
+        token = head.root / "secret" / "auth_token"
+        _script(lan, head, "start_head.sh", "--node-ip", head.ip, RAY_AUTH_TOKEN_PATH=str(token))
+        for pc in pcs:
+            copy = pc.root / "auth_token"
+            copy.write_bytes(token.read_bytes())
+            copy.chmod(0o600)
+            _script(
+                lan,
+                pc,
+                "join_cluster.sh",
+                f"{head.ip}:6379",
+                "--token-file",
+                str(copy),
+                "--resources",
+                '{"soulsgym": 1}',
+                "--num-cpus",
+                "1",
+            )
+        return {"hosts": hosts, "link": link, **_train(lan, head, hosts, token, rate, seconds)}
+    finally:
+        lan.close()
+
+
+def _script(lan: Lan, host: Host, name: str, *args: str, **env: str) -> None:
+    done = lan.run(host, ["bash", str(ROOT / "scripts" / name), *args], lan.env(host, **env), 180)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed on {host.name}:\n{done.stdout}{done.stderr}")
+
+
+def _train(
+    lan: Lan, head: Host, hosts: int, token: Path, rate: float, seconds: float
+) -> dict[str, Any]:
+    run_dir = head.root / "run"
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        "algo=dqn",
+        "env=iudex",
+        "cluster=remote",
+        f"env.id={FAKE_SOULS}",
+        "env.kwargs=null",
+        f"env.step_latency_s={1.0 / rate}",
+        "algo.learning_starts=200",
+        "checkpoint.every_updates=1000000000",
+        "telemetry.console=false",
+        "telemetry.prometheus=false",
+        "stop.env_steps=null",
+        "stop.time_s=3600",  # ended by SIGINT after the window
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = lan.env(head, RAY_AUTH_TOKEN_PATH=str(token))
+    log = head.root / "driver.log"
+    driver = lan.start(head, command, env, log)
+    tx = TxCounter(lan, head)
+    try:
+        window_start = _wait_until_all_sample(run_dir, hosts, driver, log)
+        time.sleep(max(window_start - time.time(), 0))
+        tx.start()
+        time.sleep(seconds)
+        sent = tx.stop()
+        driver.send_signal(signal.SIGINT)
+        if driver.wait(timeout=120) != 0:
+            raise RuntimeError(f"training failed:\n{log.read_text()[-3000:]}")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = _window(run_dir, window_start, window_start + seconds)
+    limit = hosts * rate
+    return {
+        "limit_steps_per_s": limit,
+        "efficiency": row["steps_per_s"] / limit,
+        **row,
+        "weight_sync_p50_s": summary["weight_sync_p50_s"],
+        "weight_sync_p99_s": summary["weight_sync_p99_s"],
+        "weight_bytes": _weight_bytes(run_dir),
+        "head_tx_bytes_per_publish": sent / max(row["publishes"], 1),
+    }
+
+
+class TxCounter:
+    """Bytes sent by ``host`` on its LAN link (the kernel's counter) between start and stop."""
+
+    def __init__(self, lan: Lan, host: Host) -> None:
+        self.lan, self.host, self._start = lan, host, 0
+
+    def _read(self) -> int:
+        cmd = ["cat", f"/sys/class/net/{self.host.link}/statistics/tx_bytes"]
+        done = self.lan.run(self.host, cmd, self.lan.env(self.host), 10)
+        return int(done.stdout.strip())
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> int:
+        return self._read() - self._start
+
+
+def _wait_until_all_sample(run_dir: Path, hosts: int, driver, log: Path) -> float:
+    """Waits until every actor has sent samples; returns the wall time the window starts at."""
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            raise RuntimeError(f"training ended early:\n{log.read_text()[-3000:]}")
+        if len(_scalars(run_dir, prefix="dist/node_samples/")) >= hosts:
+            return time.time() + 2.0
+        time.sleep(1.0)
+    raise RuntimeError(f"not every game PC sampled within {STARTUP_S:.0f}s")
+
+
+def _scalars(run_dir: Path, prefix: str = "") -> dict[str, list[tuple[float, int, float]]]:
+    """(wall time, env steps, value) of every scalar tag starting with ``prefix``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[str, list[tuple[float, int, float]]] = {}
+    for events in sorted(run_dir.glob("**/events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith(prefix):
+                points = [(e.wall_time, e.step, e.value) for e in acc.Scalars(tag)]
+                found.setdefault(tag, []).extend(points)
+    return {tag: points for tag, points in found.items() if any(p[2] > 0 for p in points)}
+
+
+def _window(run_dir: Path, start: float, end: float) -> dict[str, float]:
+    """Rates over the points logged between ``start`` and ``end`` (wall time)."""
+    scalars = _scalars(run_dir)
+
+    def span(tag: str) -> tuple[float, float, float]:
+        points = [p for p in scalars[tag] if start <= p[0] <= end]
+        if len(points) < 2:
+            raise RuntimeError(f"too few {tag} points in the window")
+        return points[-1][0] - points[0][0], points[0][2], points[-1][2]
+
+    updates_dt, updates0, updates1 = span("progress/updates")
+    version_dt, version0, version1 = span("dist/weight_version")
+    points = [p for p in scalars["progress/updates"] if start <= p[0] <= end]
+    steps_dt = points[-1][0] - points[0][0]
+    lag = [p[2] for p in scalars.get("dist/model_lag_mean", []) if start <= p[0] <= end]
+    return {
+        "window_s": steps_dt,
+        "steps_per_s": (points[-1][1] - points[0][1]) / steps_dt,
+        "updates_per_s": (updates1 - updates0) / updates_dt,
+        "model_lag": sum(lag) / len(lag) if lag else float("nan"),
+        "publishes": version1 - version0,
+    }
+
+
+def _weight_bytes(run_dir: Path) -> int:
+    """Bytes of one weight version: the run's Q-network for its env, as the learner publishes it."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from soulsai_ray.config import EnvConfig
+    from soulsai_ray.envs import make_env
+    from soulsai_ray.models import QNetwork, state_dict_to_numpy
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    env_cfg = EnvConfig(id=cfg.env.id, angle_keys=list(cfg.env.angle_keys))
+    env = make_env(env_cfg)
+    obs_dim, num_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
+    env.close()
+    net = QNetwork(obs_dim, num_actions, list(cfg.algo.hidden_sizes), bool(cfg.algo.dueling))
+    return int(sum(w.nbytes for w in state_dict_to_numpy(net).values()))
+
+
+def cmd_scale_hosts(args: Any) -> None:
+    reason = can_build_a_lan()
+    if reason is not None:
+        raise SystemExit(f"scale --hosts needs network namespaces: {reason}")
+    print(
+        f"game-PC namespaces at {args.rate:g} steps/s each, links: {args.delay_ms} ms delay, "
+        f"{args.loss_pct:g}% loss; DQN (env=iudex settings) learning on the head"
+    )
+    header = (
+        " hosts  steps/s  limit  efficiency  updates/s  model lag  sync p50  sync p99  "
+        "weights  head tx/publish"
+    )
+    print(header)
+    rows = []
+    for n in args.hosts:
+        r = scale_hosts_once(n, args.rate, args.seconds, args.delay_ms, args.loss_pct)
+        rows.append(r)
+        print(
+            f"{n:6d} {r['steps_per_s']:8.1f} {r['limit_steps_per_s']:6.0f} "
+            f"{r['efficiency']:11.3f} {r['updates_per_s']:10.1f} {r['model_lag']:10.2f} "
+            f"{r['weight_sync_p50_s'] * 1e3:7.1f}ms {r['weight_sync_p99_s'] * 1e3:7.1f}ms "
+            f"{r['weight_bytes'] / 1e3:6.1f}kB {r['head_tx_bytes_per_publish'] / 1e3:12.1f}kB",
+            flush=True,
+        )
+        print(f"        link: {r['link']}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
