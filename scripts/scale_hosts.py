@@ -167,26 +167,30 @@ def _scalars(run_dir: Path, prefix: str = "") -> dict[str, list[tuple[float, int
 
 
 def _window(run_dir: Path, start: float, end: float) -> dict[str, float]:
-    """Rates over the points logged between ``start`` and ``end`` (wall time)."""
+    """Rates over the points logged between ``start`` and ``end`` (wall time).
+
+    Env steps arrive in rollout reports of a few seconds each, so rates are least-squares slopes
+    over every point in the window rather than differences of its two ends.
+    """
+    import numpy as np
+
     scalars = _scalars(run_dir)
 
-    def span(tag: str) -> tuple[float, float, float]:
-        points = [p for p in scalars[tag] if start <= p[0] <= end]
-        if len(points) < 2:
+    def points(tag: str) -> np.ndarray:
+        inside = [p for p in scalars.get(tag, []) if start <= p[0] <= end]
+        if len(inside) < 3:
             raise RuntimeError(f"too few {tag} points in the window")
-        return points[-1][0] - points[0][0], points[0][2], points[-1][2]
+        return np.asarray(inside, dtype=np.float64)
 
-    updates_dt, updates0, updates1 = span("progress/updates")
-    version_dt, version0, version1 = span("dist/weight_version")
-    points = [p for p in scalars["progress/updates"] if start <= p[0] <= end]
-    steps_dt = points[-1][0] - points[0][0]
+    updates = points("progress/updates")
+    versions = points("dist/weight_version")
     lag = [p[2] for p in scalars.get("dist/model_lag_mean", []) if start <= p[0] <= end]
     return {
-        "window_s": steps_dt,
-        "steps_per_s": (points[-1][1] - points[0][1]) / steps_dt,
-        "updates_per_s": (updates1 - updates0) / updates_dt,
-        "model_lag": sum(lag) / len(lag) if lag else float("nan"),
-        "publishes": version1 - version0,
+        "window_s": float(updates[-1, 0] - updates[0, 0]),
+        "steps_per_s": float(np.polyfit(updates[:, 0], updates[:, 1], 1)[0]),
+        "updates_per_s": float(np.polyfit(updates[:, 0], updates[:, 2], 1)[0]),
+        "model_lag": float(np.mean(lag)) if lag else float("nan"),
+        "publishes": float(versions[-1, 2] - versions[0, 2]),
     }
 
 
