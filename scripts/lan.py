@@ -12,10 +12,12 @@ writes (``ray_current_cluster``, the Prometheus discovery file) reaches the host
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
 import signal
+import string
 import subprocess
 import tempfile
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 
 SUBNET = "10.77.0"
 PREFIX = "srl"
-"""Namespaces and links of this harness start with this and the creating pid."""
+"""Namespaces and links of this harness start with this, the creating pid and a letter."""
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,7 +61,7 @@ class Lan:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lan", dir="/tmp")))
     hosts: dict[str, Host] = field(default_factory=dict)
     bridge_ns: str = ""
-    tag: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
+    tag: str = field(default_factory=lambda: _new_tag())  # noqa: PLW0108 - defined below
 
     def __post_init__(self) -> None:
         remove_stale_lans()
@@ -246,13 +248,21 @@ class Lan:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+_lans_made = itertools.count()
+
+
+def _new_tag() -> str:
+    """``srl<pid><letter>``: unique per LAN of this process, short enough for link names."""
+    return f"{PREFIX}{os.getpid()}{string.ascii_lowercase[next(_lans_made) % 26]}"
+
+
 def remove_stale_lans() -> list[str]:
     """Deletes the namespaces (and kills the processes) of LANs whose creating process is gone,
     such as one killed by SIGKILL before it could clean up; returns their names."""
     listed = _ip("netns", "list", check=False).stdout.split("\n")
     stale = []
     for name in (line.split()[0] for line in listed if line.strip()):
-        match = re.fullmatch(rf"{PREFIX}(\d+)-.+", name)
+        match = re.fullmatch(rf"{PREFIX}(\d+)[a-z]-.+", name)
         if match is None or Path(f"/proc/{match.group(1)}").exists():
             continue
         for pid in _ip("netns", "pids", name, check=False).stdout.split():

@@ -8,12 +8,12 @@ runs), and leaves the newest for the sampling thread to take between two env ste
     version, weights = client.wait(timeout_s=120)   # the first weights (blocking)
     update = client.take()                          # newest not yet taken, or None (never blocks)
     client.pop_errors()                             # faults seen (store restarting, ...)
+    client.close()                                  # stops the thread (before ray.shutdown)
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -43,6 +43,7 @@ class WeightClient:
         self._fetched = -1
         """The newest version fetched (the thread waits for a different one)."""
         self._errors: deque[str] = deque(maxlen=ERRORS_KEPT)
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="weight-client", daemon=True)
         self._thread.start()
 
@@ -72,16 +73,21 @@ class WeightClient:
             self._errors.clear()
         return errors
 
+    def close(self, timeout_s: float = LONG_POLL_S) -> None:
+        """Stops the background thread (it finishes the call it is waiting on first)."""
+        self._closed.set()
+        self._thread.join(timeout_s)
+
     def _follow(self) -> None:
         pause = RETRY_S[0]
-        while True:
+        while not self._closed.is_set() and ray.is_initialized():
             try:
                 self._fetch_next()
                 pause = RETRY_S[0]
             except (ray.exceptions.RayError, ValueError) as err:  # restarting, weights freed
                 with self._lock:
                     self._errors.append(f"weight poll failed ({type(err).__name__}); retrying")
-                time.sleep(pause)
+                self._closed.wait(pause)
                 pause = min(pause * 2, RETRY_S[1])
 
     def _fetch_next(self) -> None:

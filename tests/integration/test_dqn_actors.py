@@ -233,6 +233,8 @@ def test_the_weight_client_hands_over_only_the_newest_version_fetched():
     assert client.take() is None and client.pop_errors() == []
     ray.kill(store)
     assert _eventually(client.pop_errors, 10)  # the store is gone: reported
+    client.close(timeout_s=10)
+    assert not client._thread.is_alive()
 
 
 def _eventually(condition, timeout_s: float):
