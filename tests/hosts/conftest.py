@@ -81,7 +81,7 @@ class Cluster:
         return copy
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Head at 10.77.0.1, game PCs at .11, .12, each behind a firewall that admits only the
     README's ports; the head started by start_head.sh, the PCs joined by join_cluster.sh."""

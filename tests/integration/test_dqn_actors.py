@@ -167,7 +167,7 @@ def test_the_weight_store_answers_a_waiting_actor_as_soon_as_a_new_version_is_pu
 
 
 def test_new_weights_reach_a_game_rate_actor_within_a_few_env_steps_and_survive_a_store_restart():
-    cfg = _cfg(weight_sync_every=1, collect_steps=10_000, collect_time_s=6.0)
+    cfg = _cfg(weight_sync_every=1, collect_steps=10_000, collect_time_s=2.0)
     cfg.env.step_latency_s = 0.05  # 20 steps/s: one env step is 50 ms
     store = WeightStore.options(name="sync-weights", max_restarts=1).remote()
     learner_like = _policy_weights(cfg)
@@ -175,7 +175,7 @@ def test_new_weights_reach_a_game_rate_actor_within_a_few_env_steps_and_survive_
     actor = RolloutActor.options(num_cpus=0).remote(cfg, 0, 1, "sync-replay", "sync-weights")
     replay = ReplayActor.options(name="sync-replay").remote(cfg.algo, Limits.for_run(cfg, 8, 4), 0)
     ray.get(actor.spec.remote())  # constructed
-    collect = actor.collect.remote(0)
+    collects = [actor.collect.remote(0) for _ in range(15)]  # back to back: 30 s of sampling
     time.sleep(0.5)  # it has installed version 0 and samples
     published = {}
     for version in range(1, 6):
@@ -185,9 +185,12 @@ def test_new_weights_reach_a_game_rate_actor_within_a_few_env_steps_and_survive_
             _wait_for_version(store, -1)
         published[version] = time.time()
         ray.get(store.publish.remote(version, [ray.put(learner_like)]))
-    report = ray.get(collect, timeout=60)
-    loads = dict(report.weight_loads)
-    assert set(loads) == {0, 1, 2, 3, 4, 5}, report
+    loads: dict[int, float] = {}
+    for collect in collects:  # until the call during which version 5 arrived has reported
+        loads.update(ray.get(collect, timeout=60).weight_loads)
+        if 5 in loads:
+            break
+    assert set(loads) == {0, 1, 2, 3, 4, 5}, loads
     latency = {v: loads[v] - published[v] for v in published}
     # at most one env step plus the transfer; after the restart, the client's retry pauses
     assert max(latency[v] for v in (1, 2, 4, 5)) < 0.25, latency
