@@ -152,33 +152,27 @@ class Lan:
           }}
         }}
         """
-        subprocess.run(
-            ["ip", "netns", "exec", host.ns, "nft", "-f", "-"],
-            input=rules,
+        self.exec(host, "nft", "-f", "-", input=rules)
+
+    def exec(self, host: Host, *cmd: str, input: str | None = None) -> str:
+        """Runs a short command in ``host``'s namespace; returns its stdout (raises on failure)."""
+        return subprocess.run(
+            ["ip", "netns", "exec", host.ns, *cmd],
+            input=input,
             text=True,
             check=True,
             capture_output=True,
-        )
+        ).stdout
 
     def blocked_ports(self, host: Host) -> set[int]:
         """Ports of connections the firewall of ``host`` dropped."""
-        out = subprocess.run(
-            ["ip", "netns", "exec", host.ns, "nft", "list", "set", "inet", "lanfw", "blocked"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = self.exec(host, "nft", "list", "set", "inet", "lanfw", "blocked")
         match = re.search(r"elements = \{([^}]*)\}", out)
         return {int(p) for p in re.findall(r"\d+", match.group(1))} if match else set()
 
     def listening(self, host: Host) -> set[tuple[str, int]]:
         """(address, port) of every TCP socket listening in ``host``'s namespace."""
-        out = subprocess.run(
-            ["ip", "netns", "exec", host.ns, "ss", "-Hltn"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = self.exec(host, "ss", "-Hltn")
         sockets = set()
         for line in out.splitlines():
             local = line.split()[3]
@@ -201,13 +195,7 @@ class Lan:
           }}
         }}
         """
-        subprocess.run(
-            ["ip", "netns", "exec", host.ns, "nft", "-f", "-"],
-            input=rules,
-            text=True,
-            check=True,
-            capture_output=True,
-        )
+        self.exec(host, "nft", "-f", "-", input=rules)
         applied = f"{loss_pct}% loss"
         if delay_ms:
             spec = ["delay", f"{delay_ms}ms", f"{jitter_ms}ms"]

@@ -128,9 +128,9 @@ class TxCounter:
         self.lan, self.host, self._start = lan, host, 0
 
     def _read(self) -> int:
-        cmd = ["cat", f"/sys/class/net/{self.host.link}/statistics/tx_bytes"]
-        done = self.lan.run(self.host, cmd, self.lan.env(self.host), 10)
-        return int(done.stdout.strip())
+        return int(
+            self.lan.exec(self.host, "cat", f"/sys/class/net/{self.host.link}/statistics/tx_bytes")
+        )
 
     def start(self) -> None:
         self._start = self._read()
@@ -217,8 +217,8 @@ def cmd_scale_hosts(args: Any) -> None:
     if reason is not None:
         raise SystemExit(f"scale --hosts needs network namespaces: {reason}")
     print(
-        f"game-PC namespaces at {args.rate:g} steps/s each, links: {args.delay_ms} ms delay, "
-        f"{args.loss_pct:g}% loss; DQN (env=iudex settings) learning on the head"
+        f"game-PC namespaces at {args.rate:g} steps/s each, links asked for: {args.delay_ms} ms "
+        f"delay (needs netem), {args.loss_pct:g}% loss; DQN (env=iudex settings) learning on the head"
     )
     header = (
         " hosts  steps/s  limit  efficiency  updates/s  model lag  sync p50  sync p99  "

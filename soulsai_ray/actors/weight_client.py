@@ -1,8 +1,10 @@
 """WeightClient: a rollout actor's view of the weight store, kept fresh by a background thread.
 
 Like Acme's ``VariableClient.update(wait=False)``: a thread keeps one ``WeightStore.wait_newer``
-call open, fetches each new version's weights as soon as it is published (while the env step
-runs), and leaves the newest for the sampling thread to take between two env steps::
+call open, fetches a new version's weights as soon as it is published (while the env step
+runs), and leaves it for the sampling thread to take between two env steps. It fetches the next
+version only once the last one was taken, so an actor that installs rarely
+(``algo.weight_sync_every``) also downloads rarely::
 
     client = WeightClient(store)
     version, weights = client.wait(timeout_s=120)   # the first weights (blocking)
@@ -49,8 +51,9 @@ class WeightClient:
 
     def take(self) -> tuple[int, Weights] | None:
         """The newest fetched ``(version, weights)`` not yet taken; None if there is none."""
-        with self._lock:
+        with self._fresh:
             newest, self._newest = self._newest, None
+            self._fresh.notify_all()
         return newest
 
     def wait(self, timeout_s: float) -> tuple[int, Weights]:
@@ -63,6 +66,7 @@ class WeightClient:
             if not self._fresh.wait_for(lambda: self._newest is not None, timeout_s):
                 raise TimeoutError(f"no weights arrived from the weight store in {timeout_s:.0f}s")
             newest, self._newest = self._newest, None
+            self._fresh.notify_all()
         assert newest is not None
         return newest
 
@@ -76,6 +80,8 @@ class WeightClient:
     def close(self, timeout_s: float = LONG_POLL_S) -> None:
         """Stops the background thread (it finishes the call it is waiting on first)."""
         self._closed.set()
+        with self._fresh:
+            self._fresh.notify_all()
         self._thread.join(timeout_s)
 
     def _follow(self) -> None:
@@ -91,6 +97,10 @@ class WeightClient:
                 pause = min(pause * 2, RETRY_S[1])
 
     def _fetch_next(self) -> None:
+        with self._fresh:  # the last version fetched is taken first
+            self._fresh.wait_for(lambda: self._newest is None or self._closed.is_set())
+        if self._closed.is_set():
+            return
         answer = self._store.wait_newer.remote(self._fetched, LONG_POLL_S)
         version, ref = ray.get(answer, timeout=LONG_POLL_S + WEIGHTS_TIMEOUT_S)
         if version == self._fetched or not ref:
