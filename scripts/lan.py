@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+SCRIPTS = Path(__file__).resolve().parent
 SUBNET = "10.77.0"
 PREFIX = "srl"
 """Namespaces and links of this harness start with this, the creating pid and a letter."""
@@ -135,6 +136,35 @@ class Lan:
             timeout=timeout,
             start_new_session=True,
         )
+
+    def script(
+        self, host: Host, name: str, *args: str, timeout: float = 180, **env: str
+    ) -> subprocess.CompletedProcess:
+        """Runs ``scripts/<name>`` in ``host``'s namespace, as a user there would."""
+        cmd = ["bash", str(SCRIPTS / name), *args]
+        return self.run(host, cmd, self.env(host, **env), timeout)
+
+    def join(self, pc: Host, head: Host, token: Path, *extra: str) -> subprocess.CompletedProcess:
+        """``join_cluster.sh`` on ``pc`` as the README says: one ``soulsgym`` slot, one CPU."""
+        return self.script(
+            pc,
+            "join_cluster.sh",
+            f"{head.ip}:6379",
+            "--token-file",
+            str(token),
+            "--resources",
+            '{"soulsgym": 1}',
+            "--num-cpus",
+            "1",
+            *extra,
+        )
+
+    def copy_token(self, token: Path, host: Host) -> Path:
+        """The head's ``token``, copied to ``host`` the way the README says (mode 0600)."""
+        copy = host.root / "auth_token"
+        shutil.copyfile(token, copy)
+        copy.chmod(0o600)
+        return copy
 
     def firewall(self, host: Host, ports: set[int]) -> None:
         """Admits only TCP ``ports`` from the LAN; every other new connection is dropped and its

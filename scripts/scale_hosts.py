@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,32 +43,20 @@ def scale_hosts_once(
         if delay_ms or loss_pct:
             link = [lan.impair(pc, loss_pct, delay_ms, delay_ms // 3) for pc in pcs][0]
         token = head.root / "secret" / "auth_token"
-        _script(lan, head, "start_head.sh", "--node-ip", head.ip, RAY_AUTH_TOKEN_PATH=str(token))
+        _check(
+            lan.script(head, "start_head.sh", "--node-ip", head.ip, RAY_AUTH_TOKEN_PATH=str(token))
+        )
         for pc in pcs:
-            copy = pc.root / "auth_token"
-            copy.write_bytes(token.read_bytes())
-            copy.chmod(0o600)
-            _script(
-                lan,
-                pc,
-                "join_cluster.sh",
-                f"{head.ip}:6379",
-                "--token-file",
-                str(copy),
-                "--resources",
-                '{"soulsgym": 1}',
-                "--num-cpus",
-                "1",
-            )
+            _check(lan.join(pc, head, lan.copy_token(token, pc)))
         return {"hosts": hosts, "link": link, **_train(lan, head, hosts, token, rate, seconds)}
     finally:
         lan.close()
 
 
-def _script(lan: Lan, host: Host, name: str, *args: str, **env: str) -> None:
-    done = lan.run(host, ["bash", str(ROOT / "scripts" / name), *args], lan.env(host, **env), 180)
+def _check(done: subprocess.CompletedProcess) -> None:
     if done.returncode != 0:
-        raise RuntimeError(f"{name} failed on {host.name}:\n{done.stdout}{done.stderr}")
+        script, ns = Path(done.args[5]).name, done.args[3]
+        raise RuntimeError(f"{script} failed in {ns}:\n{done.stdout}{done.stderr}")
 
 
 def _train(

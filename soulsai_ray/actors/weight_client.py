@@ -51,6 +51,8 @@ class WeightClient:
 
     def take(self) -> tuple[int, Weights] | None:
         """The newest fetched ``(version, weights)`` not yet taken; None if there is none."""
+        if self._newest is None:  # called every env step: no lock while nothing has arrived
+            return None
         with self._fresh:
             newest, self._newest = self._newest, None
             self._fresh.notify_all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -55,30 +54,13 @@ class Cluster:
     python: str = sys.executable
 
     def script(self, host: Host, name: str, *args: str, timeout: float = 180, **env: str):
-        return self.lan.run(
-            host, ["bash", str(SCRIPTS / name), *args], self.lan.env(host, **env), timeout
-        )
+        return self.lan.script(host, name, *args, timeout=timeout, **env)
 
     def join(self, pc: Host, token: Path, *extra: str):
-        return self.script(
-            pc,
-            "join_cluster.sh",
-            f"{self.head.ip}:6379",
-            "--token-file",
-            str(token),
-            "--resources",
-            '{"soulsgym": 1}',
-            "--num-cpus",
-            "1",
-            *extra,
-        )
+        return self.lan.join(pc, self.head, token, *extra)
 
     def token_copy(self, host: Host) -> Path:
-        """The head's token, copied to ``host`` the way the README says (mode 0600)."""
-        copy = host.root / "auth_token"
-        shutil.copyfile(self.token, copy)
-        copy.chmod(0o600)
-        return copy
+        return self.lan.copy_token(self.token, host)
 
 
 @pytest.fixture(scope="module")
