@@ -155,7 +155,9 @@ def test_game_pcs_join_leave_and_drop_off_the_lan_while_training_goes_on(cluster
     c = summary["counters"]
     assert (c["nodes_joined"], c["nodes_lost"]) == (2, 2), c
     assert c["actor_failures"] >= 2 and c["actor_restarts"] >= 1 and c["batches_rejected"] == {}
-    assert sampling_again_after < 30
+    # Ray starts the rejoined node's first worker (Python, torch, the env) while the head trains;
+    # on a 2-core machine hosting every node that took 7-44 s, on a real PC it is the PC's own CPU
+    assert sampling_again_after < 60
     blocked = {h.name: lan.blocked_ports(h) for h in (head, cut, newcomer)}
     assert not any(blocked.values()), f"training needed ports the README does not list: {blocked}"
 
