@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -206,22 +207,63 @@ def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> R
     return None
 
 
+MAX_EPISODE_METRICS = 16
+"""Most names one episode may report in ``info["episode_metrics"]`` (telemetry stays bounded)."""
+MAX_ABS_EPISODE_METRIC = 1e9
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+
+
 def finite_episodes(
-    returns: Sequence[Any], lengths: Sequence[Any]
-) -> tuple[list[float], list[int], int]:
-    """The episodes of a report whose return is a finite number and length a positive int.
+    returns: Sequence[Any], lengths: Sequence[Any], metrics: Sequence[Any] | None = None
+) -> tuple[list[float], list[int], list[dict[str, float]], int]:
+    """The episodes of a report whose return is a finite number, length a positive int, and
+    episode metrics (if any) pass `episode_metrics_problem`.
+
+    Args:
+        returns: Each episode's return.
+        lengths: Each episode's length, in the same order.
+        metrics: Each episode's ``info["episode_metrics"]``; None: no episode reported any.
 
     Returns:
-        The kept returns and lengths, and how many episodes were dropped.
+        The kept returns, lengths and metrics, and how many episodes were dropped.
     """
-    if len(returns) != len(lengths):
-        return [], [], max(len(returns), len(lengths))
-    kept_returns, kept_lengths = [], []
-    for ret, length in zip(returns, lengths, strict=True):
-        if _is_number(ret) and math.isfinite(ret) and _is_int(length) and length > 0:
+    if metrics is None:
+        metrics = [{}] * len(returns)
+    if not isinstance(metrics, list | tuple) or not len(returns) == len(lengths) == len(metrics):
+        return [], [], [], max(len(returns), len(lengths))
+    kept_returns, kept_lengths, kept_metrics = [], [], []
+    for ret, length, numbers in zip(returns, lengths, metrics, strict=True):
+        if (
+            _is_number(ret)
+            and math.isfinite(ret)
+            and _is_int(length)
+            and length > 0
+            and episode_metrics_problem(numbers) is None
+        ):
             kept_returns.append(float(ret))
             kept_lengths.append(int(length))
-    return kept_returns, kept_lengths, len(returns) - len(kept_returns)
+            kept_metrics.append({name: float(value) for name, value in numbers.items()})
+    return kept_returns, kept_lengths, kept_metrics, len(returns) - len(kept_returns)
+
+
+def episode_metrics_problem(metrics: Any) -> str | None:
+    """What is wrong with one episode's metrics, or None.
+
+    They must be a dict of at most `MAX_EPISODE_METRICS` names (a letter, then letters, digits
+    or ``_``; at most 40 characters) to finite numbers within ``±MAX_ABS_EPISODE_METRIC``.
+    """
+    if not isinstance(metrics, dict):
+        return f"episode metrics are a {type(metrics).__name__}, not a dict"
+    if len(metrics) > MAX_EPISODE_METRICS:
+        return f"{len(metrics)} episode metrics, more than {MAX_EPISODE_METRICS}"
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            return f"episode metric name {name!r} is not a plain identifier"
+        if not (_is_number(value) or isinstance(value, bool | np.bool_)):
+            return f"episode metric {name} is a {type(value).__name__}, not a number"
+        if not abs(float(value)) <= MAX_ABS_EPISODE_METRIC:
+            return f"episode metric {name}={value!r} is not finite or beyond ±{MAX_ABS_EPISODE_METRIC:g}"
+    return None
 
 
 class Rejections:

@@ -26,6 +26,8 @@ class CollectReport:
     env_steps: int
     returns: list[float]
     lengths: list[int]
+    episode_metrics: list[dict[str, float]]
+    """What the env reported per finished episode (``info["episode_metrics"]``)."""
     env_errors: int
     invalid_steps: int
     """Steps whose observation or reward was corrupt (dropped with their episode)."""
@@ -162,6 +164,7 @@ class RolloutActor(RolloutShell):
             env_steps=stats.env_steps,
             returns=stats.returns,
             lengths=stats.lengths,
+            episode_metrics=stats.metrics,
             env_errors=stats.env_errors,
             invalid_steps=stats.invalid_steps,
             epsilon=eps,

@@ -9,7 +9,14 @@ from typing import Any
 import gymnasium as gym
 
 from soulsai_ray.config import EnvConfig
-from soulsai_ray.envs.soulsgym import ensure_soulsgym, game_not_running_error, is_soulsgym_id
+from soulsai_ray.envs.soulsgym import (
+    SoulsEpisodeMetrics,
+    adapt_soulsgym_kwargs,
+    ensure_soulsgym,
+    game_not_running_error,
+    is_souls_observation,
+    is_soulsgym_id,
+)
 from soulsai_ray.envs.wrappers import FlattenDictObservation, Float32Observation, LatencyWrapper
 
 
@@ -26,7 +33,9 @@ def make_env(cfg: EnvConfig) -> gym.Env:
 
     ``cfg.id`` may be ``module:EnvId``: the module is imported first so that it can register
     the env, which lets users train their own envs without changing the library. SoulsGym ids
-    (``SoulsGymIudex-v0``, ...) import soulsgym on demand. Dict observations are flattened by
+    (``SoulsGymIudex-v0``, ...) import soulsgym on demand, with kwargs renamed between soulsgym
+    releases spelled the installed way (`adapt_soulsgym_kwargs`); SoulsGym-shaped envs report
+    the fight's outcome per episode (`SoulsEpisodeMetrics`). Dict observations are flattened by
     :class:`FlattenDictObservation` (with ``cfg.angle_keys``), Tuple observations by gymnasium's
     ``FlattenObservation``.
 
@@ -36,12 +45,15 @@ def make_env(cfg: EnvConfig) -> gym.Env:
         RuntimeError: if a SoulsGym env cannot reach Dark Souls III (no game, not Windows).
     """
     env_id = _import_env_module(cfg.id)
+    kwargs = dict(cfg.kwargs)
     if is_soulsgym_id(env_id):
         ensure_soulsgym()
-    kwargs = dict(cfg.kwargs)
+        kwargs = adapt_soulsgym_kwargs(env_id, kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     env = _create(cfg.id, env_id, kwargs)
+    if is_souls_observation(env.observation_space):
+        env = SoulsEpisodeMetrics(env)
     if isinstance(env.observation_space, gym.spaces.Dict):
         try:
             env = FlattenDictObservation(env, cfg.angle_keys)

@@ -6,20 +6,27 @@ env is built, so that machines without it (e.g. the learner node) never need it.
 
 from __future__ import annotations
 
+import inspect
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 __all__ = [
     "GAME_ID",
+    "RENAMED_KWARGS",
     "RetriesExceededError",
+    "SoulsEpisodeMetrics",
+    "adapt_soulsgym_kwargs",
     "ensure_soulsgym",
     "game_not_running_error",
     "iudex_observation_space",
     "is_soulsgym_id",
+    "is_souls_observation",
 ]
 
 GAME_ID = "DarkSoulsIII"
@@ -58,6 +65,113 @@ def ensure_soulsgym() -> ModuleType:
             f"SoulsGym envs need the soulsgym package ({err}); {_INSTALL_HINT}"
         ) from err
     return soulsgym
+
+
+RENAMED_KWARGS = {"init_pose_randomization": "random_player_pose"}
+"""soulsgym kwargs renamed between releases (1.1.0 on PyPI: the key; master: the value)."""
+
+
+def adapt_soulsgym_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each renamed kwarg spelled the way the installed soulsgym spells it.
+
+    A config written for soulsgym 1.1.0 (``init_pose_randomization``) works with a release that
+    calls it ``random_player_pose``, and the other way round. Kwargs the env does not know are
+    passed on unchanged, so the env's own error names them.
+    """
+    accepted = _accepted_kwargs(env_id)
+    adapted = dict(kwargs)
+    if accepted is None:
+        return adapted
+    for old, new in (*RENAMED_KWARGS.items(), *((n, o) for o, n in RENAMED_KWARGS.items())):
+        if old in adapted and old not in accepted and new in accepted and new not in adapted:
+            adapted[new] = adapted.pop(old)
+    return adapted
+
+
+def _accepted_kwargs(env_id: str) -> set[str] | None:
+    """The keyword arguments of a registered env's constructor; None if they cannot be read."""
+    try:
+        entry_point = gym.spec(env_id).entry_point
+        if isinstance(entry_point, str):
+            module, name = entry_point.split(":")
+            entry_point = getattr(__import__(module, fromlist=[name]), name)
+        params = inspect.signature(entry_point).parameters.values()
+    except Exception:  # noqa: BLE001 - an unreadable signature leaves the kwargs as they are
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def is_souls_observation(space: gym.Space) -> bool:
+    """Whether an observation space looks like SoulsGym's: a Dict with boss and player hp."""
+    return isinstance(space, gym.spaces.Dict) and {"boss_hp", "player_hp"} <= set(space.keys())
+
+
+class SoulsEpisodeMetrics(gym.Wrapper):
+    """Reports a boss fight's outcome in ``info["episode_metrics"]`` at each episode's end.
+
+    Works on any SoulsGym-shaped env (`is_souls_observation`) without changing it:
+
+    - ``boss_hp_final`` and ``player_hp_final``: the HP left, as a fraction of the max HP when
+      the observation holds it (``boss_max_hp``, ``player_max_hp``), else in HP;
+    - ``win``: 1.0 if the boss's HP reached 0, else 0.0.
+
+    Every step's info also gets ``boss_phase`` (the observation's ``phase``), so a player can
+    switch policies when a whole-fight env (``SoulsGymIudexDemo-v0``) enters phase 2. Numbers an
+    env reports itself in ``info["episode_metrics"]`` are kept.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        if not is_souls_observation(env.observation_space):
+            raise ValueError(
+                "SoulsEpisodeMetrics needs a Dict observation with boss_hp and player_hp"
+            )
+        super().__init__(env)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, _with_phase(obs, info)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = _with_phase(obs, info)
+        if terminated or truncated:
+            own = info.get("episode_metrics")
+            info["episode_metrics"] = {
+                **fight_outcome(obs),
+                **(dict(own) if isinstance(own, Mapping) else {}),
+            }
+        return obs, reward, terminated, truncated, info
+
+
+def fight_outcome(obs: Mapping[str, Any]) -> dict[str, float]:
+    """``boss_hp_final``, ``player_hp_final`` and ``win`` of a SoulsGym observation."""
+    boss_hp, player_hp = _scalar(obs["boss_hp"]), _scalar(obs["player_hp"])
+    outcome = {
+        "boss_hp_final": _fraction(boss_hp, obs.get("boss_max_hp")),
+        "player_hp_final": _fraction(player_hp, obs.get("player_max_hp")),
+        "win": 1.0 if boss_hp <= 0.0 else 0.0,
+    }
+    return outcome
+
+
+def _with_phase(obs: Any, info: Mapping[str, Any]) -> dict[str, Any]:
+    info = dict(info)
+    if isinstance(obs, Mapping) and "phase" in obs:
+        info["boss_phase"] = int(_scalar(obs["phase"]))
+    return info
+
+
+def _scalar(value: Any) -> float:
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+
+
+def _fraction(hp: float, max_hp: Any) -> float:
+    if max_hp is None:
+        return hp
+    top = _scalar(max_hp)
+    return hp / top if top > 0 else hp
 
 
 def game_not_running_error(env_id: str, err: BaseException) -> RuntimeError:

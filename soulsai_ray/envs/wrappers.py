@@ -35,6 +35,52 @@ def action_mask_from_info(info: dict[str, Any], num_actions: int) -> np.ndarray 
     return mask
 
 
+EPISODE_METRICS_KEY = "episode_metrics"
+"""``info`` key under which an env reports per-episode numbers at an episode's end."""
+
+
+def episode_metrics_from_info(info: Mapping[str, Any]) -> dict[str, float]:
+    """The per-episode numbers an env reports in ``info["episode_metrics"]`` at episode end.
+
+    Envs report a dict of floats (e.g. ``{"win": 1.0, "boss_hp_final": 0.0}``); entries that
+    are not a string name with a real number are left out here, and the head checks the rest
+    (`soulsai_ray.inbound.episode_metrics_problem`).
+    """
+    metrics = info.get(EPISODE_METRICS_KEY)
+    if not isinstance(metrics, Mapping):
+        return {}
+    return {
+        str(name): float(value)
+        for name, value in metrics.items()
+        if isinstance(name, str) and _is_real(value)
+    }
+
+
+def vector_episode_metrics(infos: Mapping[str, Any], index: int) -> dict[str, float]:
+    """`episode_metrics_from_info` of sub-env ``index`` of a vector env that just ended an episode.
+
+    With gymnasium's same-step autoreset the final step's info is in ``infos["final_info"]``,
+    each entry an array over the sub-envs with a ``_<key>`` presence mask.
+    """
+    final = infos.get("final_info")
+    if not isinstance(final, Mapping):
+        return {}
+    metrics = final.get(EPISODE_METRICS_KEY)
+    present = final.get(f"_{EPISODE_METRICS_KEY}")
+    if not isinstance(metrics, Mapping) or present is None or not present[index]:
+        return {}
+    picked = {}
+    for name, values in metrics.items():
+        if isinstance(name, str) and not name.startswith("_") and metrics[f"_{name}"][index]:
+            picked[name] = values[index]
+    return episode_metrics_from_info({EPISODE_METRICS_KEY: picked})
+
+
+def _is_real(value: Any) -> bool:
+    """A Python or numpy number or bool (``win: True`` counts as 1.0)."""
+    return isinstance(value, int | float | np.integer | np.floating | np.bool_)
+
+
 class Float32Observation(gym.ObservationWrapper):
     """Casts a Box observation to a flat float32 vector."""
 

@@ -172,13 +172,20 @@ class TrainingLoop:
         return [*fleet, *self.singletons.values()]
 
     def accept_report(
-        self, actor_index: int, node_id: str, env_steps: Any, returns: Any, lengths: Any
+        self,
+        actor_index: int,
+        node_id: str,
+        env_steps: Any,
+        returns: Any,
+        lengths: Any,
+        metrics: Any = None,
     ) -> int:
         """Counts a rollout actor's report of steps and finished episodes; returns its steps.
 
         A step count that is not a non-negative int counts as 0; episodes whose return is not a
-        finite number (or length not a positive int) never reach the return mean or a stop
-        condition. Both are counted as rejected and logged naming the actor.
+        finite number (or length not a positive int, or episode metrics that fail
+        `episode_metrics_problem`) never reach the window's means or a stop condition. Both are
+        counted as rejected and logged naming the actor.
         """
         c = self.counters
         if isinstance(env_steps, bool) or not isinstance(env_steps, int) or env_steps < 0:
@@ -190,12 +197,12 @@ class TrainingLoop:
             problem = Rejection("episode", "episode returns or lengths are not lists")
             self.rejections.record(problem, 0, actor_index, node_id)
             return env_steps
-        returns, lengths, dropped = finite_episodes(returns, lengths)
+        returns, lengths, metrics, dropped = finite_episodes(returns, lengths, metrics)
         if dropped:
-            detail = f"{dropped} episode(s) with a non-finite return or a bad length"
+            detail = f"{dropped} episode(s) with a non-finite return, a bad length or bad metrics"
             self.rejections.record(Rejection("episode", detail), 0, actor_index, node_id)
         c.episodes += len(returns)
-        self.recorder.record_episodes(c.env_steps, returns, lengths)
+        self.recorder.record_episodes(c.env_steps, returns, lengths, metrics)
         return env_steps
 
     @property
@@ -314,6 +321,15 @@ class TrainingLoop:
             "progress/updates": c.updates,
             "progress/episodes": c.episodes,
         }
+
+    def console_head(self) -> dict[str, float | int | None]:
+        """The console fields every loop shows first: return and win rate (where the env reports
+        wins), the last evaluation's score, and rollout actors alive."""
+        means = self.recorder.telemetry.episode_means()
+        head: dict[str, float | int | None] = {"ret": means.get("episode/return_mean")}
+        if "episode/win_rate" in means:
+            head["win"] = means["episode/win_rate"]
+        return {**head, "alive": self.fleet.num_alive}
 
     def record_scalars(self, scalars: dict[str, float | int | None]) -> None:
         """Writes ``scalars`` and the per-node sample counts to TensorBoard and Prometheus."""

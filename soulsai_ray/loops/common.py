@@ -184,11 +184,17 @@ class RunRecorder:
     def elapsed_s(self) -> float:
         return time.monotonic() - self.start
 
-    def record_episodes(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:
+    def record_episodes(
+        self,
+        env_steps: int,
+        returns: list[float],
+        lengths: list[int],
+        metrics: list[dict[str, float]] | None = None,
+    ) -> None:
         """Logs finished episodes and notes the first time the target return is reached."""
         if not returns:
             return
-        self.telemetry.log_episodes(env_steps, returns, lengths)
+        self.telemetry.log_episodes(env_steps, returns, lengths, metrics)
         target = self.stop_cfg.return_mean
         mean = self.telemetry.return_mean
         if (
@@ -206,10 +212,14 @@ class RunRecorder:
         scalars: dict[str, float | int | None],
         node_samples: dict[str, int] | None = None,
     ) -> None:
-        """Writes scalars (and samples per node, if given) to TensorBoard and Prometheus."""
+        """Writes scalars (and samples per node, if given) to TensorBoard and Prometheus.
+
+        Prometheus also gets the episode window's means (``episode/return_mean``,
+        ``episode/win_rate``, ...), which TensorBoard receives as episodes finish.
+        """
         per_node = {f"{NODE_SAMPLES}/{n[:12]}": v for n, v in (node_samples or {}).items()}
         self.telemetry.log_scalars(env_steps, {**scalars, **per_node})
-        self.metrics.export(scalars, node_samples)
+        self.metrics.export({**scalars, **self.telemetry.episode_means()}, node_samples)
 
     def save_checkpoint(self, counters: RunCounters, payload: dict[str, Any]) -> Path:
         """Writes an atomic checkpoint named after the update and env-step counts.
@@ -255,6 +265,10 @@ class RunRecorder:
             "updates": counters.updates,
             "wall_s": round(self.elapsed_s, 3),
             "return_mean": self.telemetry.return_mean,
+            "episode_metrics": {
+                tag.removeprefix("episode/"): value
+                for tag, value in self.telemetry.episode_means().items()
+            },
             "return_target": self.stop_cfg.return_mean,
             "time_to_target_s": self.time_to_target_s,
             "env_steps_to_target": self.env_steps_to_target,

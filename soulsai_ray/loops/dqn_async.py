@@ -256,7 +256,12 @@ class DQNAsyncLoop(TrainingLoop):
     def _on_collect(self, report: CollectReport) -> None:
         c, iv = self.counters, self.interval
         steps = self.accept_report(
-            report.actor_index, report.node_id, report.env_steps, report.returns, report.lengths
+            report.actor_index,
+            report.node_id,
+            report.env_steps,
+            report.returns,
+            report.lengths,
+            report.episode_metrics,
         )
         c.env_errors += report.env_errors
         c.env_invalid_steps += report.invalid_steps
@@ -367,7 +372,7 @@ class DQNAsyncLoop(TrainingLoop):
         self.recorder.telemetry.update_console(
             c.env_steps,
             {
-                "ret": self.recorder.telemetry.return_mean,
+                **self.console_head(),
                 "eps": scalars["train/epsilon"],
                 "upd": c.updates,
                 "sps": scalars["perf/env_steps_per_s"],

@@ -115,7 +115,12 @@ class PPOSyncLoop(TrainingLoop):
     def _count(self, report: RolloutReport) -> RolloutReport:
         c, stats = self.counters, report.stats
         self.accept_report(
-            report.actor_index, report.node_id, stats.env_steps, stats.returns, stats.lengths
+            report.actor_index,
+            report.node_id,
+            stats.env_steps,
+            stats.returns,
+            stats.lengths,
+            stats.metrics,
         )
         c.env_errors += report.stats.env_errors
         c.env_invalid_steps += report.stats.invalid_steps
@@ -196,7 +201,7 @@ class PPOSyncLoop(TrainingLoop):
         self.recorder.telemetry.update_console(
             c.env_steps,
             {
-                "ret": self.recorder.telemetry.return_mean,
+                **self.console_head(),
                 "it": self.iteration,
                 "workers": workers,
                 "sps": scalars["perf/env_steps_per_s"],

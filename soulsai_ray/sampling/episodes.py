@@ -20,6 +20,9 @@ class EpisodeStats:
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    """Per finished episode (same order as ``returns``), what the env reported in
+    ``info["episode_metrics"]`` at its end (empty dicts for envs that report nothing)."""
     env_steps: int = 0
     env_errors: int = 0
     invalid_steps: int = 0

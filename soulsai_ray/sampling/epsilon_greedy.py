@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from soulsai_ray.config import DQNConfig
-from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.models import QNetwork, load_numpy_state_dict
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
@@ -118,6 +118,7 @@ class EpsilonGreedySampler:
         if terminated or truncated:
             self._stats.returns.append(self._episode_return)
             self._stats.lengths.append(self._episode_length)
+            self._stats.metrics.append(episode_metrics_from_info(info))
             self._obs = None
         else:
             self._obs, self._mask = next_obs, next_mask

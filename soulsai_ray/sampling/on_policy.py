@@ -19,7 +19,7 @@ import torch
 
 from soulsai_ray.algos.ppo import RolloutBatch, act, value
 from soulsai_ray.config import PPOConfig
-from soulsai_ray.envs import action_mask_from_info
+from soulsai_ray.envs import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.models import ActorCritic, load_numpy_state_dict
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
@@ -112,7 +112,7 @@ class OnPolicySampler:
                 final_values,
                 masks,
             )
-            self._track_episodes(rewards, terminated | truncated)
+            self._track_episodes(rewards, terminated | truncated, infos)
             self._obs, self._masks = np.asarray(next_obs, dtype=np.float32), next_masks
         return buf.finish(n_steps, value(self.model, self._obs), self.version), self._pop_stats()
 
@@ -173,13 +173,14 @@ class OnPolicySampler:
             final_values[truncated] = value(self.model, final_obs)
         return final_values
 
-    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray, infos: dict) -> None:
         self._returns += rewards
         self._lengths += 1
         self._stats.env_steps += self.num_envs
         for i in np.flatnonzero(done):
             self._stats.returns.append(float(self._returns[i]))
             self._stats.lengths.append(int(self._lengths[i]))
+            self._stats.metrics.append(vector_episode_metrics(infos, int(i)))
             self._returns[i], self._lengths[i] = 0.0, 0
 
     def _pop_stats(self) -> EpisodeStats:

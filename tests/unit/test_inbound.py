@@ -28,6 +28,7 @@ from soulsai_ray.inbound import (
     check_rollout,
     check_transitions,
     env_output_problem,
+    episode_metrics_problem,
     finite_episodes,
 )
 
@@ -107,9 +108,56 @@ def test_env_output_problem(obs, reward, expected):
 def test_only_finite_episodes_are_kept():
     returns = [1.0, math.inf, float("nan"), 2, "3", None, -5.0, True]
     lengths = [10, 10, 10, 4, 10, 10, 0, 3]
-    kept, kept_lengths, dropped = finite_episodes(returns, lengths)
+    kept, kept_lengths, kept_metrics, dropped = finite_episodes(returns, lengths)
     assert kept == [1.0, 2.0] and kept_lengths == [10, 4] and dropped == 6
-    assert finite_episodes([1.0], [1, 2]) == ([], [], 2)
+    assert kept_metrics == [{}, {}]
+    assert finite_episodes([1.0], [1, 2]) == ([], [], [], 2)
+    assert finite_episodes([1.0], [1], [{}, {}]) == ([], [], [], 1)
+    assert finite_episodes([1.0], [1], "not a list") == ([], [], [], 1)
+
+
+GOOD_METRICS = {"win": 1.0, "boss_hp_final": 0.25, "flag": True, "n": np.int64(3)}
+BAD_METRICS = [
+    None,
+    "win",
+    [("win", 1.0)],
+    {"win": float("nan")},
+    {"win": float("inf")},
+    {"win": 3.4e38},
+    {"win": "1"},
+    {"win": None},
+    {"win": [1.0]},
+    {"win": np.ones(2)},
+    {1: 1.0},
+    {"": 1.0},
+    {"bad name": 1.0},
+    {"9lives": 1.0},
+    {"x" * 41: 1.0},
+    {"a/b": 1.0},
+    {f"m{i}": 1.0 for i in range(17)},
+]
+
+
+@pytest.mark.parametrize("metrics", BAD_METRICS, ids=repr)
+def test_malformed_episode_metrics_drop_their_episode_only(metrics):
+    returns, lengths = [1.0, 2.0, 3.0], [5, 6, 7]
+    kept, kept_lengths, kept_metrics, dropped = finite_episodes(
+        returns, lengths, [GOOD_METRICS, metrics, {}]
+    )
+    assert episode_metrics_problem(metrics) is not None
+    assert dropped == 1 and kept == [1.0, 3.0] and kept_lengths == [5, 7]
+    assert kept_metrics == [{"win": 1.0, "boss_hp_final": 0.25, "flag": 1.0, "n": 3.0}, {}]
+    assert all(type(v) is float for m in kept_metrics for v in m.values())
+
+
+def test_seeded_random_episode_metrics_never_pass_a_bad_value():
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        metrics = {f"m{i}": float(rng.choice([0.5, np.nan, np.inf, -1e12, 7.0])) for i in range(3)}
+        *_, kept_metrics, dropped = finite_episodes([0.0], [1], [metrics])
+        ok = all(abs(v) <= 1e9 for v in metrics.values())
+        assert (dropped == 0) == ok
+        assert kept_metrics == ([metrics] if ok else [])
 
 
 def test_rejections_count_by_reason_and_node_and_log_each_actor_rarely(caplog):
