@@ -18,57 +18,23 @@ import json
 import math
 import sys
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from soulsai_ray.checkpoint import write_text_atomic
+from soulsai_ray.console import ConsoleProgress
+from soulsai_ray.console import format_fields as format_fields  # re-exported
+from soulsai_ray.console import format_number as format_number  # re-exported
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
+from soulsai_ray.episode_window import EpisodeWindow
 
 _clock = time.monotonic  # module-level so tests can control time
-_PLAIN_LINE_INTERVAL_S = 10.0
-_BAR_REFRESH_INTERVAL_S = 0.25
-
-
-def format_number(value: Any) -> str:
-    """Formats a metric value compactly for the console (123.4, 0.0123, 0.05, 1.2e-05).
-
-    Args:
-        value: A number, None (shown as ``-``) or anything else (shown with ``str``).
-
-    Returns:
-        The formatted value.
-    """
-    if value is None:
-        return "-"
-    if isinstance(value, bool | str):
-        return str(value)
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if not isinstance(value, float | np.floating):
-        return str(value)
-    value = float(value)
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0.0:
-        return "0"
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    if abs(value) >= 1e-3:
-        return f"{value:.4g}"
-    return f"{value:.2e}"
-
-
-def format_fields(fields: Mapping[str, Any]) -> str:
-    """Formats ``{"loss": 0.0123, "eps": 0.05}`` as ``loss 0.0123, eps 0.05``."""
-    return ", ".join(f"{key} {format_number(value)}" for key, value in fields.items())
 
 
 def to_json_safe(value: Any) -> Any:
@@ -103,6 +69,8 @@ class Telemetry:
         total_env_steps: Length of the run, for the progress bar; None if unknown.
         tb_subdir: Sub-folder of ``run_dir`` for TensorBoard events.
         curve_points: Most points the learning curve keeps (see `LearningCurve`).
+        time_limit_s: Wall-clock limit of the run from now, for the console's ETA; None if
+            unlimited.
     """
 
     def __init__(
@@ -113,6 +81,7 @@ class Telemetry:
         total_env_steps: int | None = None,
         tb_subdir: str = "tb",
         curve_points: int = DEFAULT_CURVE_POINTS,
+        time_limit_s: float | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -120,32 +89,49 @@ class Telemetry:
         self.window = window
         self.console = console
         self.total_env_steps = total_env_steps
+        self.time_limit_s = time_limit_s
+        self._start_time = _clock()
         self._writer: SummaryWriter | None = SummaryWriter(log_dir=str(self.run_dir / tb_subdir))
-        self._recent_returns: deque[float] = deque(maxlen=window)
+        self._recent = EpisodeWindow(window)
         self._curve = LearningCurve(curve_points)
-        self._console_line: _ConsoleLine | None = None
+        self._console_line: ConsoleProgress | None = None
 
-    def log_episodes(self, env_step: int, returns: Sequence[float], lengths: Sequence[int]) -> None:
+    def log_episodes(
+        self,
+        env_step: int,
+        returns: Sequence[float],
+        lengths: Sequence[int],
+        metrics: Sequence[Mapping[str, float]] | None = None,
+    ) -> None:
         """Records finished episodes.
 
-        Writes ``episode/return`` and ``episode/length`` per episode and, when there is at least
-        one episode, ``episode/return_mean`` over the window; all at step ``env_step``.
+        Writes ``episode/return``, ``episode/length`` and ``episode/<name>`` for each episode
+        metric per episode and, when there is at least one episode, the window's means
+        (``episode/return_mean``, ``episode/length_mean``, ``episode/win_rate``, ...; see
+        `EpisodeWindow.means`); all at step ``env_step``.
 
         Args:
             env_step: Total env steps when the episodes were reported.
             returns: Undiscounted return of each finished episode.
             lengths: Length of each finished episode, in the same order.
+            metrics: Each episode's reported numbers (``info["episode_metrics"]``), if any.
         """
-        if len(returns) != len(lengths):
-            raise ValueError(f"got {len(returns)} returns but {len(lengths)} lengths")
+        metrics = [{}] * len(returns) if metrics is None else metrics
+        if not len(returns) == len(lengths) == len(metrics):
+            raise ValueError(
+                f"got {len(returns)} returns, {len(lengths)} lengths and {len(metrics)} metrics"
+            )
         writer = self._open_writer()
-        for ret, length in zip(returns, lengths, strict=True):
+        for ret, length, numbers in zip(returns, lengths, metrics, strict=True):
             writer.add_scalar("episode/return", float(ret), env_step)
             writer.add_scalar("episode/length", int(length), env_step)
-            self._recent_returns.append(float(ret))
+            for name, value in numbers.items():
+                writer.add_scalar(f"episode/{name}", float(value), env_step)
+            self._recent.add(ret, length, numbers)
         self._curve.extend(np.full(len(returns), int(env_step)), returns)
         if len(returns) > 0:
-            writer.add_scalar("episode/return_mean", self.return_mean, env_step)
+            for tag, value in self.episode_means().items():
+                writer.add_scalar(tag, value, env_step)
 
     def log_scalars(self, step: int, scalars: Mapping[str, float | int | None]) -> None:
         """Writes scalars at ``step``; None and non-finite values are skipped.
@@ -163,9 +149,17 @@ class Telemetry:
     @property
     def return_mean(self) -> float | None:
         """Mean of the last ``window`` episode returns, None before the first episode."""
-        if not self._recent_returns:
-            return None
-        return float(np.mean(self._recent_returns))
+        return self._recent.return_mean
+
+    def episode_means(self) -> dict[str, float]:
+        """Means over the window: ``episode/return_mean``, ``episode/length_mean``,
+        ``episode/win_rate`` and the other episode metrics (empty before the first episode)."""
+        return self._recent.means()
+
+    @property
+    def window_episodes(self) -> int:
+        """Episodes in the window (at most ``window``)."""
+        return len(self._recent.returns)
 
     @property
     def episodes(self) -> int:
@@ -176,10 +170,10 @@ class Telemetry:
         """The learning curve and recent returns as arrays, for `restore_curve` after a resume.
 
         Returns:
-            `LearningCurve.state` plus ``recent_returns``, the last ``window`` episode returns.
+            `LearningCurve.state` plus `EpisodeWindow.state`: the last ``window`` episode
+            returns (``recent_returns``), lengths and episode metrics.
         """
-        recent = np.array(self._recent_returns, dtype=np.float64)
-        return {**self._curve.state(), "recent_returns": recent}
+        return {**self._curve.state(), **self._recent.state()}
 
     def restore_curve(self, curve: Mapping[str, Any] | Sequence[tuple[int, float]]) -> None:
         """Continues a resumed run with its earlier learning curve, without re-logging it.
@@ -189,18 +183,18 @@ class Telemetry:
                 form older checkpoints hold). A dict without ``recent_returns`` starts the
                 return mean from the newest points, each repeated by its episode count.
         """
+        window: dict[str, Any] = {}
         if isinstance(curve, Mapping):
             self._curve.load(curve)
-            recent = curve.get("recent_returns")
+            window = dict(curve)
         else:
             pairs = np.asarray(curve, dtype=np.float64).reshape(-1, 2)
             self._curve.clear()
             self._curve.extend(pairs[:, 0], pairs[:, 1])
-            recent = pairs[-self.window :, 1]
-        if recent is None:
-            recent = _newest_returns(self._curve, self.window)
-        self._recent_returns.clear()
-        self._recent_returns.extend(float(r) for r in np.asarray(recent).reshape(-1))
+            window["recent_returns"] = pairs[-self.window :, 1]
+        if window.get("recent_returns") is None:
+            window["recent_returns"] = _newest_returns(self._curve, self.window)
+        self._recent.load(window)
 
     def learning_curve(self) -> list[tuple[int, float]]:
         """The learning curve as ``(env_step, mean return)`` points, oldest first.
@@ -212,8 +206,8 @@ class Telemetry:
     def update_console(self, env_steps: int, fields: Mapping[str, Any]) -> None:
         """Updates the live progress line.
 
-        On a terminal this is a progress bar with steps/s and the fields; otherwise a plain line
-        is printed at most every 10 s so that log files stay readable.
+        On a terminal this is a live display with a progress bar, steps/s, ETA and the fields;
+        otherwise a plain line is printed at most every 10 s (see `ConsoleProgress`).
 
         Args:
             env_steps: Total env steps so far.
@@ -224,7 +218,14 @@ class Telemetry:
         if not self.console:
             return
         if self._console_line is None:
-            self._console_line = _ConsoleLine(sys.stdout, self.total_env_steps, env_steps)
+            self._console_line = ConsoleProgress(
+                sys.stdout,
+                self.total_env_steps,
+                env_steps,
+                time_limit_s=self.time_limit_s,
+                clock=_clock,
+                start_time=self._start_time,
+            )
         self._console_line.update(env_steps, fields)
 
     def write_summary(self, path: Path, summary: Mapping[str, Any]) -> None:
@@ -317,75 +318,3 @@ def _draw_curve(ax: Any, curve: Mapping[str, np.ndarray], window: int) -> None:
         color="tab:blue",
         label=f"mean of last {max(window, per_point)}",
     )
-
-
-class _ConsoleLine:
-    """One live progress line: a tqdm bar on a terminal, throttled plain lines otherwise."""
-
-    def __init__(self, stream: TextIO, total: int | None, start_steps: int) -> None:
-        self._stream = stream
-        self._total = total
-        self._bar: tqdm | None = None
-        if _is_tty(stream):
-            self._bar = tqdm(
-                total=total,
-                initial=start_steps,
-                unit="step",
-                unit_scale=True,
-                dynamic_ncols=True,
-                mininterval=_BAR_REFRESH_INTERVAL_S,
-                file=stream,
-            )
-        self._last_refresh = -math.inf
-        self._last_steps = start_steps
-        self._last_time = _clock()
-
-    def update(self, env_steps: int, fields: Mapping[str, Any]) -> None:
-        if self._bar is not None:
-            self._update_bar(env_steps, fields)
-        else:
-            self._maybe_print(env_steps, fields)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def _update_bar(self, env_steps: int, fields: Mapping[str, Any]) -> None:
-        assert self._bar is not None
-        self._bar.set_postfix_str(format_fields(fields), refresh=False)
-        delta = env_steps - self._bar.n
-        if delta > 0:
-            self._bar.update(delta)  # refreshes itself at most every mininterval
-        elif _clock() - self._last_refresh >= _BAR_REFRESH_INTERVAL_S:
-            self._bar.refresh()
-            self._last_refresh = _clock()
-
-    def _maybe_print(self, env_steps: int, fields: Mapping[str, Any]) -> None:
-        now = _clock()
-        first = self._last_refresh == -math.inf
-        if not first and now - self._last_refresh < _PLAIN_LINE_INTERVAL_S:
-            return
-        elapsed = now - self._last_time
-        rate = (env_steps - self._last_steps) / elapsed if elapsed > 0 and not first else None
-        print(self._plain_line(env_steps, rate, fields), file=self._stream, flush=True)
-        self._last_refresh = now
-        self._last_steps, self._last_time = env_steps, now
-
-    def _plain_line(self, env_steps: int, rate: float | None, fields: Mapping[str, Any]) -> str:
-        progress = f"steps {env_steps:,}"
-        if self._total:
-            progress += f"/{self._total:,} ({100.0 * env_steps / self._total:.1f}%)"
-        parts = [progress]
-        if rate is not None:
-            parts.append(f"{rate:.1f} steps/s")
-        if fields:
-            parts.append(format_fields(fields))
-        return " | ".join(parts)
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_return_mean_rolls_over_window(telemetry: Telemetry) -> None:
 
 
 def test_log_episodes_rejects_mismatched_lengths(telemetry: Telemetry) -> None:
-    with pytest.raises(ValueError, match="2 returns but 1 lengths"):
+    with pytest.raises(ValueError, match="2 returns, 1 lengths"):
         telemetry.log_episodes(10, [1.0, 2.0], [5])
 
 
@@ -202,7 +203,8 @@ def test_console_without_tty_prints_at_most_every_10s(
     assert len(lines) == 2
     assert lines[0] == "steps 0/10,000 (0.0%) | return_mean 123.4, loss 0.0123, eps 0.05"
     assert lines[1] == (
-        "steps 1,000/10,000 (10.0%) | 100.0 steps/s | return_mean 123.4, loss 0.0123, eps 0.05"
+        "steps 1,000/10,000 (10.0%) | 100.0 steps/s | eta 1m30s"
+        " | return_mean 123.4, loss 0.0123, eps 0.05"
     )
 
 
@@ -221,19 +223,25 @@ class _TtyStream(io.StringIO):
 
 
 def test_console_on_tty_uses_progress_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(telemetry_module, "_clock", clock)
     stream = _TtyStream()
     monkeypatch.setattr("sys.stdout", stream)
-    t = Telemetry(tmp_path, console=True, total_env_steps=2_000)
+    t = Telemetry(tmp_path, console=True, total_env_steps=2_000, time_limit_s=15.0)
+    clock.now += 2.0  # the time limit counts from the creation of Telemetry
     t.update_console(0, {"return_mean": None})
+    clock.now += 10.0
     t.update_console(1_000, {"return_mean": 123.4, "eps": 0.05})
     t.close()
 
-    output = stream.getvalue()
+    output = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())
     assert "\r" in output  # redrawn in place, not one line per update
     final = output.split("\r")[-1]
-    assert "50%" in final
-    assert "1.00k/2.00k" in final
-    assert "return_mean 123.4, eps 0.05" in final
+    assert "steps 1,000/2,000 (50.0%)" in final
+    assert "100.0 steps/s" in final
+    assert "eta 3s" in final  # 15 s limit - 12 s elapsed, before the 10 s left to 2,000 steps
+    assert "return_mean 123.4" in final
+    assert "eps 0.05" in final
 
 
 def test_rolling_mean_weights_points_by_their_episode_counts() -> None:
