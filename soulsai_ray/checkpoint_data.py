@@ -51,7 +51,8 @@ def encode(payload: Any) -> Any:
     if isinstance(payload, np.ndarray):
         if payload.dtype.hasobject:
             raise UnsafePayloadError(f"object arrays cannot be checkpointed ({payload.dtype})")
-        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(payload)).clone()}
+        # np.array (not ascontiguousarray, which makes 0-d arrays 1-d) keeps the shape
+        return {_NDARRAY: torch.from_numpy(np.array(payload, order="C", copy=True))}
     if isinstance(payload, np.generic):
         return payload.item()
     if isinstance(payload, torch.Tensor) or payload is None:

@@ -489,3 +489,23 @@ def test_a_checkpoint_of_the_previous_format_loads_its_numpy_arrays_safely(tmp_p
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="format version 7"):
         load_checkpoint(path)
+
+
+def test_numpy_arrays_of_every_shape_and_layout_round_trip_exactly(tmp_path: Path) -> None:
+    """0-d arrays (a normalizer's count), read-only and strided arrays keep shape and values."""
+    readonly = np.arange(6, dtype=np.float32).reshape(2, 3)
+    readonly.setflags(write=False)
+    arrays = {
+        "scalar": np.array(7.0),
+        "empty": np.zeros((0, 4), dtype=np.int64),
+        "readonly": readonly,
+        "strided": np.arange(20, dtype=np.float64).reshape(4, 5)[:, ::2],
+        "bools": np.array([True, False]),
+    }
+    manager = CheckpointManager(tmp_path)
+    path = manager.save("ckpt_1", {"arrays": arrays}, {"updates": 1}, "")
+    payload, _ = load_checkpoint(path)
+    for name, array in arrays.items():
+        loaded = payload["arrays"][name]
+        assert loaded.shape == array.shape and loaded.dtype == array.dtype, name
+        np.testing.assert_array_equal(loaded, array)
