@@ -138,7 +138,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, An
 
 
 class CheckpointManager:
-    """Writes checkpoints under `root` atomically, keeps the newest `keep_last` plus the best by `meta['return_mean']`.
+    """Writes checkpoints under `root` atomically, keeps the newest `keep_last` plus the best by score (`checkpoint_score`).
 
     Assumes a single writer per `root`. Besides the checkpoint folders, `root` holds two text
     files, ``latest`` and ``best``, naming the newest and the best checkpoint for humans and
@@ -218,15 +218,17 @@ class CheckpointManager:
         return _first_verified(self.list())
 
     def best(self) -> Checkpoint | None:
-        """Returns the verified checkpoint with the highest ``return_mean``, or None.
+        """Returns the verified checkpoint with the highest score, or None.
 
-        Checkpoints without a finite ``return_mean`` are never the best.
+        The score is ``meta["score"]`` (the run's best-checkpoint metric: an evaluation's, or
+        the training episodes' window) or, in checkpoints without one, ``meta["return_mean"]``.
+        Checkpoints without a finite score are never the best.
         """
-        ranked = sorted(self._with_return_mean(), key=_best_key, reverse=True)
+        ranked = sorted(self._scored(), key=_best_key, reverse=True)
         return _first_verified(ranked)
 
-    def _with_return_mean(self) -> list[Checkpoint]:
-        return [c for c in self.list() if _return_mean(c) is not None]
+    def _scored(self) -> list[Checkpoint]:
+        return [c for c in self.list() if checkpoint_score(c) is not None]
 
     def _prune(self, saved: Path) -> None:
         """Deletes all but the newest `keep_last`, the best and `saved`; updates the pointer files.
@@ -236,7 +238,7 @@ class CheckpointManager:
                 above it (a run resumed from an older checkpoint than the newest one).
         """
         checkpoints = self.list()
-        best = max(self._with_return_mean(), key=_best_key, default=None)
+        best = max(self._scored(), key=_best_key, default=None)
         keep = {c.name for c in checkpoints[: self.keep_last]} | {saved.name}
         if best is not None:
             keep.add(best.name)
@@ -429,16 +431,18 @@ def _created_at(c: Checkpoint) -> float:
     return float(value)
 
 
-def _return_mean(c: Checkpoint) -> float | None:
-    value = c.meta.get("return_mean")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
+def checkpoint_score(c: Checkpoint) -> float | None:
+    """A checkpoint's score for `CheckpointManager.best`: ``score``, else ``return_mean``."""
+    for key in ("score", "return_mean"):
+        value = c.meta.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
 
 
 def _best_key(c: Checkpoint) -> tuple[int | float | str, ...]:
-    """Ranks by return_mean (missing counts as worst); ties go to the newer checkpoint."""
-    value = _return_mean(c)
+    """Ranks by score (missing counts as worst); ties go to the newer checkpoint."""
+    value = checkpoint_score(c)
     return (value if value is not None else -math.inf, *_order_key(c))
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "DQNConfig",
     "EnvConfig",
+    "EvalConfig",
     "PPOConfig",
     "StopConfig",
     "TelemetryConfig",
@@ -336,10 +337,42 @@ class CheckpointConfig:
     """Newest checkpoints to keep (the best by return is kept as well)."""
     save_replay: bool = False
     """Include the DQN replay buffer (large) so a resumed run continues with the same data."""
+    best_min_interval_s: float = 30.0
+    """Without evaluation, fewest seconds between two checkpoints written because the rolling
+    training metric reached a new best (each evaluation's new best is always written)."""
 
     def validate(self, key: str) -> None:
         require(self.every_updates > 0, f"{key}.every_updates", "must be > 0")
         require(self.keep_last > 0, f"{key}.keep_last", "must be > 0")
+        require(self.best_min_interval_s >= 0, f"{key}.best_min_interval_s", "must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation during training, on a rollout actor between its collects."""
+
+    every_updates: int | None = None
+    """Learner updates between evaluations; null: no evaluation (the best checkpoint is then
+    chosen by the rolling training metric)."""
+    episodes: int = 5
+    """Greedy episodes per evaluation (on a game PC: played on its game, not trained on)."""
+    metric: str = "return_mean"
+    """What makes a checkpoint the best: ``return_mean``, ``win_rate`` or ``<name>_mean`` of an
+    episode metric; of the evaluation, or of the training episodes' window without one."""
+
+    def validate(self, key: str) -> None:
+        require(
+            self.every_updates is None or self.every_updates > 0,
+            f"{key}.every_updates",
+            "must be > 0 or null",
+        )
+        require(self.episodes > 0, f"{key}.episodes", "must be > 0")
+        require(
+            self.metric in ("return_mean", "length_mean", "win_rate")
+            or (self.metric.endswith("_mean") and self.metric[:-5].isidentifier()),
+            f"{key}.metric",
+            "must be return_mean, win_rate or <episode metric>_mean",
+        )
 
 
 @dataclass
@@ -369,6 +402,7 @@ class TrainConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     seed: int = 0
     """Base seed; actor i seeds its env with seed + 1000 * (i + 1)."""

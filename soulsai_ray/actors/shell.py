@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import secrets
 import warnings
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import ray
 import torch
 
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import EnvSpec
+from soulsai_ray.evaluation import EnvLease, GreedyPolicy, play_episodes
 
 HEALTH_GROUPS = {"health": 1}
 
@@ -37,15 +39,29 @@ def rollout_seed(cfg: TrainConfig, index: int) -> int:
     return seed
 
 
-class _Sampler(Protocol):
+class _Sampler(EnvLease, Protocol):
     obs_dim: int
     num_actions: int
 
     def env_busy_s(self) -> float: ...
 
 
+@dataclass
+class EvalReport:
+    """Episodes a rollout actor played greedily with the weights of ``version``."""
+
+    actor_index: int
+    node_id: str
+    version: int
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    env_errors: int = 0
+
+
 class RolloutShell:
-    """The common part of rollout actors: node id, spec, pid and the stall heartbeat."""
+    """The common part of rollout actors: node id, spec, pid, the stall heartbeat and greedy
+    evaluation on the actor's own env."""
 
     sampler: _Sampler
 
@@ -53,6 +69,8 @@ class RolloutShell:
         setup_process(cfg)
         self.index = index
         self.node_id = ray.get_runtime_context().get_node_id()
+        self._algo = cfg.algo
+        self._greedy: GreedyPolicy | None = None
 
     def spec(self) -> EnvSpec:
         """Observation size and number of actions of this actor's env."""
@@ -61,6 +79,27 @@ class RolloutShell:
     def pid(self) -> int:
         """Process id (used by fault-injection tests and operators)."""
         return os.getpid()
+
+    def evaluate(self, version: int, weights_ref: list[Any], episodes: int) -> EvalReport:
+        """Plays ``episodes`` greedy episodes with the weights of ``version`` on this actor's env.
+
+        On a game PC this is the PC's one game: the running training episode is given up, and
+        the evaluation's episodes are never used for training.
+        """
+        sampler = self.sampler
+        if self._greedy is None:
+            self._greedy = GreedyPolicy(self._algo, sampler.obs_dim, sampler.num_actions)
+        self._greedy.load(ray.get(weights_ref[0]), version)
+        result = play_episodes(sampler, self._greedy, episodes, sampler.num_actions)
+        return EvalReport(
+            self.index,
+            self.node_id,
+            version,
+            result.returns,
+            result.lengths,
+            result.metrics,
+            result.env_errors,
+        )
 
     @ray.method(concurrency_group="health")
     def heartbeat(self) -> float:

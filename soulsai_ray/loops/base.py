@@ -6,6 +6,7 @@ A loop subclasses :class:`TrainingLoop` and fills in these hooks::
     step()              one round of the loop's own work (scheduling, waiting, updating)
     on_restart(role)    an actor of ``role`` (learner, replay, weights) was restarted by Ray
     checkpoint_state()  the learner (and replay) state to save; may raise Ray errors
+    eval_weights()      ``(version, [ref])`` of the newest published weights, for evaluation
     summary_extra()     algorithm-specific entries of summary.json
     log_final()         the last scalars, written when the run ends
 
@@ -32,6 +33,7 @@ from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.envs import EnvSpec
 from soulsai_ray.inbound import Rejection, Rejections, finite_episodes
 from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
+from soulsai_ray.loops.evaluation import RunEvaluation
 from soulsai_ray.loops.fleet import RolloutFleet
 
 logger = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class TrainingLoop:
         self._failures_before, self._stalls_before = c.actor_failures, c.env_stalls
         self.nodes = NodeMembership()
         self._nodes_before = (c.nodes_joined, c.nodes_lost)
+        self.evaluation = RunEvaluation(self)
+        """Evaluations during training and the best checkpoint; sees every fleet outcome first."""
 
     def build(self) -> None:
         raise NotImplementedError
@@ -119,6 +123,9 @@ class TrainingLoop:
         """Called once per restart of the singleton actor ``role``."""
 
     def checkpoint_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def eval_weights(self) -> tuple[int, list[Any]]:
         raise NotImplementedError
 
     def summary_extra(self) -> dict[str, Any]:
@@ -142,8 +149,10 @@ class TrainingLoop:
         try:
             while reason is None:
                 self.step()
+                self.evaluation.maybe_start()
                 self.watch_actors()
                 self.maybe_checkpoint()
+                self.evaluation.maybe_save_best()
                 reason = self.stop_requested or stop_reason(
                     self.cfg.stop,
                     self.counters,
@@ -347,21 +356,34 @@ class TrainingLoop:
             return
         every = self.cfg.checkpoint.every_updates
         self._next_checkpoint = (self.counters.updates // every + 1) * every
+        self.write_checkpoint(self.evaluation.periodic_score())
+
+    def write_checkpoint(self, score: float | None, extra: dict[str, Any] | None = None) -> bool:
+        """Writes a checkpoint of the learner (and replay) now; returns whether it was written.
+
+        Args:
+            score: Its score of the best-checkpoint metric (see `RunEvaluation`), if any.
+            extra: More payload, e.g. the exact weights an evaluation played.
+        """
         try:
             state = self.checkpoint_state()
         except ACTOR_ERRORS as err:
             logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
-            return
+            return False
         self.counters.weight_version = max(self.counters.weight_version, state["version"])
         try:
-            self.recorder.save_checkpoint(self.counters, state)
+            self.recorder.save_checkpoint(
+                self.counters, {**state, **(extra or {})}, score, self.evaluation.metric
+            )
         except OSError as err:
             self.counters.checkpoint_failures += 1
             logger.error(
                 "checkpoint failed (%s); training goes on and the next one is tried in %d updates",
                 err,
-                every,
+                self.cfg.checkpoint.every_updates,
             )
+            return False
+        return True
 
     def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
         """Final counts, checkpoint (once training has begun), summary.json and learning curve."""
@@ -378,6 +400,7 @@ class TrainingLoop:
             "samples_by_node": self.samples_by_node,
             "rejected_by_node": self.rejections.by_node.as_dict(),
             "exit_status": self.exit_status,
+            **self.evaluation.summary(),
             **self.summary_extra(),
         }
         return self.recorder.finish(self.counters, reason, extra)

@@ -51,6 +51,8 @@ class RunCounters:
     """Periodic checkpoints that could not be written (disk full, permissions); retried later."""
     nan_rollbacks: int = 0
     resumes: int = 0
+    evaluations: int = 0
+    """Greedy evaluations finished during training (``eval.every_updates``)."""
     batches_rejected: dict[str, int] = field(default_factory=dict)
     """Batches and reports from rollout actors that failed an inbound check, by reason."""
 
@@ -114,6 +116,14 @@ def stop_reason(
 NODE_SAMPLES = "dist/node_samples"
 
 
+def prometheus_name(key: str) -> str:
+    """The gauge name a metric key is exported under (``train/loss`` -> ``soulsai_train_loss``).
+
+    Ray's metrics endpoint shows it with Ray's prefix: ``ray_soulsai_train_loss``.
+    """
+    return "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
 class MetricsExporter:
     """Mirrors scalar metrics to Prometheus through ``ray.util.metrics`` gauges.
 
@@ -146,8 +156,7 @@ class MetricsExporter:
 
         gauge = self._gauges.get(key)
         if gauge is None:
-            name = "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-            gauge = Gauge(name, description=key, tag_keys=tag_keys)
+            gauge = Gauge(prometheus_name(key), description=key, tag_keys=tag_keys)
             self._gauges[key] = gauge
         return gauge
 
@@ -172,6 +181,7 @@ class RunRecorder:
             window=telemetry_cfg.window,
             console=telemetry_cfg.console,
             total_env_steps=stop_cfg.env_steps,
+            time_limit_s=stop_cfg.time_s,
         )
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=keep_last)
         self.metrics = metrics
@@ -221,12 +231,19 @@ class RunRecorder:
         self.telemetry.log_scalars(env_steps, {**scalars, **per_node})
         self.metrics.export({**scalars, **self.telemetry.episode_means()}, node_samples)
 
-    def save_checkpoint(self, counters: RunCounters, payload: dict[str, Any]) -> Path:
+    def save_checkpoint(
+        self,
+        counters: RunCounters,
+        payload: dict[str, Any],
+        score: float | None = None,
+        score_metric: str | None = None,
+    ) -> Path:
         """Writes an atomic checkpoint named after the update and env-step counts.
 
         Besides ``payload`` (learner and optionally replay state) it holds the learning curve
         (bounded numpy arrays), so a resumed run continues its statistics; ``meta.json`` holds
-        the counters.
+        the counters, and the ``score`` of the run's best-checkpoint metric (``score_metric``,
+        e.g. ``eval/return_mean``) by which the best checkpoint is chosen.
         """
         telemetry = {
             "curve": self.telemetry.curve_state(),
@@ -237,9 +254,13 @@ class RunRecorder:
         meta = {
             **asdict(counters),
             "return_mean": self.telemetry.return_mean,
+            "score": score,
+            "score_metric": score_metric,
             "wall_s": self.elapsed_s,
         }
         name = f"ckpt_{counters.updates:09d}_{counters.env_steps:011d}"
+        if "eval_policy" in payload:  # never replaced by a periodic one of the same counters
+            name += "_eval"
         self.last_checkpoint = self.checkpoints.save(
             name, {**payload, "telemetry": telemetry}, meta, self.config_yaml
         )
@@ -255,7 +276,10 @@ class RunRecorder:
         self.telemetry.restore_curve(state.get("curve", []))
         self.time_to_target_s = state.get("time_to_target_s")
         self.env_steps_to_target = state.get("env_steps_to_target")
-        self.start -= float(state.get("elapsed_s", 0.0))
+        elapsed = float(state.get("elapsed_s", 0.0))
+        self.start -= elapsed
+        if self.stop_cfg.time_s is not None:  # the console's ETA counts what is left
+            self.telemetry.time_limit_s = max(self.stop_cfg.time_s - elapsed, 0.0)
 
     def finish(self, counters: RunCounters, reason: str, extra: dict[str, Any]) -> dict[str, Any]:
         """Writes ``summary.json`` and ``learning_curve.png``; returns the summary."""

@@ -210,7 +210,7 @@ class DQNAsyncLoop(TrainingLoop):
         also = [self._train_ref] if self._train_ref is not None else []
         outcomes, ready = self.fleet.poll(WAIT_S, also=also)
         for outcome in outcomes:
-            if not outcome.failed:
+            if not self.evaluation.take(outcome) and not outcome.failed:
                 self._on_collect(outcome.value)
         if ready:
             ref, self._train_ref = self._train_ref, None
@@ -384,6 +384,13 @@ class DQNAsyncLoop(TrainingLoop):
         self.interval = IntervalStats(start=now)
         self._last_log = now
 
+    def eval_weights(self) -> tuple[int, list[Any]]:
+        """The weight store's newest ``(version, [ref])``; ``(-1, [])`` while it is down."""
+        try:
+            return ray.get(self.weight_store.latest.remote(), timeout=STATE_TIMEOUT_S)
+        except ACTOR_ERRORS:
+            return -1, []
+
     def checkpoint_state(self) -> dict[str, Any]:
         state = get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)
         if self.cfg.checkpoint.save_replay:
@@ -394,7 +401,7 @@ class DQNAsyncLoop(TrainingLoop):
         """Drains the rollout calls and pushes in flight, so the final counts are exact."""
         if self._training:
             for outcome in self.fleet.drain(DRAIN_TIMEOUT_S):
-                if not outcome.failed:
+                if not self.evaluation.take(outcome) and not outcome.failed:
                     self._on_collect(outcome.value)
             flushes = [actor.flush.remote() for actor in self.fleet.actors]
             ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)

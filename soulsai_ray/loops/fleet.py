@@ -134,9 +134,16 @@ class RolloutFleet:
             if now < self._retry_at.get(index, 0.0):
                 continue
             for _ in range(cap - self.calls.count(index)):
-                submitted = call(self.actors[index])
-                ref, extra = submitted if isinstance(submitted, tuple) else (submitted, None)
-                self.calls.submit(index, ref, extra)
+                self.submit(index, call)
+
+    def submit(self, index: int, call: Callable[[Any], Any]) -> None:
+        """Submits one ``call(actor)`` to actor ``index`` on top of its cap (an evaluation).
+
+        ``call`` returns the result's ref, or ``(ref, extra)`` as for :meth:`fill`.
+        """
+        submitted = call(self.actors[index])
+        ref, extra = submitted if isinstance(submitted, tuple) else (submitted, None)
+        self.calls.submit(index, ref, extra)
 
     def busy(self, index: int) -> bool:
         """True while actor ``index`` has a call in flight."""

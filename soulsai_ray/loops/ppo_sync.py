@@ -95,6 +95,8 @@ class PPOSyncLoop(TrainingLoop):
                 break
             outcomes, _ = self.fleet.poll(min(max(remaining, 0.05), 1.0))
             for outcome in outcomes:
+                if self.evaluation.take(outcome):
+                    continue
                 report = None if outcome.failed else self._count(outcome.value)
                 if report is not None and report.version == self.version and report.steps > 0:
                     batches.append(outcome.extra)
@@ -210,6 +212,10 @@ class PPOSyncLoop(TrainingLoop):
             },
         )
         self._last_log, self._last_log_steps = now, c.env_steps
+
+    def eval_weights(self) -> tuple[int, list[Any]]:
+        """The current policy (evaluated between iterations, so exactly what is checkpointed)."""
+        return self.version, self.weights
 
     def checkpoint_state(self) -> dict[str, Any]:
         return get_when_available(self.learner.state.remote, STATE_TIMEOUT_S)

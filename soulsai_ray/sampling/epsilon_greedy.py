@@ -12,6 +12,7 @@ Order of calls::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -144,6 +145,22 @@ class EpsilonGreedySampler:
     def close(self) -> None:
         """Closes the env."""
         self.env.close()
+
+    # --- lending the env to an evaluation (`soulsai_ray.evaluation.EnvLease`) ---------------
+
+    def eval_env(self) -> gym.Env:
+        """The env, for a greedy evaluation; the running episode is given up (never reported)."""
+        self._nstep.reset()
+        self._obs = None
+        return self.env
+
+    def watch_env(self) -> contextlib.AbstractContextManager[None]:
+        """Marks an evaluation's env call as running, for :meth:`env_busy_s`."""
+        return self._recovery.watch()
+
+    def recover_env(self, err: Exception) -> None:
+        """An evaluation's env call failed: counted and recovered like a sampling fault."""
+        self._recover(err)
 
     def _reset(self) -> bool:
         if self._recovery.hard_reset_due():

@@ -9,6 +9,7 @@ Order of calls::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -123,6 +124,22 @@ class OnPolicySampler:
     def close(self) -> None:
         """Closes the envs."""
         self.envs.close()
+
+    # --- lending an env to an evaluation (`soulsai_ray.evaluation.EnvLease`) ----------------
+
+    def eval_env(self) -> gym.Env:
+        """The first sub-env, for a greedy evaluation; the running episodes are given up and
+        every env is reset at the next rollout."""
+        self._obs = None
+        return self.envs.envs[0]
+
+    def watch_env(self) -> contextlib.AbstractContextManager[None]:
+        """Marks an evaluation's env call as running, for :meth:`env_busy_s`."""
+        return self._recovery.watch()
+
+    def recover_env(self, err: Exception) -> None:
+        """An evaluation's env call failed: counted and recovered like a sampling fault."""
+        self._recover(err)
 
     def _make_envs(self) -> gym.vector.SyncVectorEnv:
         return gym.vector.SyncVectorEnv(

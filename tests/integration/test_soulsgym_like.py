@@ -127,3 +127,74 @@ def test_corrupt_rewards_are_dropped_counted_and_never_solve_a_run(
     assert counters["batches_rejected"] == {}  # dropped at the source, not shipped
     assert counters["nan_rollbacks"] == 0  # nothing non-finite reached a loss
     assert summary["updates"] > 0
+
+
+def _tags(run_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+@pytest.mark.parametrize(
+    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
+)
+def test_fight_outcomes_are_logged_and_evaluations_keep_the_best_agent(loop_cls, algo, tmp_path):
+    """Wins and boss HP reach TensorBoard and summary.json; every new best evaluation writes a
+    checkpoint holding exactly the evaluated weights, and ``best`` names the top one."""
+    import json
+
+    import ray
+
+    from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
+    from soulsai_ray.config import EvalConfig
+
+    cfg = TrainConfig(
+        algo=algo,
+        env=EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES),
+        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
+        stop=StopConfig(env_steps=6000),
+        checkpoint=CheckpointConfig(every_updates=10**9, keep_last=1),
+        eval=EvalConfig(every_updates=20, episodes=2),
+        telemetry=TelemetryConfig(console=False, prometheus=False, window=5),
+    )
+    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
+    loop = loop_cls(cfg, recorder)
+    summary = loop.run()
+    for actor in loop.all_actors():
+        ray.kill(actor)
+
+    tags = _tags(tmp_path)
+    for tag in (
+        "episode/win",
+        "episode/win_rate",
+        "episode/boss_hp_final",
+        "episode/boss_hp_final_mean",
+        "episode/player_hp_final_mean",
+        "episode/length_mean",
+        "eval/return_mean",
+        "eval/win_rate",
+        "eval/boss_hp_final_mean",
+    ):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    metrics = summary["episode_metrics"]
+    assert 0.0 <= metrics["win_rate"] <= 1.0 and 0.0 <= metrics["boss_hp_final_mean"] <= 1.0
+    assert summary["counters"]["evaluations"] >= 2
+    assert summary["best_metric"] == "eval/return_mean" and summary["last_eval"]["episodes"] == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["episode_metrics"] == metrics
+
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    best = manager.best()
+    assert best is not None and best.name.endswith("_eval")
+    assert best.meta["score"] == summary["best_score"]
+    assert best.meta["score_metric"] == "eval/return_mean"
+    assert (tmp_path / "checkpoints" / "best").read_text().strip() == best.name
+    payload, _ = load_checkpoint(best.path)
+    evaluated = payload["eval_policy"]
+    assert 0 < evaluated["version"] <= payload["version"]
+    learner = payload["learner"]
+    net = learner["q_net"] if "q_net" in learner else learner["model"]
+    assert {k: tuple(v.shape) for k, v in evaluated["weights"].items()} == {
+        k: tuple(v.shape) for k, v in net.items()
+    }

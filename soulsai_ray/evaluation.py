@@ -1,0 +1,233 @@
+"""Playing a trained policy greedily: on a rollout actor's env during training, or from a
+checkpoint with ``scripts/evaluate.py`` (plain Python, no Ray).
+
+Order of calls::
+
+    policy = GreedyPolicy(cfg.algo, obs_dim, num_actions)
+    policy.load(policy_weights(payload))               # or weights published during training
+    result = play_episodes(OwnEnv(lambda: make_env(cfg.env)), policy, episodes=10)
+    result.summary()                                   # return_mean, win_rate, ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from soulsai_ray.config import AlgoConfig, DQNConfig
+from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
+from soulsai_ray.episode_window import summarize_episodes
+from soulsai_ray.models import ActorCritic, QNetwork, load_numpy_state_dict
+from soulsai_ray.sampling.episodes import EnvRecovery
+
+logger = logging.getLogger(__name__)
+
+Policy = Callable[[np.ndarray, "np.ndarray | None", Mapping[str, Any]], int]
+"""``(observation, valid-action mask or None, info) -> action``."""
+
+
+class GreedyPolicy:
+    """The greedy action of a DQN Q-network or the most likely one of a PPO policy, among the
+    valid actions.
+
+    Args:
+        algo: The algorithm config the weights were trained with (it fixes the network).
+        obs_dim: Observation size.
+        num_actions: Number of discrete actions.
+    """
+
+    def __init__(self, algo: AlgoConfig, obs_dim: int, num_actions: int) -> None:
+        self.dqn = isinstance(algo, DQNConfig)
+        if isinstance(algo, DQNConfig):
+            self.net: torch.nn.Module = QNetwork(
+                obs_dim, num_actions, algo.hidden_sizes, algo.dueling
+            )
+        else:
+            self.net = ActorCritic(
+                obs_dim, num_actions, algo.hidden_sizes, algo.activation, algo.normalize_obs
+            )
+        self.net.requires_grad_(False).eval()
+        self.version = -1
+
+    def load(self, weights: Mapping[str, np.ndarray], version: int = -1) -> None:
+        """Installs policy weights (a numpy state dict, as published or from a checkpoint).
+
+        Raises:
+            RuntimeError: the weights do not fit the network (another algorithm or size).
+        """
+        load_numpy_state_dict(self.net, weights)
+        self.version = version
+
+    def __call__(self, obs: np.ndarray, mask: np.ndarray | None, info: Mapping[str, Any]) -> int:
+        with torch.inference_mode():
+            out = self.net(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+            scores = (out if self.dqn else out[0])[0].numpy()
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        return int(scores.argmax())
+
+
+class PhasePolicy:
+    """Plays each boss phase with its own policy, switched on ``info["boss_phase"]``.
+
+    SoulsGym trains one agent per phase; its whole-fight env (``SoulsGymIudexDemo-v0``) enters
+    phase 2 mid-episode, and the SoulsGym adapter reports the phase in every step's info.
+
+    Args:
+        policies: Phase number -> policy; phases without one use the lowest phase's policy.
+    """
+
+    def __init__(self, policies: Mapping[int, Policy]) -> None:
+        if not policies:
+            raise ValueError("PhasePolicy needs at least one policy")
+        self.policies = dict(policies)
+        self._default = self.policies[min(self.policies)]
+
+    def __call__(self, obs: np.ndarray, mask: np.ndarray | None, info: Mapping[str, Any]) -> int:
+        policy = self.policies.get(info.get("boss_phase"), self._default)  # type: ignore[arg-type]
+        return policy(obs, mask, info)
+
+
+class EnvLease(Protocol):
+    """An env to play on, and what to do when it fails (the sampler's own, or `OwnEnv`)."""
+
+    def eval_env(self) -> gym.Env:
+        """The env to play on now; a training episode running on it is given up."""
+        ...
+
+    def watch_env(self) -> contextlib.AbstractContextManager[None]:
+        """Marks an env call as running (the stall watchdog sees a frozen game)."""
+        ...
+
+    def recover_env(self, err: Exception) -> None:
+        """Counts an env fault and re-creates the env after a back-off."""
+        ...
+
+
+class OwnEnv:
+    """An `EnvLease` over an env of its own, re-created after a crash like a sampler's."""
+
+    def __init__(self, factory: Callable[[], gym.Env], max_backoff_s: float = 30.0) -> None:
+        self._recovery = EnvRecovery(factory, max_backoff_s)
+        self.env = factory()
+        self.env_errors = 0
+
+    def eval_env(self) -> gym.Env:
+        return self.env
+
+    def watch_env(self) -> contextlib.AbstractContextManager[None]:
+        return self._recovery.watch()
+
+    def recover_env(self, err: Exception) -> None:
+        self.env_errors += 1
+        self.env = self._recovery.recreate(self.env, err)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.env.close()
+
+
+@dataclass
+class EvalResult:
+    """Finished episodes of a greedy evaluation."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    """Per episode, what the env reported in ``info["episode_metrics"]``."""
+    env_errors: int = 0
+    """Episodes lost to an env fault (replayed with a fresh env)."""
+
+    def summary(self) -> dict[str, float | int | None]:
+        """`summarize_episodes` of the episodes, plus ``env_errors``."""
+        return {
+            **summarize_episodes(self.returns, self.lengths, self.metrics),
+            "env_errors": self.env_errors,
+        }
+
+
+def play_episodes(
+    lease: EnvLease,
+    policy: Policy,
+    episodes: int,
+    num_actions: int,
+    seed: int | None = None,
+    max_env_errors: int | None = None,
+) -> EvalResult:
+    """Plays ``episodes`` whole episodes with ``policy``.
+
+    An episode interrupted by an env fault is discarded and played again on a re-created env,
+    up to ``max_env_errors`` faults (default: ``episodes``); then the result holds fewer
+    episodes.
+
+    Args:
+        lease: Where to play.
+        policy: Chooses each action.
+        episodes: Episodes to finish.
+        num_actions: The env's number of actions (for its action masks).
+        seed: Seed of the first reset (the later resets continue its random stream).
+    """
+    result = EvalResult()
+    limit = episodes if max_env_errors is None else max_env_errors
+    while len(result.returns) < episodes and result.env_errors <= limit:
+        try:
+            ret, length, info = _play_one(lease, policy, num_actions, seed)
+        except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
+            result.env_errors += 1
+            logger.warning("evaluation episode lost to an env fault: %s", err)
+            lease.recover_env(err)
+            continue
+        seed = None
+        result.returns.append(ret)
+        result.lengths.append(length)
+        result.metrics.append(episode_metrics_from_info(info))
+    return result
+
+
+def _play_one(
+    lease: EnvLease, policy: Policy, num_actions: int, seed: int | None
+) -> tuple[float, int, Mapping[str, Any]]:
+    env = lease.eval_env()
+    with lease.watch_env():
+        obs, info = env.reset(seed=seed)
+    total, length, done = 0.0, 0, False
+    while not done:
+        action = policy(obs, action_mask_from_info(info, num_actions), info)
+        with lease.watch_env():
+            obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        length += 1
+        done = bool(terminated or truncated)
+    return total, length, info
+
+
+def policy_weights(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+    """The policy weights in a checkpoint's payload, and their version.
+
+    A checkpoint written for a new best evaluation holds the exact weights that were evaluated
+    (``eval_policy``); others hold the learner's current policy (DQN: ``q_net``, PPO:
+    ``model``, with its observation normalizer).
+
+    Raises:
+        KeyError: the payload holds no policy (not a training checkpoint).
+    """
+    chosen = payload.get("eval_policy")
+    if isinstance(chosen, Mapping):
+        return _numpy(chosen["weights"]), int(chosen["version"])
+    learner = payload["learner"]
+    net = learner["q_net"] if "q_net" in learner else learner["model"]
+    return _numpy(net), int(payload.get("version", -1))
+
+
+def _numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        str(k): v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        for k, v in state.items()
+    }
