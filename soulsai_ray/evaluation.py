@@ -15,14 +15,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from soulsai_ray.config import AlgoConfig, DQNConfig
-from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
+from soulsai_ray.config import AlgoConfig, DQNConfig, EnvConfig
+from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info, make_env
 from soulsai_ray.episode_window import summarize_episodes
 from soulsai_ray.models import ActorCritic, QNetwork, load_numpy_state_dict
 from soulsai_ray.sampling.episodes import EnvRecovery
@@ -231,3 +232,106 @@ def _numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
         str(k): v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
         for k, v in state.items()
     }
+
+
+@dataclass
+class TrainedPolicy:
+    """A checkpoint's policy: the config it was trained with and its weights."""
+
+    algo: AlgoConfig
+    weights: dict[str, np.ndarray]
+    version: int
+    source: str
+    """Where it came from (the checkpoint folder), for messages."""
+
+
+@dataclass
+class PlaySetup:
+    """What `play_checkpoints` plays: an env, and a policy per boss phase (1: the only one)."""
+
+    env: EnvConfig
+    policies: dict[int, TrainedPolicy]
+    video_dir: str | None = None
+    """Record every episode as a video here (needs an env that renders ``rgb_array``)."""
+
+
+def play_checkpoints(setup: PlaySetup, episodes: int, seed: int) -> EvalResult:
+    """Plays ``episodes`` greedy episodes of ``setup`` on an env of its own.
+
+    Raises:
+        ValueError: a policy does not fit the env (another observation size or action count).
+    """
+    lease = OwnEnv(lambda: _make_play_env(setup))
+    try:
+        env = lease.env
+        obs_dim, num_actions = int(env.observation_space.shape[0]), int(env.action_space.n)
+        greedy: dict[int, Policy] = {}
+        for phase, trained in setup.policies.items():
+            policy = GreedyPolicy(trained.algo, obs_dim, num_actions)
+            try:
+                policy.load(trained.weights, trained.version)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{trained.source} does not fit env {setup.env.id!r} ({obs_dim} observation "
+                    f"features, {num_actions} actions): {str(err).splitlines()[0]}"
+                ) from err
+            greedy[phase] = policy
+        chosen = greedy[1] if len(greedy) == 1 else PhasePolicy(greedy)
+        return play_episodes(lease, chosen, episodes, num_actions, seed=seed)
+    finally:
+        lease.close()
+
+
+def _make_play_env(setup: PlaySetup) -> gym.Env:
+    if setup.video_dir is None:
+        return make_env(setup.env)
+    env = make_env(setup.env, render_mode="rgb_array")
+    folder = Path(setup.video_dir)
+    earlier = len(list(folder.glob("*.mp4"))) if folder.is_dir() else 0
+    prefix = f"eval-{earlier:04d}" if earlier else "eval"  # an env re-created after a crash
+    return gym.wrappers.RecordVideo(
+        env, str(folder), episode_trigger=lambda _: True, name_prefix=prefix, disable_logger=True
+    )
+
+
+def merge_results(results: list[EvalResult]) -> EvalResult:
+    """One result holding the episodes of several (e.g. one per game PC)."""
+    merged = EvalResult()
+    for result in results:
+        merged.returns += result.returns
+        merged.lengths += result.lengths
+        merged.metrics += result.metrics
+        merged.env_errors += result.env_errors
+    return merged
+
+
+def load_trained_policy(path: str | Path) -> tuple[TrainedPolicy, dict[str, Any]]:
+    """Loads a checkpoint's policy and the config it was trained with.
+
+    Args:
+        path: A checkpoint folder, or a run's ``checkpoints/best`` / ``checkpoints/latest``
+            file naming one.
+
+    Returns:
+        The policy, and the checkpoint's resolved run config (a plain dict).
+
+    Raises:
+        CheckpointError: the checkpoint is missing, partial or corrupt, or holds no policy, or
+            its config is unreadable; the message names the path.
+    """
+    import yaml
+
+    from soulsai_ray.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
+    from soulsai_ray.config import ConfigError, parse_config
+
+    folder = Path(path).expanduser()
+    if folder.is_file() and folder.name in ("best", "latest"):
+        folder = folder.parent / folder.read_text().strip()
+    payload, _ = load_checkpoint(folder)
+    try:
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
+        algo = parse_config(config).algo
+        weights, version = policy_weights(payload)
+    except (yaml.YAMLError, ConfigError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{folder}: not a training checkpoint with a policy ({err})") from err
+    return TrainedPolicy(algo, weights, version, str(folder)), config

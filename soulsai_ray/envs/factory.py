@@ -28,8 +28,10 @@ class EnvSpec:
     num_actions: int
 
 
-def make_env(cfg: EnvConfig) -> gym.Env:
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """Creates the env named by ``cfg.id`` with ``cfg.kwargs`` and the configured wrappers.
+
+    ``render_mode`` (e.g. ``rgb_array`` to record videos) is passed to ``gymnasium.make``.
 
     ``cfg.id`` may be ``module:EnvId``: the module is imported first so that it can register
     the env, which lets users train their own envs without changing the library. SoulsGym ids
@@ -51,6 +53,8 @@ def make_env(cfg: EnvConfig) -> gym.Env:
         kwargs = adapt_soulsgym_kwargs(env_id, kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
     env = _create(cfg.id, env_id, kwargs)
     if is_souls_observation(env.observation_space):
         env = SoulsEpisodeMetrics(env)

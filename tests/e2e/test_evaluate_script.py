@@ -1,0 +1,229 @@
+"""scripts/evaluate.py end to end: playing checkpoints of short runs as a user would, bad
+checkpoints of every kind, videos, whole SoulsGym-shaped fights with two checkpoints, and a
+real TensorBoard server reading a run's tags."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import run_script
+
+FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
+SHORT = ["telemetry.console=false", "cluster.include_dashboard=false", "stop.return_mean=null"]
+
+
+def _train(run_dir: Path, *args: str) -> Path:
+    proc = run_script("train.py", *SHORT, *args, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return run_script("evaluate.py", *args, timeout=300)
+
+
+def _report(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # one JSON line, logs go to stderr
+    return json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory) -> Path:
+    """A short DQN CartPole run (its checkpoints, TensorBoard events and summary)."""
+    return _train(
+        tmp_path_factory.mktemp("cartpole") / "run",
+        "algo=dqn",
+        "env=cartpole",
+        "stop.env_steps=5000",
+        "algo.learning_starts=500",
+        "algo.ratio_slack_steps=500",
+        "telemetry.log_every_s=0.5",
+        "telemetry.window=10",
+        "eval.every_updates=20",
+        "eval.episodes=2",
+    )
+
+
+def test_evaluate_prints_one_json_line_and_writes_eval_json(cartpole_run: Path) -> None:
+    report = _report(_evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}", "episodes=4"))
+    assert report["episodes"] == 4 and report["env"] == "CartPole-v1"
+    for key in ("return_mean", "return_std", "length_mean"):
+        assert isinstance(report[key], float)
+    assert report["return_mean"] == report["length_mean"]  # CartPole pays 1 per step
+    name = Path(report["checkpoint"]).name
+    written = json.loads((cartpole_run / "eval" / name / "eval.json").read_text())
+    assert written == report
+
+
+def test_the_same_seed_plays_the_same_episodes(cartpole_run: Path) -> None:
+    checkpoint = f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}"
+    first = _report(_evaluate(checkpoint, "episodes=3", "seed=7"))
+    again = _report(_evaluate(checkpoint, "episodes=3", "seed=7"))
+    assert first["return_mean"] == again["return_mean"]
+
+
+def test_the_best_checkpoint_of_a_run_with_evaluation_is_playable(cartpole_run: Path) -> None:
+    summary = json.loads((cartpole_run / "summary.json").read_text())
+    assert summary["best_metric"] == "eval/return_mean" and summary["counters"]["evaluations"] > 0
+    report = _report(_evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'best'}", "episodes=2"))
+    assert report["checkpoint"].endswith("_eval")  # the exact weights the evaluation played
+
+
+def _corrupt(folder: Path) -> None:
+    state = folder / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+
+
+def _partial(folder: Path) -> None:
+    (folder / "manifest.json").unlink()
+
+
+def _truncated(folder: Path) -> None:
+    state = folder / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+
+
+def _no_config(folder: Path) -> None:
+    (folder / "config.yaml").unlink()
+
+
+@pytest.mark.parametrize("damage", [_corrupt, _partial, _truncated, _no_config])
+def test_a_damaged_checkpoint_exits_2_naming_its_path(cartpole_run, tmp_path, damage) -> None:
+    source = sorted(p for p in (cartpole_run / "checkpoints").iterdir() if p.is_dir())[-1]
+    folder = tmp_path / "damaged"
+    shutil.copytree(source, folder)
+    damage(folder)
+    proc = _evaluate(f"checkpoint={folder}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(folder) in proc.stderr and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_or_forged_checkpoint_exits_2(tmp_path, forge_checkpoint) -> None:
+    missing = _evaluate(f"checkpoint={tmp_path / 'nothing'}")
+    assert missing.returncode == 2 and str(tmp_path / "nothing") in missing.stderr
+    marker = tmp_path / "pwned"
+    forged = forge_checkpoint(tmp_path / "forged", marker)
+    proc = _evaluate(f"checkpoint={forged}")
+    assert proc.returncode == 2 and str(forged) in proc.stderr
+    assert not marker.exists()
+    no_arg = _evaluate()
+    assert no_arg.returncode == 2 and "checkpoint" in no_arg.stderr
+
+
+def test_a_checkpoint_of_another_env_is_refused_with_exit_2(cartpole_run: Path) -> None:
+    proc = _evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}", "env=lunarlander")
+    assert proc.returncode == 2 and "LunarLander-v3" in proc.stderr
+
+
+def test_ppo_plays_its_most_likely_actions(tmp_path) -> None:
+    run = _train(tmp_path / "ppo", "algo=ppo", "env=cartpole", "stop.env_steps=4096")
+    report = _report(_evaluate(f"checkpoint={run / 'checkpoints' / 'latest'}", "episodes=3"))
+    assert report["episodes"] == 3 and report["return_mean"] > 0
+
+
+def test_video_records_a_playable_file_per_episode(tmp_path) -> None:
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    run = _train(
+        tmp_path / "lunar", "algo=dqn", "env=lunarlander", "stop.env_steps=800", "algo.learning_starts=200"
+    )
+    report = _report(
+        _evaluate(f"checkpoint={run / 'checkpoints' / 'latest'}", "episodes=2", "video=true")
+    )
+    videos = [Path(p) for p in report["videos"]]
+    assert len(videos) == 2
+    frames = []
+    for video in videos:
+        reader = imageio_ffmpeg.read_frames(str(video))
+        meta = next(reader)
+        assert meta["size"] == (600, 400) and meta["fps"] == 50
+        frames.append(sum(1 for _ in reader))
+    # one frame per step plus the first: the videos hold exactly the episodes played
+    assert sum(frames) == round(report["length_mean"] * 2) + 2
+
+
+def test_a_whole_fight_plays_each_phase_with_its_own_checkpoint(tmp_path) -> None:
+    """Two agents of a SoulsGym-shaped fight; the evaluation reports wins and boss HP."""
+    pytest.importorskip("soulsgym")
+    common = [
+        "algo=dqn",
+        f"env.id={FAKE_SOULS}",
+        "env.angle_keys=['player_pose[3]','boss_pose[3]']",
+        "stop.env_steps=1200",
+        "algo.learning_starts=300",
+    ]
+    phase1 = _train(tmp_path / "p1", *common)
+    phase2 = _train(tmp_path / "p2", *common, "+env.kwargs.phase=2")
+    report = _report(
+        _evaluate(
+            f"checkpoint={phase1 / 'checkpoints' / 'latest'}",
+            f"checkpoint_phase2={phase2 / 'checkpoints' / 'latest'}",
+            "episodes=3",
+        )
+    )
+    assert report["checkpoint_phase2"] is not None and report["episodes"] == 3
+    assert 0.0 <= report["win_rate"] <= 1.0
+    assert 0.0 <= report["boss_hp_final_mean"] <= 1.0
+    assert 0.0 <= report["player_hp_final_mean"] <= 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_tensorboard_server_lists_the_run_tags(cartpole_run: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tensorboard"),
+            "--logdir",
+            str(cartpole_run / "tb"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tags: set[str] = set()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    runs = json.loads(response.read())
+                tags = {tag for run in runs.values() for tag in run}
+                if "eval/return_mean" in tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(1.0)
+        expected = {
+            "episode/return",
+            "episode/return_mean",
+            "episode/length_mean",
+            "eval/return_mean",
+            "train/loss",
+            "perf/env_steps_per_s",
+            "dist/actors_alive",
+        }
+        assert expected <= tags, sorted(tags)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
