@@ -151,3 +151,27 @@ def test_a_process_without_the_token_cannot_connect(cluster, tmp_path):
     )
     assert denied.returncode != 0
     assert "auth" in (denied.stderr + denied.stdout).lower()
+
+
+def test_evaluation_plays_on_every_game_pc(cluster):
+    """``evaluate.py cluster=remote``: one player per game PC, each plays its share there."""
+    from soulsai_ray.config import ClusterConfig, DQNConfig, EnvConfig
+    from soulsai_ray.evaluation import PlaySetup, TrainedPolicy
+    from soulsai_ray.loops.play import play_on_nodes
+    from soulsai_ray.models import QNetwork, state_dict_to_numpy
+
+    pcs = [cluster.add_node(**GAME_PC) for _ in range(2)]
+    try:
+        cluster.wait_for_nodes()
+        algo = DQNConfig(hidden_sizes=[16])
+        weights = state_dict_to_numpy(QNetwork(4, 2, [16], dueling=True))
+        setup = PlaySetup(
+            EnvConfig(id="CartPole-v1", actor_resources={"soulsgym": 1}),
+            {1: TrainedPolicy(algo, weights, 3, "test")},
+        )
+        result = play_on_nodes(setup, ClusterConfig(num_rollout_actors="auto"), 5, seed=0)
+        assert len(result.returns) == 5 and result.env_errors == 0
+        assert all(length > 0 for length in result.lengths)
+    finally:
+        for pc in pcs:
+            cluster.remove_node(pc)
