@@ -120,4 +120,8 @@ if __name__ == "__main__":
     try:
         main()
     except (HydraException, OmegaConfBaseException) as err:
-        fail(_composition_message(err) if isinstance(err, HydraException) else _omegaconf_message(err))
+        fail(
+            _composition_message(err)
+            if isinstance(err, HydraException)
+            else _omegaconf_message(err)
+        )

@@ -26,9 +26,7 @@ def play_on_cluster(
         shutdown_ray()
 
 
-def play_on_nodes(
-    setup: PlaySetup, cluster: ClusterConfig, episodes: int, seed: int
-) -> EvalResult:
+def play_on_nodes(setup: PlaySetup, cluster: ClusterConfig, episodes: int, seed: int) -> EvalResult:
     """Plays ``episodes`` greedy episodes split over one player per rollout slot (Ray is up).
 
     With ``cluster.num_rollout_actors=auto`` there is one player per slot of

@@ -55,7 +55,9 @@ def cartpole_run(tmp_path_factory) -> Path:
 
 
 def test_evaluate_prints_one_json_line_and_writes_eval_json(cartpole_run: Path) -> None:
-    report = _report(_evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}", "episodes=4"))
+    report = _report(
+        _evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}", "episodes=4")
+    )
     assert report["episodes"] == 4 and report["env"] == "CartPole-v1"
     for key in ("return_mean", "return_std", "length_mean"):
         assert isinstance(report[key], float)
@@ -137,7 +139,11 @@ def test_ppo_plays_its_most_likely_actions(tmp_path) -> None:
 def test_video_records_a_playable_file_per_episode(tmp_path) -> None:
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     run = _train(
-        tmp_path / "lunar", "algo=dqn", "env=lunarlander", "stop.env_steps=800", "algo.learning_starts=200"
+        tmp_path / "lunar",
+        "algo=dqn",
+        "env=lunarlander",
+        "stop.env_steps=800",
+        "algo.learning_starts=200",
     )
     report = _report(
         _evaluate(f"checkpoint={run / 'checkpoints' / 'latest'}", "episodes=2", "video=true")
