@@ -285,8 +285,10 @@ class ClusterConfig:
     """Logical CPUs of an embedded local Ray (None: enough for every actor)."""
     torch_threads: int = 1
     """torch intra-op threads per actor (1 avoids oversubscribing small machines)."""
-    include_dashboard: bool = False
-    """Start Ray's dashboard (local Ray only); it binds to 127.0.0.1."""
+    include_dashboard: bool = True
+    """Start Ray's dashboard (local Ray only) on 127.0.0.1, so that ``ray status``, ``ray list
+    actors`` and the dashboard work during a run (``conf/cluster/remote.yaml`` leaves the head's
+    to ``start_head.sh``)."""
     actor_max_restarts: int = -1
     """How often Ray restarts a dead actor (-1: forever)."""
 

@@ -23,7 +23,7 @@ def ray_local():
     from soulsai_ray.cluster import init_ray, shutdown_ray
     from soulsai_ray.config import ClusterConfig
 
-    init_ray(ClusterConfig(num_cpus=4))
+    init_ray(ClusterConfig(num_cpus=4, include_dashboard=False))  # tests need no dashboard
     yield
     shutdown_ray()
 

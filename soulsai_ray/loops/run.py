@@ -78,7 +78,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
     actors = cfg.cluster.num_rollout_actors
     cpus = cfg.cluster.rollout_num_cpus * (actors if isinstance(actors, int) else 1)
     with _stop_on_signals(loop):  # a signal during Ray's start-up stops the run right after it
-        init_ray(cfg.cluster, extra_cpus_needed=cpus)
+        address = init_ray(cfg.cluster, extra_cpus_needed=cpus)
+        _log_operator_addresses(address)
         try:
             with _stop_on_signals(loop):  # again: ray.init installs a SIGTERM handler of its own
                 if cfg.cluster.address is None:
@@ -101,6 +102,21 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
             run_dir,
         )
     return summary
+
+
+def _log_operator_addresses(address: dict[str, Any]) -> None:
+    """Says where operators reach this run's Ray (``ray status``, ``ray list actors``)."""
+    if address.get("webui_url"):
+        logger.info(
+            "Ray dashboard: http://%s (ray list actors --address http://%s)",
+            address["webui_url"],
+            address["webui_url"],
+        )
+    logger.info(
+        "Ray GCS address: %s (ray status --address %s)",
+        address.get("gcs_address"),
+        address.get("gcs_address"),
+    )
 
 
 def check_local_placement(actor_resources: dict[str, float]) -> None:
