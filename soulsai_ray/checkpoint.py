@@ -432,11 +432,14 @@ def _created_at(c: Checkpoint) -> float:
 
 
 def checkpoint_score(c: Checkpoint) -> float | None:
-    """A checkpoint's score for `CheckpointManager.best`: ``score``, else ``return_mean``."""
-    for key in ("score", "return_mean"):
-        value = c.meta.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+    """A checkpoint's score for `CheckpointManager.best`: ``meta["score"]``; in checkpoints
+    written before scores existed, ``meta["return_mean"]``. None (never the best) if not finite.
+
+    A run that evaluates scores only evaluated checkpoints (the others hold ``score: null``).
+    """
+    value = c.meta["score"] if "score" in c.meta else c.meta.get("return_mean")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
