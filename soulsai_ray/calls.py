@@ -65,10 +65,14 @@ class InFlight:
 
     def drop(self, key: int) -> list[Hashable]:
         """Forgets every call of actor ``key`` (it was killed); returns their handles."""
-        refs = [ref for ref, call in self._calls.items() if call.key == key]
-        for ref in refs:
+        return [ref for ref, _ in self.drop_calls(key)]
+
+    def drop_calls(self, key: int) -> list[tuple[Hashable, Call]]:
+        """Like :meth:`drop`, with each call's record (its ``extra`` included)."""
+        dropped = [(ref, call) for ref, call in self._calls.items() if call.key == key]
+        for ref, _ in dropped:
             del self._calls[ref]
-        return refs
+        return dropped
 
     def __len__(self) -> int:
         return len(self._calls)

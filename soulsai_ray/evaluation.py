@@ -165,8 +165,8 @@ def play_episodes(
     """Plays ``episodes`` whole episodes with ``policy``.
 
     An episode interrupted by an env fault is discarded and played again on a re-created env,
-    up to ``max_env_errors`` faults (default: ``episodes``); then the result holds fewer
-    episodes.
+    up to ``max_env_errors`` faults (default: twice ``episodes``, at least 3); then the result
+    holds fewer episodes.
 
     Args:
         lease: Where to play.
@@ -176,7 +176,7 @@ def play_episodes(
         seed: Seed of the first reset (the later resets continue its random stream).
     """
     result = EvalResult()
-    limit = episodes if max_env_errors is None else max_env_errors
+    limit = max(3, 2 * episodes) if max_env_errors is None else max_env_errors
     while len(result.returns) < episodes and result.env_errors <= limit:
         try:
             ret, length, info = _play_one(lease, policy, num_actions, seed)

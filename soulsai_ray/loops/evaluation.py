@@ -58,14 +58,21 @@ class PeriodicEval:
 
     def submit(
         self, fleet: RolloutFleet, version: int, weights_ref: list[Any], updates: int
-    ) -> int:
-        """Asks the next rollout actor in turn to evaluate ``version``; returns its index."""
-        index = self._turn % len(fleet)
-        self._turn += 1
+    ) -> int | None:
+        """Asks the next available rollout actor in turn to evaluate ``version``.
+
+        Returns:
+            The actor's index; None if no actor is up (the evaluation stays due).
+        """
+        candidates = fleet.available()
+        if not candidates:
+            return None
+        index = min(candidates, key=lambda i: (i - self._turn) % len(fleet))
+        self._turn = index + 1
         call = EvalCall(version, weights_ref)
+        episodes = self.cfg.episodes
         fleet.submit(
-            index,
-            lambda actor: (actor.evaluate.remote(version, weights_ref, self.cfg.episodes), call),
+            index, lambda actor: (actor.evaluate.remote(version, weights_ref, episodes), call)
         )
         self._in_flight = True
         every = self.cfg.every_updates or 1

@@ -145,6 +145,15 @@ class RolloutFleet:
         ref, extra = submitted if isinstance(submitted, tuple) else (submitted, None)
         self.calls.submit(index, ref, extra)
 
+    def available(self) -> list[int]:
+        """Actors that are up and not pausing after a failure (for a one-off call)."""
+        now = time.monotonic()
+        return [
+            index
+            for index in range(len(self.actors))
+            if self.health.is_up(index) and now >= self._retry_at.get(index, 0.0)
+        ]
+
     def busy(self, index: int) -> bool:
         """True while actor ``index`` has a call in flight."""
         return self.calls.count(index) > 0
@@ -169,16 +178,23 @@ class RolloutFleet:
         wanted = set(also)
         extra_ready = [ref for ref in ready if ref in wanted]
         outcomes = [o for ref in ready if (o := self._finish(ref)) is not None]
-        self._kill_stalled()
+        outcomes += self._kill_stalled()
         return outcomes, extra_ready
 
     def drain(self, timeout_s: float) -> list[Outcome]:
-        """Cancels queued calls and waits (bounded) for running ones; returns their outcomes."""
-        refs = self.calls.refs()
-        for ref in refs:
+        """Cancels queued calls and waits (bounded) for running ones; returns their outcomes.
+
+        The stall watchdog keeps watching meanwhile: a call stuck in a frozen env ends as a
+        failed outcome once ``env.step_timeout_s`` has passed, not at ``timeout_s``.
+        """
+        for ref in self.calls.refs():
             ray.cancel(ref)  # queued calls are dropped; running ones complete
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
-        return [o for ref in done if (o := self._finish(ref)) is not None]
+        outcomes: list[Outcome] = []
+        deadline = time.monotonic() + timeout_s
+        while len(self.calls) and (remaining := deadline - time.monotonic()) > 0:
+            finished, _ = self.poll(min(remaining, 0.5))
+            outcomes += finished
+        return outcomes
 
     # --- health -------------------------------------------------------------------------------
 
@@ -262,7 +278,9 @@ class RolloutFleet:
             return
         self.watch.report(index, busy_s, time.monotonic())
 
-    def _kill_stalled(self) -> None:
+    def _kill_stalled(self) -> list[Outcome]:
+        """Kills the actors whose env froze; their calls come back as failed outcomes."""
+        dropped: list[Outcome] = []
         for index in self.watch.stalled(time.monotonic()):
             status = actor_status(self.actors[index])
             if (
@@ -283,9 +301,11 @@ class RolloutFleet:
             )
             ray.kill(self.actors[index], no_restart=False)
             self._forget_probes(index)
-            self.calls.drop(index)
+            for _, call in self.calls.drop_calls(index):
+                dropped.append(Outcome(index, None, call.extra, failed=True))
             self.health.failed(index, count=False)
             self._retry_at[index] = time.monotonic() + RETRY_DOWN_S
+        return dropped
 
     def _forget_probes(self, index: int) -> None:
         self.watch.forget(index)

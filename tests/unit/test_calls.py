@@ -177,3 +177,16 @@ def test_node_membership_counts_joins_and_losses_after_the_first_listing():
         [],
     )
     assert (nodes.joined, nodes.lost, nodes.num_alive) == (2, 1, 3)
+
+
+def test_dropped_calls_keep_what_travelled_with_them():
+    calls = InFlight()
+    calls.submit(0, "a", extra="evaluation")
+    calls.submit(1, "b", extra="batch")
+    calls.submit(0, "c")
+    dropped = calls.drop_calls(0)
+    assert [(ref, call.key, call.extra) for ref, call in dropped] == [
+        ("a", 0, "evaluation"),
+        ("c", 0, None),
+    ]
+    assert calls.refs() == ["b"] and calls.drop_calls(0) == []

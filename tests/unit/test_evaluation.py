@@ -177,6 +177,10 @@ class _FakeFleet:
     def __init__(self, size: int) -> None:
         self.calls: list[tuple[int, object]] = []
         self.size = size
+        self.up = list(range(size))
+
+    def available(self) -> list[int]:
+        return self.up
 
     def __len__(self) -> int:
         return self.size
@@ -205,6 +209,11 @@ def test_evaluations_take_turns_and_one_runs_at_a_time() -> None:
     assert evals.submit(fleet, 5, ["ref"], 200) == 1  # the next actor's turn
     evals.take(Outcome(1, None, fleet.calls[1][1][1], failed=True))
     assert evals.due(201)  # a failed evaluation is tried again at once, on the next actor
+    fleet.up = [1]  # actor 0 is down: its turn passes to one that is up
+    assert evals.submit(fleet, 6, ["ref"], 201) == 1
+    evals.take(Outcome(1, "report", fleet.calls[2][1][1], failed=False))
+    fleet.up = []
+    assert evals.submit(fleet, 7, ["ref"], 300) is None and evals.due(300)  # waits for an actor
     assert not PeriodicEval(EvalConfig(every_updates=None), 0).due(10**9)
 
 

@@ -1,0 +1,124 @@
+"""Evaluations during training under faults: the evaluating actor killed at seeded random
+moments, and games that freeze or crash in the middle of an evaluation, for both algorithms."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from soulsai_ray.config import (
+    CheckpointConfig,
+    ClusterConfig,
+    DQNConfig,
+    EnvConfig,
+    EvalConfig,
+    PPOConfig,
+    StopConfig,
+    TelemetryConfig,
+    TrainConfig,
+)
+from soulsai_ray.loops.common import MetricsExporter, RunRecorder
+from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.loops.evaluation import EvalCall
+from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
+ANGLES = ["player_pose[3]", "boss_pose[3]"]
+DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=16)
+PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
+ALGOS = [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)]
+
+
+def _loop(loop_cls, algo, tmp_path, env: EnvConfig, seconds: float):
+    cfg = TrainConfig(
+        algo=algo,
+        env=env,
+        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
+        stop=StopConfig(env_steps=None, time_s=seconds),
+        checkpoint=CheckpointConfig(every_updates=10**9, keep_last=1),
+        eval=EvalConfig(every_updates=5, episodes=2),
+        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
+        seed=5,
+    )
+    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
+    return loop_cls(cfg, recorder)
+
+
+def _evaluating(loop) -> int | None:
+    """The index of the rollout actor running an evaluation now, if any."""
+    fleet = getattr(loop, "fleet", None)
+    if fleet is None:
+        return None
+    for call in list(fleet.calls._calls.values()):
+        if isinstance(call.extra, EvalCall):
+            return call.key
+    return None
+
+
+@pytest.mark.parametrize(
+    ("loop_cls", "algo", "seed"), [(*ALGOS[0], 11), (*ALGOS[1], 12)], ids=["dqn", "ppo"]
+)
+def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp_path):
+    """SIGKILL-like kills of whichever actor evaluates, after a seeded random delay into the
+    evaluation: the run goes on, evaluations resume on the restarted fleet, nothing is lost."""
+    env = EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES, step_latency_s=0.002)
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=30)
+    rng = np.random.default_rng(seed)
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set() and len(kills) < 3:
+            index = _evaluating(loop)
+            if index is None:
+                time.sleep(0.02)
+                continue
+            time.sleep(float(rng.uniform(0.0, 0.5)))  # somewhere inside the evaluation
+            if _evaluating(loop) == index:
+                ray.kill(loop.fleet.actors[index], no_restart=False)
+                kills.append(index)
+                time.sleep(3.0)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        summary = loop.run()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        for actor in loop.all_actors():
+            ray.kill(actor)
+    counters = summary["counters"]
+    assert kills, "no evaluation was ever running"
+    assert counters["actor_failures"] >= 1 and summary["exit_status"] == 0
+    assert counters["evaluations"] >= 2  # evaluations went on after the kills
+    assert summary["last_eval"]["episodes"] == 2
+    assert counters["batches_rejected"] == {}
+
+
+@pytest.mark.parametrize(("loop_cls", "algo"), ALGOS, ids=["dqn", "ppo"])
+def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(loop_cls, algo, tmp_path):
+    """Crashes and freezes strike at seeded random steps, sampling and evaluating alike: the
+    watchdog kills frozen actors, crashed evaluation episodes are played again."""
+    env = EnvConfig(
+        id=FAKE_SOULS,
+        angle_keys=ANGLES,
+        kwargs={"step_error_prob": 0.003, "step_hang_prob": 0.0005},
+        step_timeout_s=2.0,
+    )
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=40)
+    try:
+        summary = loop.run()
+    finally:
+        for actor in loop.all_actors():
+            ray.kill(actor)
+    counters = summary["counters"]
+    assert counters["env_errors"] > 0 and counters["env_stalls"] >= 1
+    assert counters["evaluations"] >= 2 and summary["exit_status"] == 0
+    assert 0.0 <= summary["last_eval"]["win_rate"] <= 1.0
