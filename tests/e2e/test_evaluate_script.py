@@ -20,6 +20,19 @@ FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 SHORT = ["telemetry.console=false", "cluster.include_dashboard=false", "stop.return_mean=null"]
 
 
+def _dqn_checkpoint(folder: Path, obs_dim: int, num_actions: int, env: dict) -> Path:
+    """A checkpoint as a DQN run writes it, with an untrained Q-network (no training needed)."""
+    import yaml
+
+    from soulsai_ray.checkpoint import CheckpointManager
+    from soulsai_ray.models import QNetwork
+
+    q_net = QNetwork(obs_dim, num_actions, [32], dueling=True)
+    config = yaml.safe_dump({"algo": {"name": "dqn", "hidden_sizes": [32]}, "env": env})
+    payload = {"learner": {"q_net": q_net.state_dict()}, "version": 1}
+    return CheckpointManager(folder).save("ckpt_1", payload, {"updates": 1}, config)
+
+
 def _train(run_dir: Path, *args: str) -> Path:
     proc = run_script("train.py", *SHORT, *args, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -131,7 +144,7 @@ def test_a_checkpoint_of_another_env_is_refused_with_exit_2(cartpole_run: Path) 
 
 
 def test_ppo_plays_its_most_likely_actions(tmp_path) -> None:
-    run = _train(tmp_path / "ppo", "algo=ppo", "env=cartpole", "stop.env_steps=4096")
+    run = _train(tmp_path / "ppo", "algo=ppo", "env=cartpole", "stop.env_steps=2048")
     report = _report(_evaluate(f"checkpoint={run / 'checkpoints' / 'latest'}", "episodes=3"))
     assert report["episodes"] == 3 and report["return_mean"] > 0
 
@@ -163,19 +176,21 @@ def test_video_records_a_playable_file_per_episode(tmp_path) -> None:
 def test_a_whole_fight_plays_each_phase_with_its_own_checkpoint(tmp_path) -> None:
     """Two agents of a SoulsGym-shaped fight; the evaluation reports wins and boss HP."""
     pytest.importorskip("soulsgym")
-    common = [
+    phase1 = _train(
+        tmp_path / "p1",
         "algo=dqn",
         f"env.id={FAKE_SOULS}",
         "env.angle_keys=['player_pose[3]','boss_pose[3]']",
         "stop.env_steps=1200",
         "algo.learning_starts=300",
-    ]
-    phase1 = _train(tmp_path / "p1", *common)
-    phase2 = _train(tmp_path / "p2", *common, "+env.kwargs.phase=2")
+        "algo.hidden_sizes=[32]",
+    )
+    env = {"id": FAKE_SOULS, "angle_keys": ["player_pose[3]", "boss_pose[3]"]}
+    phase2 = _dqn_checkpoint(tmp_path / "p2", 109, 20, {**env, "kwargs": {"phase": 2}})
     report = _report(
         _evaluate(
             f"checkpoint={phase1 / 'checkpoints' / 'latest'}",
-            f"checkpoint_phase2={phase2 / 'checkpoints' / 'latest'}",
+            f"checkpoint_phase2={phase2}",
             "episodes=3",
         )
     )

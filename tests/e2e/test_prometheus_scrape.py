@@ -32,15 +32,17 @@ SCRAPE_WAIT_S = 90
 LEGACY_DISCOVERY_FILE = Path("/tmp/ray/prom_metrics_service_discovery.json")
 """Where Ray links its newest session's discovery file (the README's path); RAY_TMPDIR moves it."""
 NOT_IN_A_DQN_CARTPOLE_RUN = {
-    "ray_soulsai_episode_win_rate": "SoulsGym only: CartPole reports no win",
-    "ray_soulsai_episode_boss_hp_final_mean": "SoulsGym only: CartPole has no boss",
-    "ray_soulsai_episode_player_hp_final_mean": "SoulsGym only: CartPole has no player HP",
-    "ray_soulsai_eval_return_mean": "written by evaluations, off unless eval.every_updates is set",
-    "ray_soulsai_eval_win_rate": "SoulsGym only, and written by evaluations (off by default)",
     "ray_soulsai_perf_update_s": "PPO only",
     "ray_soulsai_dist_rejected_.+": "written once a batch is rejected; a healthy run rejects none",
 }
-"""Names (or name regexes) the dashboard queries that a DQN CartPole run does not export."""
+"""Names (or name regexes) the dashboard queries that this DQN run does not export."""
+SOULS_RUN_WITH_EVALUATIONS = (
+    "env.id=soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0",
+    "env.angle_keys=['player_pose[3]','boss_pose[3]']",
+    "eval.every_updates=20",
+    "eval.episodes=1",
+)
+"""A SoulsGym-shaped env (wins, boss and player HP) with evaluations: every agent panel fills."""
 
 
 def _dashboard_helpers():
@@ -144,7 +146,7 @@ def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
     expected = queried - set(NOT_IN_A_DQN_CARTPOLE_RUN)
 
     run_dir = tmp_path / "run"
-    proc = start_training(run_dir)
+    proc = start_training(run_dir, *SOULS_RUN_WITH_EVALUATIONS)
     prometheus = None
     try:
         session = session_dir(ray_process_args(proc, run_dir))
@@ -182,7 +184,7 @@ def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
         for expr, filled in panel_exprs(helpers, run_dir.name):
             result = query(api, filled)
             if helpers.metric_names(expr) <= expected:
-                assert result, f"the dashboard's {expr!r} shows nothing for a DQN CartPole run"
+                assert result, f"the dashboard's {expr!r} shows nothing for a DQN run"
 
         summary = stop_training(proc, run_dir)
         assert summary["stop_reason"] == "SIGINT" and summary["env_steps"] > 0
