@@ -10,7 +10,9 @@ Typical order of calls on the driver::
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -175,6 +177,7 @@ class ConsoleProgress:
                 transient=False,
             )
             self._live.start(refresh=True)
+        self._rerouted = _route_log_handlers_through_live() if self._live is not None else []
 
     @property
     def rate(self) -> float | None:
@@ -210,6 +213,9 @@ class ConsoleProgress:
     def close(self) -> None:
         """Stops the live display after drawing it a last time; safe to call twice."""
         if self._live is not None:
+            for handler, stream in self._rerouted:
+                handler.setStream(stream)
+            self._rerouted = []
             self._live.stop()
             self._live = None
 
@@ -275,6 +281,26 @@ def _smoothed_rate(prev: _Snapshot, env_steps: int, now: float) -> float | None:
         return rate
     weight = 1.0 - math.exp(-dt / RATE_TIME_CONSTANT_S)
     return prev.rate + weight * (rate - prev.rate)
+
+
+def _route_log_handlers_through_live() -> list[tuple[logging.StreamHandler, Any]]:
+    """Points the root logger's console handlers at the streams the live display redirects.
+
+    Handlers configured before the display started (Hydra's) hold the terminal itself; their
+    lines would cut through the display and leave copies of it behind. Through the redirected
+    streams they are printed above it. Returns ``(handler, previous stream)`` to undo it.
+    """
+    terminals = {id(sys.__stdout__): sys.stdout, id(sys.__stderr__): sys.stderr}
+    rerouted = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) or not isinstance(
+            handler, logging.StreamHandler
+        ):
+            continue
+        target = terminals.get(id(handler.stream))
+        if target is not None and target is not handler.stream:
+            rerouted.append((handler, handler.setStream(target)))
+    return rerouted
 
 
 def _is_tty(stream: TextIO) -> bool:

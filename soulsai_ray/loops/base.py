@@ -338,6 +338,8 @@ class TrainingLoop:
         head: dict[str, float | int | None] = {"ret": means.get("episode/return_mean")}
         if "episode/win_rate" in means:
             head["win"] = means["episode/win_rate"]
+        if self.evaluation.last is not None:
+            head["eval"] = self.evaluation.last.get(self.cfg.eval.metric)
         return {**head, "alive": self.fleet.num_alive}
 
     def record_scalars(self, scalars: dict[str, float | int | None]) -> None:

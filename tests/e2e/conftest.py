@@ -28,4 +28,8 @@ def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.Comp
 
 @pytest.fixture
 def train():
-    return lambda *args, timeout=600: run_script("train.py", *args, timeout=timeout)
+    """Runs train.py without Ray's dashboard (1-3 s of start-up each on a small machine); the
+    default, dashboard on, is what test_resume.py, test_ray_state_api.py and
+    test_prometheus_scrape.py run."""
+    no_dashboard = "cluster.include_dashboard=false"
+    return lambda *args, timeout=600: run_script("train.py", no_dashboard, *args, timeout=timeout)

@@ -176,24 +176,10 @@ def test_video_records_a_playable_file_per_episode(tmp_path) -> None:
 def test_a_whole_fight_plays_each_phase_with_its_own_checkpoint(tmp_path) -> None:
     """Two agents of a SoulsGym-shaped fight; the evaluation reports wins and boss HP."""
     pytest.importorskip("soulsgym")
-    phase1 = _train(
-        tmp_path / "p1",
-        "algo=dqn",
-        f"env.id={FAKE_SOULS}",
-        "env.angle_keys=['player_pose[3]','boss_pose[3]']",
-        "stop.env_steps=1200",
-        "algo.learning_starts=300",
-        "algo.hidden_sizes=[32]",
-    )
     env = {"id": FAKE_SOULS, "angle_keys": ["player_pose[3]", "boss_pose[3]"]}
+    phase1 = _dqn_checkpoint(tmp_path / "p1", 109, 20, env)
     phase2 = _dqn_checkpoint(tmp_path / "p2", 109, 20, {**env, "kwargs": {"phase": 2}})
-    report = _report(
-        _evaluate(
-            f"checkpoint={phase1 / 'checkpoints' / 'latest'}",
-            f"checkpoint_phase2={phase2}",
-            "episodes=3",
-        )
-    )
+    report = _report(_evaluate(f"checkpoint={phase1}", f"checkpoint_phase2={phase2}", "episodes=3"))
     assert report["checkpoint_phase2"] is not None and report["episodes"] == 3
     assert 0.0 <= report["win_rate"] <= 1.0
     assert 0.0 <= report["boss_hp_final_mean"] <= 1.0

@@ -68,7 +68,7 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
     """SIGKILL-like kills of whichever actor evaluates, after a seeded random delay into the
     evaluation: the run goes on, evaluations resume on the restarted fleet, nothing is lost."""
     env = EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES, step_latency_s=0.002)
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=30)
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=20)
     rng = np.random.default_rng(seed)
     kills: list[int] = []
     stop = threading.Event()
@@ -112,7 +112,7 @@ def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(loop_cls, a
         kwargs={"step_error_prob": 0.003, "step_hang_prob": 0.0005},
         step_timeout_s=2.0,
     )
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=40)
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=30)
     try:
         summary = loop.run()
     finally:

@@ -179,3 +179,37 @@ def test_close_twice_stops_the_display_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert sys.stdout is stdout
     assert out.getvalue() == written
     assert written.endswith("\x1b[?25h")  # the cursor is shown again
+
+
+def test_log_lines_go_above_the_live_display_and_back_after_it(monkeypatch) -> None:
+    """Handlers that held the terminal before the display started print through it while it runs
+    (their lines would otherwise cut through the display), and hold the terminal again after."""
+    import io
+    import logging
+    import sys
+
+    from rich.console import Console
+
+    from soulsai_ray.console import ConsoleProgress
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "__stdout__", terminal)
+    handler = logging.StreamHandler(terminal)
+    files = logging.FileHandler("/dev/null")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.addHandler(files)
+    try:
+        console = Console(file=terminal, force_terminal=True, width=100)
+        progress = ConsoleProgress(terminal, 1000, 0, console=console)
+        assert handler.stream is not terminal and handler.stream is sys.stdout
+        assert files.stream.name == "/dev/null"
+        progress.update(10, {"ret": 1.0})
+        progress.close()
+        assert handler.stream is terminal
+        progress.close()
+    finally:
+        root.removeHandler(handler)
+        root.removeHandler(files)
+        files.close()
