@@ -31,5 +31,10 @@ def train():
     """Runs train.py without Ray's dashboard (1-3 s of start-up each on a small machine); the
     default, dashboard on, is what test_resume.py, test_ray_state_api.py and
     test_prometheus_scrape.py run."""
-    no_dashboard = "cluster.include_dashboard=false"
-    return lambda *args, timeout=600: run_script("train.py", no_dashboard, *args, timeout=timeout)
+
+    def train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        if not any("include_dashboard" in arg for arg in args):
+            args = (*args, "cluster.include_dashboard=false")  # after flags such as --cfg job
+        return run_script("train.py", *args, timeout=timeout)
+
+    return train

@@ -112,7 +112,7 @@ def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(loop_cls, a
         kwargs={"step_error_prob": 0.003, "step_hang_prob": 0.0005},
         step_timeout_s=2.0,
     )
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=30)
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=25)
     try:
         summary = loop.run()
     finally:
