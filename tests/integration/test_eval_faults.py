@@ -68,9 +68,10 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
     """SIGKILL-like kills of whichever actor evaluates, after a seeded random delay into the
     evaluation: the run goes on, evaluations resume on the restarted fleet, nothing is lost."""
     env = EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES, step_latency_s=0.002)
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=20)
+    loop = _loop(loop_cls, algo, tmp_path, env, seconds=120)
     rng = np.random.default_rng(seed)
     kills: list[int] = []
+    evals_at_last_kill = [0]
     stop = threading.Event()
 
     def killer() -> None:
@@ -81,9 +82,14 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
                 continue
             time.sleep(float(rng.uniform(0.0, 0.5)))  # somewhere inside the evaluation
             if _evaluating(loop) == index:
+                evals_at_last_kill[0] = loop.counters.evaluations
                 ray.kill(loop.fleet.actors[index], no_restart=False)
                 kills.append(index)
-                time.sleep(3.0)
+        # as a signal would: the loop finishes normally once evaluations went on after the kills
+        while not stop.wait(0.2):
+            if loop.counters.evaluations >= max(2, evals_at_last_kill[0] + 1):
+                loop.stop_requested = "enough"
+                return
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -95,9 +101,10 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
         for actor in loop.all_actors():
             ray.kill(actor)
     counters = summary["counters"]
-    assert kills, "no evaluation was ever running"
+    assert len(kills) == 3, "evaluations were not running often enough to be killed 3 times"
+    assert summary["stop_reason"] == "enough", counters  # not the 120 s limit
     assert counters["actor_failures"] >= 1 and summary["exit_status"] == 0
-    assert counters["evaluations"] >= 2  # evaluations went on after the kills
+    assert counters["evaluations"] > evals_at_last_kill[0]  # evaluations went on after the kills
     assert summary["last_eval"]["episodes"] == 2
     assert counters["batches_rejected"] == {}
 
