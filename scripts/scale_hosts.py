@@ -188,16 +188,22 @@ def _weight_bytes(run_dir: Path) -> int:
     import numpy as np
     from omegaconf import OmegaConf
 
-    from soulsai_ray.config import EnvConfig
+    from soulsai_ray.config import DQNConfig, EnvConfig
     from soulsai_ray.envs import make_env
-    from soulsai_ray.models import QNetwork, state_dict_to_numpy
+    from soulsai_ray.models import q_network, state_dict_to_numpy
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     env_cfg = EnvConfig(id=cfg.env.id, angle_keys=list(cfg.env.angle_keys))
     env = make_env(env_cfg)
     obs_dim, num_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
     env.close()
-    net = QNetwork(obs_dim, num_actions, list(cfg.algo.hidden_sizes), bool(cfg.algo.dueling))
+    algo = DQNConfig(
+        hidden_sizes=list(cfg.algo.hidden_sizes),
+        dueling=bool(cfg.algo.dueling),
+        layer_norm=bool(cfg.algo.get("layer_norm", False)),
+        normalize_obs=bool(cfg.algo.get("normalize_obs", False)),
+    )
+    net = q_network(algo, obs_dim, num_actions)
     return int(sum(w.nbytes for w in state_dict_to_numpy(net).values()))
 
 

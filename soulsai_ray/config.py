@@ -91,12 +91,23 @@ class DQNConfig:
     """Widths of the Q-network's hidden layers."""
     dueling: bool = True
     """Separate value and advantage streams."""
+    layer_norm: bool = False
+    """A LayerNorm after each hidden layer (keeps many updates per env step stable)."""
+    normalize_obs: bool = False
+    """Running mean/std observation normalization inside the Q-network; its statistics are
+    learned from the training batches and travel with published weights and checkpoints."""
     double: bool = True
     """Double DQN: the online net picks the target action, the target net rates it."""
     gamma: float = 0.99
     """Discount factor."""
     n_step: int = 3
-    """Steps summed into each transition's return before bootstrapping."""
+    """Steps summed into each transition's return before bootstrapping (the final n when
+    n_step_start is set)."""
+    n_step_start: int | None = None
+    """n at the start of the run, annealed linearly to n_step over n_step_anneal_steps env steps
+    (a rollout actor changes n between episodes); null: n_step throughout."""
+    n_step_anneal_steps: int = 20_000
+    """Env steps (all actors together) over which n anneals from n_step_start to n_step."""
     lr: float = 6.3e-4
     """Adam learning rate."""
     batch_size: int = 128
@@ -111,6 +122,14 @@ class DQNConfig:
     """Huber loss threshold (TD errors beyond it are penalized linearly)."""
     grad_clip: float = 10.0
     """Max global gradient norm (0 disables clipping)."""
+    reset_every_updates: int | None = None
+    """Updates between resets of the Q-network (the replay is kept); null: never. Many updates
+    per env step overfit the first data a network sees; a reset lets it learn again from the
+    whole replay."""
+    reset_keep: float = 0.0
+    """Fraction of its weights the network body keeps at a reset: 0 re-initializes it, between
+    0 and 1 is shrink-and-perturb (keep * weights + (1 - keep) * fresh initialization). The
+    output heads are always re-initialized; Adam's moments of the network are cleared."""
     target_update_every: int = 250
     """Updates between target-network updates."""
     target_tau: float = 1.0
@@ -162,6 +181,7 @@ class DQNConfig:
             "buffer_size",
             "target_update_every",
             "eps_decay_steps",
+            "n_step_anneal_steps",
             "per_beta_updates",
             "publish_every",
             "weight_sync_every",
@@ -197,11 +217,22 @@ class DQNConfig:
         require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
         require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
         require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
-        require(
-            self.ratio_slack_steps is None or self.ratio_slack_steps > 0,
-            f"{key}.ratio_slack_steps",
-            "must be > 0 or null",
-        )
+        for name in ("ratio_slack_steps", "n_step_start", "reset_every_updates"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"{key}.{name}", "must be > 0 or null")
+        require(0.0 <= self.reset_keep < 1.0, f"{key}.reset_keep", "must be in [0, 1)")
+
+    @property
+    def max_n_step(self) -> int:
+        """The largest n any transition of the run sums over."""
+        return max(self.n_step, self.n_step_start or 0)
+
+    def n_step_at(self, env_steps: int) -> int:
+        """n for episodes that start after ``env_steps`` env steps of the whole run."""
+        if self.n_step_start is None:
+            return self.n_step
+        fraction = min(max(env_steps, 0) / self.n_step_anneal_steps, 1.0)
+        return round(self.n_step_start + fraction * (self.n_step - self.n_step_start))
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from soulsai_ray.config import AlgoConfig, DQNConfig, EnvConfig
 from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info, make_env
 from soulsai_ray.episode_window import summarize_episodes
-from soulsai_ray.models import ActorCritic, QNetwork, load_numpy_state_dict
+from soulsai_ray.models import ActorCritic, load_numpy_state_dict, q_network
 from soulsai_ray.sampling.episodes import EnvRecovery
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,7 @@ class GreedyPolicy:
     def __init__(self, algo: AlgoConfig, obs_dim: int, num_actions: int) -> None:
         self.dqn = isinstance(algo, DQNConfig)
         if isinstance(algo, DQNConfig):
-            self.net: torch.nn.Module = QNetwork(
-                obs_dim, num_actions, algo.hidden_sizes, algo.dueling
-            )
+            self.net: torch.nn.Module = q_network(algo, obs_dim, num_actions)
         else:
             self.net = ActorCritic(
                 obs_dim, num_actions, algo.hidden_sizes, algo.activation, algo.normalize_obs

@@ -78,8 +78,8 @@ class Limits:
         """
         algo = cfg.algo
         if algo.name == "dqn":
-            max_rows = 2 * (algo.push_every + algo.n_step)
-            max_reward = cfg.env.max_abs_reward * algo.n_step
+            max_rows = 2 * (algo.push_every + algo.max_n_step)
+            max_reward = cfg.env.max_abs_reward * algo.max_n_step
         else:
             max_rows = algo.n_steps * cfg.env.num_envs_per_actor
             max_reward = cfg.env.max_abs_reward

@@ -1,4 +1,5 @@
-"""Neural networks: DQN's (dueling) Q-network and PPO's actor-critic with observation normalization."""
+"""Neural networks: DQN's (dueling) Q-network and PPO's actor-critic, both with optional observation
+normalization whose statistics travel with the weights."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from soulsai_ray.config import DQNConfig
+
 
 def mlp(
-    in_dim: int, hidden_sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU
+    in_dim: int,
+    hidden_sizes: Sequence[int],
+    activation: type[nn.Module] = nn.ReLU,
+    layer_norm: bool = False,
 ) -> nn.Sequential:
-    """A stack of Linear + activation layers; its output width is ``hidden_sizes[-1]``."""
+    """A stack of Linear (+ LayerNorm) + activation layers; its output width is ``hidden_sizes[-1]``."""
     layers: list[nn.Module] = []
     for width in hidden_sizes:
-        layers += [nn.Linear(in_dim, width), activation()]
+        layers.append(nn.Linear(in_dim, width))
+        if layer_norm:
+            layers.append(nn.LayerNorm(width))
+        layers.append(activation())
         in_dim = width
     return nn.Sequential(*layers)
 
@@ -25,24 +34,71 @@ class QNetwork(nn.Module):
     """Maps observations to one Q-value per action, optionally with a dueling head.
 
     The dueling head computes ``Q(s, a) = V(s) + A(s, a) - mean_a A(s, a)``.
+
+    Args:
+        obs_dim: Observation size D.
+        num_actions: Number of discrete actions A.
+        hidden_sizes: Widths of the hidden layers.
+        dueling: Separate value and advantage streams.
+        layer_norm: A LayerNorm after each hidden Linear layer.
+        normalize_obs: Put an :class:`ObservationNormalizer` in front (its statistics are
+            buffers: they are published and checkpointed with the weights).
     """
 
     def __init__(
-        self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int], dueling: bool
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int],
+        dueling: bool,
+        layer_norm: bool = False,
+        normalize_obs: bool = False,
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, hidden_sizes)
+        self.normalizer: ObservationNormalizer | None = (
+            ObservationNormalizer(obs_dim) if normalize_obs else None
+        )
+        self.body = mlp(obs_dim, hidden_sizes, layer_norm=layer_norm)
         width = hidden_sizes[-1]
         self.dueling = dueling
         self.advantage = nn.Linear(width, num_actions)
         self.value = nn.Linear(width, 1) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
         features = self.body(obs)
         advantage = self.advantage(features)
         if self.value is None:
             return advantage
         return dueling_combine(self.value(features), advantage)
+
+    def heads(self) -> list[nn.Module]:
+        """The output layers (the advantage head, and the value head if dueling)."""
+        return [self.advantage] + ([self.value] if self.value is not None else [])
+
+
+def q_network(cfg: DQNConfig, obs_dim: int, num_actions: int) -> QNetwork:
+    """The Q-network ``cfg`` describes: learner, rollout actors and evaluation build it here."""
+    return QNetwork(
+        obs_dim, num_actions, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm, cfg.normalize_obs
+    )
+
+
+@torch.no_grad()
+def shrink_and_perturb(net: QNetwork, fresh: QNetwork, keep: float) -> None:
+    """Resets ``net`` towards the freshly initialized ``fresh`` (same architecture).
+
+    Body parameters become ``keep * theta + (1 - keep) * theta_fresh`` (``keep=0`` is a full
+    reset); the output heads are always re-initialized. The observation normalizer's statistics
+    describe the data, not the learning, and are kept.
+    """
+    heads = {id(p) for head in fresh.heads() for p in head.parameters()}
+    for param, new in zip(net.parameters(), fresh.parameters(), strict=True):
+        if id(new) in heads:
+            param.copy_(new)
+        else:
+            param.mul_(keep).add_(new, alpha=1.0 - keep)
 
 
 def dueling_combine(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,7 @@ class NStepAccumulator:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if num_actions < 1:
             raise ValueError(f"num_actions must be >= 1, got {num_actions}")
-        self._n = n
+        self._n = self._next_n = n
         self._gamma = gamma
         self._num_actions = num_actions
         self._pending: deque[_Step] = deque()
@@ -153,6 +153,22 @@ class NStepAccumulator:
     def pending(self) -> int:
         """Number of steps not yet emitted."""
         return len(self._pending)
+
+    @property
+    def n(self) -> int:
+        """Steps per transition of the episode in progress."""
+        return self._n
+
+    def set_n(self, n: int) -> None:
+        """Makes transitions of ``n`` steps from the next episode (or crash reset) on.
+
+        The running episode keeps its n, so each of its transitions has the same horizon.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self._next_n = n
+        if not self._pending:
+            self._n = n
 
     def push(
         self,
@@ -182,6 +198,7 @@ class NStepAccumulator:
         self._pending.append(_Step(_as_obs(obs), int(action), float(reward), int(version)))
         if terminated or truncated:
             self._flush(final, mask, bootstrap=not terminated)
+            self._n = self._next_n
         elif len(self._pending) == self._n:
             ret = sum(self._gamma**i * step.reward for i, step in enumerate(self._pending))
             self._emit(self._pending.popleft(), ret, final, self._gamma**self._n, mask)
@@ -205,6 +222,7 @@ class NStepAccumulator:
     def reset(self) -> None:
         """Discards pending partial transitions (e.g. after an env crash); keeps completed ones."""
         self._pending.clear()
+        self._n = self._next_n
 
     def _flush(self, final_obs: np.ndarray, mask: np.ndarray, bootstrap: bool) -> None:
         """Emits every pending step, oldest first, with next_obs = `final_obs`."""

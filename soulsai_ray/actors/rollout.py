@@ -93,6 +93,7 @@ class RolloutActor(RolloutShell):
         if self.sampler.version < 0:
             self._install_weights(blocking=True)
         eps = self.epsilon(global_env_steps)
+        self.sampler.set_n_step(self.cfg.n_step_at(global_env_steps))
         deadline = time.monotonic() + self.cfg.collect_time_s
         for step in range(self.cfg.collect_steps):
             self.sampler.step(eps)

@@ -3,7 +3,7 @@
 Order of calls for a learner::
 
     learner = DQNLearner(cfg, obs_dim, num_actions)
-    result = learner.update(sampled_batch)        # one gradient step
+    result = learner.update(sampled_batch)        # one gradient step (and a reset on schedule)
     buffer.update_priorities(result.indices, result.td_errors)
     weights = learner.policy_weights()            # numpy state dict to publish
 """
@@ -22,7 +22,7 @@ from torch import nn
 
 from soulsai_ray.algos.optim import make_adam
 from soulsai_ray.config import DQNConfig
-from soulsai_ray.models import QNetwork, state_dict_to_numpy
+from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
 from soulsai_ray.replay import SampledBatch
 
 NEG_INF = torch.finfo(torch.float32).min
@@ -108,8 +108,10 @@ class DQNLearner:
     ) -> None:
         torch.manual_seed(seed)
         self.cfg = cfg
+        self.seed = seed
+        self.shape = (obs_dim, num_actions)
         self.device = torch.device(device)
-        self.q_net = QNetwork(obs_dim, num_actions, cfg.hidden_sizes, cfg.dueling).to(self.device)
+        self.q_net = q_network(cfg, obs_dim, num_actions).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
         self.updates = 0
@@ -127,6 +129,8 @@ class DQNLearner:
         as_tensor = self._tensor
         obs, next_obs = as_tensor(b.obs), as_tensor(b.next_obs)
         actions = as_tensor(b.actions, torch.int64)
+        if self.q_net.normalizer is not None:
+            self.q_net.normalizer.update(obs)
         next_masks = as_tensor(b.next_masks, torch.bool)
         if self.cfg.double:
             q_all = self.q_net(torch.cat([obs, next_obs]))
@@ -156,12 +160,37 @@ class DQNLearner:
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
             self._update_target()
+        every = self.cfg.reset_every_updates
+        if every is not None and self.updates % every == 0:
+            self.reset_network()
         return UpdateResult(
             indices=sampled.indices,
             td_errors=td_errors.cpu().numpy(),
             loss=loss_value,
             q_mean=metrics["q_mean"],
             grad_norm=grad_norm,
+        )
+
+    @property
+    def resets(self) -> int:
+        """Resets of the Q-network so far (they follow from the update count)."""
+        every = self.cfg.reset_every_updates
+        return 0 if every is None else self.updates // every
+
+    def reset_network(self) -> None:
+        """Re-initializes the Q-network's heads and shrinks its body towards a fresh
+        initialization (``reset_keep``); clears Adam's moments, which belong to the old weights.
+
+        The target network, the normalizer statistics and the replay are kept: targets still
+        come from what was learned, and the new weights learn from all data again.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + self.resets)
+            fresh = q_network(self.cfg, *self.shape).to(self.device)
+        shrink_and_perturb(self.q_net, fresh, self.cfg.reset_keep)
+        self.optimizer.state.clear()
+        logger.info(
+            "reset the Q-network at update %d (keep %.2f)", self.updates, self.cfg.reset_keep
         )
 
     def checkpoint_good_state(self) -> bool:
@@ -221,9 +250,13 @@ class DQNLearner:
         return float(nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm))
 
     def _update_target(self) -> None:
+        """Moves the target's weights towards the online net's and copies its normalizer
+        statistics: the target is an older copy of the whole function, input scaling included."""
         tau = self.cfg.target_tau
         with torch.no_grad():
             for target, online in zip(
                 self.target_net.parameters(), self.q_net.parameters(), strict=True
             ):
                 target.mul_(1.0 - tau).add_(online, alpha=tau)
+            for target, online in zip(self.target_net.buffers(), self.q_net.buffers(), strict=True):
+                target.copy_(online)

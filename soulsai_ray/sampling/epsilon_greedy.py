@@ -4,6 +4,7 @@ Order of calls::
 
     sampler = EpsilonGreedySampler(env_factory, cfg, seed)
     sampler.load_weights(weights, version)        # whenever newer weights arrive
+    sampler.set_n_step(n)                         # optional: n for the next episodes
     for _ in range(k):
         sampler.step(epsilon)                     # one env step, crash-safe
     chunk = sampler.pop_transitions()             # completed n-step transitions
@@ -24,7 +25,7 @@ import torch
 from soulsai_ray.config import DQNConfig
 from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
-from soulsai_ray.models import QNetwork, load_numpy_state_dict
+from soulsai_ray.models import load_numpy_state_dict, q_network
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
 
@@ -58,7 +59,7 @@ class EpsilonGreedySampler:
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
         self.obs_dim = obs_dim = int(self.env.observation_space.shape[0])
-        self.q_net = QNetwork(obs_dim, self.num_actions, cfg.hidden_sizes, cfg.dueling)
+        self.q_net = q_network(cfg, obs_dim, self.num_actions)
         self.q_net.requires_grad_(False)
         self.version = -1
         self._nstep = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
@@ -70,9 +71,13 @@ class EpsilonGreedySampler:
         self._resets = 0
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
-        """Installs published policy weights of the given version."""
+        """Installs published policy weights (incl. normalizer statistics) of the given version."""
         load_numpy_state_dict(self.q_net, weights)
         self.version = version
+
+    def set_n_step(self, n: int) -> None:
+        """Builds ``n``-step transitions from the next episode on."""
+        self._nstep.set_n(n)
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None, epsilon: float) -> int:
         """Epsilon-greedy action among the valid ones."""
