@@ -1,6 +1,7 @@
 # soulsai_ray developer entry points. `make train` and `make test` install into .venv first if needed.
 PYTHON ?= python3
 VENV := .venv
+RLLIB_VENV := .venv-rllib
 PY := $(VENV)/bin/python
 # TORCH=auto picks the CPU build of torch unless an NVIDIA GPU is visible; TORCH=cpu|cuda forces one.
 TORCH ?= auto
@@ -8,27 +9,45 @@ TORCH_CPU_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ARGS ?=
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast lint format clean bench bench-rllib
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+# $(call install_torch,PYTHON): torch into that interpreter's venv unless it has one (see TORCH).
+define install_torch
 	@mode="$(TORCH)"; \
 	if [ "$$mode" = auto ]; then \
 	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi; \
 	fi; \
-	if $(PY) -c "import torch" >/dev/null 2>&1; then \
-	  echo "torch already installed in $(VENV)"; \
+	if $(1) -c "import torch" >/dev/null 2>&1; then \
+	  echo "torch already installed"; \
 	elif [ "$$mode" = cuda ]; then \
-	  echo "installing torch with CUDA"; $(PY) -m pip install --quiet "torch>=2.3"; \
+	  echo "installing torch with CUDA"; $(1) -m pip install --quiet "torch>=2.3"; \
 	else \
 	  echo "installing CPU-only torch $(TORCH_CPU_VERSION)"; \
-	  $(PY) -m pip install --quiet "torch==$(TORCH_CPU_VERSION)+cpu" 2>/dev/null || \
-	  $(PY) -m pip install --quiet "torch==$(TORCH_CPU_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
+	  $(1) -m pip install --quiet "torch==$(TORCH_CPU_VERSION)+cpu" 2>/dev/null || \
+	  $(1) -m pip install --quiet "torch==$(TORCH_CPU_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
+endef
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(call install_torch,$(PY))
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+
+# RLlib's baseline lives in its own venv: ray[rllib] pins a gymnasium older than the library's.
+bench-rllib: $(RLLIB_VENV)/.installed
+
+$(RLLIB_VENV)/.installed: requirements-rllib.txt
+	@test -x $(RLLIB_VENV)/bin/python || $(PYTHON) -m venv $(RLLIB_VENV)
+	$(RLLIB_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(call install_torch,$(RLLIB_VENV)/bin/python)
+	$(RLLIB_VENV)/bin/python -m pip install --quiet -r requirements-rllib.txt
 	@touch $@
 
 train: install
@@ -49,4 +68,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) $(RLLIB_VENV) outputs multirun .pytest_cache

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmarks that are measured, not asserted: run them on a quiet machine and compare ratios.
 
-    python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1
-    python scripts/benchmark.py solve --algo dqn --env lunarlander --baseline sb3
+    python scripts/benchmark.py solve --algo dqn_efficient --env lunarlander --seeds 0 1 2 3 4
+    python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1 2 --baseline sb3
+    python scripts/benchmark.py solve --algo dqn_efficient --step-latency 0.05 --actors 4
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
     python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
     sudo python scripts/benchmark.py scale --hosts 1 2 4 8 --rate 20 --delay-ms 30
@@ -22,9 +23,12 @@ kind and the driver (then resumes it), freezes envs and fills the checkpoint dis
 schedule, and reports recovery times, segments, samples and memory (see ``scripts/soak.py``).
 
 ``solve`` trains with the shipped config until the env's target return (mean of the last 100
-training episodes) and reports wall seconds and env steps to the target. ``--baseline sb3`` runs
-Stable-Baselines3's rl-zoo DQN hyperparameters on the same env in the same command (needs the
-``bench`` extra: ``pip install -e .[bench]``) and prints the ratio.
+training episodes) and reports env steps and wall seconds to the target per seed and as median
+(range); ``--step-latency``/``--actors`` measure it at a game's step rate (see
+``scripts/bench_solve.py``). ``--baseline sb3`` runs Stable-Baselines3 with rl-zoo
+hyperparameters in the same command (the ``bench`` extra: ``pip install -e .[bench]``);
+``--baseline rllib`` runs RLlib in its own venv (``make bench-rllib``; see
+``scripts/rllib_baseline.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,68 +44,10 @@ from typing import Any
 # Every cluster a benchmark starts or joins uses token authentication (read when Ray is imported).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from peer_baselines import ENV_IDS, solve_sb3  # noqa: E402
+from bench_solve import cmd_solve  # noqa: E402
+from peer_baselines import ENV_IDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def solve_ours(
-    algo: str, env: str, seed: int, time_limit_s: float, overrides: list[str]
-) -> dict[str, Any]:
-    """Runs scripts/train.py to the env's target and returns its summary."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench_{algo}_{env}_{seed}_"))
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "train.py"),
-        f"algo={algo}",
-        f"env={env}",
-        f"seed={seed}",
-        f"stop.time_s={time_limit_s}",
-        "stop.env_steps=null",
-        "telemetry.console=false",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.monotonic() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["process_wall_s"] = wall
-    summary["run_dir"] = str(run_dir)
-    return summary
-
-
-def cmd_solve(args: argparse.Namespace) -> None:
-    rows = []
-    for seed in args.seeds:
-        ours = solve_ours(args.algo, args.env, seed, args.time_limit, args.override)
-        rows.append(("soulsai_ray", seed, ours))
-        _print_row(*rows[-1])
-        if args.baseline == "sb3":
-            theirs = solve_sb3(args.algo, args.env, seed, args.baseline_time_limit)
-            rows.append(("sb3 rl-zoo", seed, theirs))
-            _print_row(*rows[-1])
-            if ours["time_to_target_s"] and theirs["time_to_target_s"]:
-                ratio = theirs["time_to_target_s"] / ours["time_to_target_s"]
-                print(
-                    f"  seed {seed}: soulsai_ray reached the target {ratio:.2f}x faster (wall time)"
-                )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps([{"who": w, "seed": s, **r} for w, s, r in rows], indent=2)
-        )
-
-
-def _print_row(who: str, seed: int, r: dict[str, Any]) -> None:
-    t, n = r.get("time_to_target_s"), r.get("env_steps_to_target")
-    reached = f"target after {t:.0f}s, {n:,} env steps" if t is not None else "target NOT reached"
-    print(
-        f"{who:12s} seed {seed}: {reached}; ran {r['wall_s']:.0f}s, {r['env_steps']:,} steps, "
-        f"final return_mean {r['return_mean']}",
-        flush=True,
-    )
 
 
 def _throughput_config(envs_per_actor: int, n_steps: int, actors: int) -> Any:
@@ -321,12 +265,16 @@ def main() -> None:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     solve = sub.add_parser("solve", help="wall time and env steps to the env's target return")
-    solve.add_argument("--algo", default="dqn", choices=["dqn", "ppo"])
+    solve.add_argument("--algo", default="dqn", choices=["dqn", "dqn_efficient", "ppo"])
     solve.add_argument("--env", default="lunarlander", choices=sorted(ENV_IDS))
     solve.add_argument("--seeds", type=int, nargs="+", default=[0])
     solve.add_argument("--time-limit", type=float, default=1800.0, help="seconds per run")
-    solve.add_argument("--baseline", choices=["none", "sb3"], default="none")
+    solve.add_argument("--baseline", choices=["none", "sb3", "rllib"], default="none")
     solve.add_argument("--baseline-time-limit", type=float, default=3600.0)
+    solve.add_argument(
+        "--step-latency", type=float, default=0.0, help="seconds per env step, as on a game PC"
+    )
+    solve.add_argument("--actors", type=int, default=None, help="rollout actors (game PCs)")
     solve.add_argument(
         "--override", nargs="*", default=[], help="extra Hydra overrides for our runs"
     )

@@ -1,13 +1,19 @@
-"""Peer baselines for ``scripts/benchmark.py``: Stable-Baselines3 with rl-zoo hyperparameters.
-
-Needs the ``bench`` extra (``pip install -e .[bench]``); the library itself never imports this.
+"""Peer baselines for ``scripts/benchmark.py``: Stable-Baselines3 with rl-zoo hyperparameters (the
+``bench`` extra: ``pip install -e .[bench]``) and RLlib (its own venv, ``make bench-rllib``: its
+gymnasium pin clashes with the library's). The library itself never imports this.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RLLIB_PYTHON = ROOT / ".venv-rllib" / "bin" / "python"
 
 ENV_IDS = {"lunarlander": ("LunarLander-v3", 200.0), "cartpole": ("CartPole-v1", 475.0)}
 
@@ -109,3 +115,24 @@ def solve_sb3(algo: str, env: str, seed: int, time_limit_s: float) -> dict[str, 
         "wall_s": time.monotonic() - callback.start,
         "return_mean": float(np.mean(returns)) if returns else None,
     }
+
+
+def solve_rllib(algo: str, env: str, seed: int, time_limit_s: float) -> dict[str, Any]:
+    """Runs ``scripts/rllib_baseline.py`` in ``.venv-rllib`` and returns its JSON result."""
+    if not RLLIB_PYTHON.exists():
+        raise SystemExit(f"{RLLIB_PYTHON} is missing: run `make bench-rllib` first")
+    cmd = [
+        str(RLLIB_PYTHON),
+        str(ROOT / "scripts" / "rllib_baseline.py"),
+        f"--algo={algo}",
+        f"--env={env}",
+        f"--seed={seed}",
+        f"--time-limit={time_limit_s}",
+    ]
+    # RLlib starts its own local Ray; it must not join or write into the caller's cluster.
+    env_vars = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env_vars)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"rllib baseline failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
