@@ -71,8 +71,8 @@ def test_hydra_section_is_ignored():
     assert cfg.stop.env_steps == 1000
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ppo"])
-@pytest.mark.parametrize("env", ["lunarlander", "cartpole", "iudex"])
+@pytest.mark.parametrize("algo", ["dqn", "dqn_efficient", "ppo"])
+@pytest.mark.parametrize("env", ["lunarlander", "cartpole", "iudex", "iudex_demo"])
 def test_shipped_configs_parse(algo, env):
     from pathlib import Path
 
@@ -83,7 +83,25 @@ def test_shipped_configs_parse(algo, env):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"algo={algo}", f"env={env}"])
     parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
-    assert parsed.algo.name == algo
+    assert parsed.algo.name == ("dqn" if algo == "dqn_efficient" else algo)
     assert parsed.stop.return_mean == parsed.env.return_target
     if (algo, env) == ("ppo", "lunarlander"):
         assert parsed.env.num_envs_per_actor == 8 and parsed.algo.gamma == 0.999
+        # per algorithm x env stop: the shipped command runs until solved, not 1M steps
+        assert parsed.stop.env_steps == 3_000_000
+    else:
+        assert parsed.stop.env_steps == 1_000_000
+
+
+def test_command_line_wins_over_algo_env_settings():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    overrides = ["algo=ppo", "env=lunarlander", "stop.env_steps=5", "algo.epochs=2"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
+    assert parsed.stop.env_steps == 5 and parsed.algo.epochs == 2
