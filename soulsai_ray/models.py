@@ -141,14 +141,15 @@ class ObservationNormalizer(nn.Module):
         n = batch.shape[0]
         if n == 0:
             return
-        batch_mean = batch.mean(dim=0)
-        batch_var = batch.var(dim=0, unbiased=False)
-        total = self.count + n
+        batch_var, batch_mean = torch.var_mean(batch, dim=0, correction=0)
+        count = float(self.count)
+        total = count + n
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
-        self.mean.add_(delta * n / total)
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        self.mean.add_(delta, alpha=n / total)
+        # var = (M2_old + M2_batch + delta^2 * count * n / total) / total, in place
+        self.var.mul_(count / total).add_(batch_var, alpha=n / total)
+        self.var.add_(delta.square_(), alpha=count * n / total**2)
+        self.count.fill_(total)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``clip((obs - mean) / sqrt(var + eps), -clip, clip)`` in ``obs``'s dtype."""
