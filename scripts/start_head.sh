@@ -123,7 +123,7 @@ Join from a Linux machine:
     scripts/join_cluster.sh $HEAD --token-file /path/to/auth_token
 
 Then train on the head:
-    ${DRIVER_ENV}.venv/bin/python scripts/train.py algo=dqn env=iudex cluster=remote
+    ${DRIVER_ENV}.venv/bin/python scripts/train.py env=iudex cluster=remote
 
 Firewall: open only these TCP ports, only between the head and the game PCs (never the internet):
 MSG

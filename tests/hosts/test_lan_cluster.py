@@ -33,7 +33,6 @@ def _train_command(cluster, run_dir, *overrides: str) -> list[str]:
     return [
         cluster.python,
         str(SCRIPTS / "train.py"),
-        "algo=dqn",
         "env=iudex",
         "cluster=remote",
         f"env.id={FAKE_SOULS}",

@@ -1,0 +1,89 @@
+"""``algo=dqn_efficient``'s switches through Ray on a SoulsGym-shaped env: resets on schedule,
+the n-step schedule reaching the rollout actors' transitions, and the observation statistics
+shipped with the published weights and saved in the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from soulsai_ray.checkpoint import load_checkpoint
+from soulsai_ray.config import (
+    CheckpointConfig,
+    ClusterConfig,
+    DQNConfig,
+    EnvConfig,
+    StopConfig,
+    TelemetryConfig,
+    TrainConfig,
+)
+from soulsai_ray.loops.common import MetricsExporter, RunRecorder
+from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
+GAMMA = 0.9
+
+
+def test_every_switch_works_through_the_actors(tmp_path: Path):
+    algo = DQNConfig(
+        hidden_sizes=[32],
+        gamma=GAMMA,
+        learning_starts=300,
+        batch_size=32,
+        replay_ratio=64,  # 2 updates per env step
+        layer_norm=True,
+        normalize_obs=True,
+        reset_every_updates=300,
+        reset_keep=0.5,
+        n_step_start=6,
+        n_step=2,
+        n_step_anneal_steps=1200,
+        collect_steps=64,
+    )
+    cfg = TrainConfig(
+        algo=algo,
+        env=EnvConfig(id=FAKE_SOULS, angle_keys=["player_pose[3]", "boss_pose[3]"]),
+        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
+        stop=StopConfig(env_steps=3000),
+        checkpoint=CheckpointConfig(every_updates=10**9, save_replay=True),
+        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.2),
+    )
+    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
+    loop = DQNAsyncLoop(cfg, recorder)
+    try:
+        summary = loop.run()
+        version, refs = ray.get(loop.weight_store.latest.remote())
+        published = ray.get(refs[0])
+    finally:
+        for actor in loop.all_actors():
+            ray.kill(actor)
+    assert summary["exit_status"] == 0 and summary["counters"]["batches_rejected"] == {}
+    assert summary["updates"] >= 3 * 300  # at least 3 resets happened
+
+    payload, _ = load_checkpoint(Path(summary["checkpoint"]))
+    q_net = payload["learner"]["q_net"]
+    count = float(q_net["normalizer.count"])
+    assert count == payload["learner"]["updates"] * 32  # every training batch was seen
+    # the published weights carry the statistics (to within the updates since the last publish)
+    assert 0 < float(published["normalizer.count"]) <= count
+    np.testing.assert_array_equal(
+        published["normalizer.mean"].shape, q_net["normalizer.mean"].shape
+    )
+    assert any(".1.weight" in key for key in q_net)  # the LayerNorm after the first Linear
+
+    # transitions of 6 steps early on and of 2 steps once the schedule has ended
+    discounts = np.asarray(payload["replay"]["buffer"]["discounts"])
+    assert np.isclose(discounts, GAMMA**6).any() and np.isclose(discounts, GAMMA**2).any()
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    resets = [e.value for e in events.Scalars("train/resets")]
+    n_steps = [e.value for e in events.Scalars("train/n_step")]
+    assert resets[-1] >= 3 and resets == sorted(resets)
+    assert n_steps[0] > n_steps[-1] == 2
