@@ -54,7 +54,7 @@ train: install
 	$(PY) scripts/train.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -ra $(ARGS)
+	$(PY) -m pytest -q -ra --durations=25 $(ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -ra -m "not learning" $(ARGS)
