@@ -132,12 +132,10 @@ class DQNLearner:
         if self.q_net.normalizer is not None:
             self.q_net.normalizer.update(obs)
         next_masks = as_tensor(b.next_masks, torch.bool)
-        if self.cfg.double:
-            q_all = self.q_net(torch.cat([obs, next_obs]))
-            q_values, next_online = q_all[: len(b)], q_all[len(b) :].detach()
-        else:
-            q_values, next_online = self.q_net(obs), None
-        with torch.no_grad():
+        q_values, next_online = self.q_net(obs), None
+        with torch.no_grad():  # the backward pass then runs over this batch only
+            if self.cfg.double:
+                next_online = self.q_net(next_obs)
             next_target = self.target_net(next_obs)
         targets = td_targets(
             as_tensor(b.rewards),
