@@ -227,6 +227,11 @@ class DQNConfig:
         """The largest n any transition of the run sums over."""
         return max(self.n_step, self.n_step_start or 0)
 
+    def resets_at(self, updates: int) -> int:
+        """Resets of the Q-network after ``updates`` updates (0 without resets)."""
+        every = self.reset_every_updates
+        return 0 if every is None else updates // every
+
     def n_step_at(self, env_steps: int) -> int:
         """n for episodes that start after ``env_steps`` env steps of the whole run."""
         if self.n_step_start is None:

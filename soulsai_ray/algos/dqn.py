@@ -172,8 +172,7 @@ class DQNLearner:
     @property
     def resets(self) -> int:
         """Resets of the Q-network so far (they follow from the update count)."""
-        every = self.cfg.reset_every_updates
-        return 0 if every is None else self.updates // every
+        return self.cfg.resets_at(self.updates)
 
     def reset_network(self) -> None:
         """Re-initializes the Q-network's heads and shrinks its body towards a fresh

@@ -362,9 +362,7 @@ class DQNAsyncLoop(TrainingLoop):
             "train/grad_norm": _mean(iv.grad_norms),
             "train/epsilon": _mean(iv.epsilons),
             "train/n_step": self.algo.n_step_at(c.env_steps),
-            "train/resets": c.updates // self.algo.reset_every_updates
-            if self.algo.reset_every_updates
-            else 0,
+            "train/resets": self.algo.resets_at(c.updates),
             "perf/env_steps_per_s": iv.env_steps / dt,
             "perf/updates_per_s": iv.updates / dt,
             "dist/model_lag_mean": lag_sum / lag_samples if lag_samples > 0 else None,
