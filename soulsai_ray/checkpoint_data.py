@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 FORMAT_VERSION = 2
 """Manifest version of checkpoints whose state file holds only `encode` output."""
@@ -48,6 +47,9 @@ def encode(payload: Any) -> Any:
         UnsafePayloadError: the payload holds an object that is not plain data (a class
             instance, a function, an object-dtype array).
     """
+    # torch is imported where it is used: the replay actor and the weight store start without it
+    import torch
+
     if isinstance(payload, np.ndarray):
         if payload.dtype.hasobject:
             raise UnsafePayloadError(f"object arrays cannot be checkpointed ({payload.dtype})")
@@ -84,6 +86,8 @@ def save_state(payload: Any, path: Path) -> None:
         UnsafePayloadError: see `encode`.
         OSError: the file could not be written.
     """
+    import torch
+
     torch.save(encode(payload), path)
 
 
@@ -98,6 +102,8 @@ def load_state(path: Path, format_version: int, map_location: str = "cpu") -> An
     Raises:
         UnsafePayloadError: the file asks for anything but plain data (nothing was executed).
     """
+    import torch
+
     allowed = _LEGACY_NUMPY_GLOBALS if format_version == LEGACY_FORMAT_VERSION else []
     try:
         with torch.serialization.safe_globals(allowed):

@@ -1,8 +1,6 @@
-"""Thin ``ray.remote`` shells around the plain learner, replay and sampling classes."""
+"""Thin ``ray.remote`` shells around the plain learner, replay and sampling classes.
 
-from soulsai_ray.actors.learner import LearnerActor
-from soulsai_ray.actors.replay import ReplayActor
-from soulsai_ray.actors.rollout import RolloutActor
-from soulsai_ray.actors.weights import WeightStore
-
-__all__ = ["LearnerActor", "ReplayActor", "RolloutActor", "WeightStore"]
+Import each shell from its own module. This package imports nothing itself: Ray imports it in
+every process that hosts a shell, and the replay actor and the weight store then start without
+torch.
+"""

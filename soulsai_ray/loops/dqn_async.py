@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import ray
 
-from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
-from soulsai_ray.actors.learner import TrainReport
-from soulsai_ray.actors.rollout import CollectReport
+from soulsai_ray.actors.learner import LearnerActor, TrainReport
+from soulsai_ray.actors.replay import ReplayActor
+from soulsai_ray.actors.rollout import CollectReport, RolloutActor
+from soulsai_ray.actors.weights import WeightStore
 from soulsai_ray.cluster import actor_name_prefix, on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.inbound import Limits

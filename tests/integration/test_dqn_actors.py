@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import ray
 
-from soulsai_ray.actors import LearnerActor, ReplayActor, RolloutActor, WeightStore
+from soulsai_ray.actors.learner import LearnerActor
+from soulsai_ray.actors.replay import ReplayActor
+from soulsai_ray.actors.rollout import RolloutActor
 from soulsai_ray.actors.weight_client import WeightClient
+from soulsai_ray.actors.weights import WeightStore
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
 from soulsai_ray.inbound import Limits

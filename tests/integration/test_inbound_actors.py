@@ -18,8 +18,8 @@ from malformed import (
     transition_cases,
 )
 
-from soulsai_ray.actors import ReplayActor
 from soulsai_ray.actors.ppo import PPOLearnerActor
+from soulsai_ray.actors.replay import ReplayActor
 from soulsai_ray.config import DQNConfig, EnvConfig, PPOConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
