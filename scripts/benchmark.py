@@ -4,6 +4,7 @@
     python scripts/benchmark.py solve --algo dqn_efficient --env lunarlander --seeds 0 1 2 3 4
     python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1 2 --baseline sb3
     python scripts/benchmark.py solve --algo dqn_efficient --step-latency 0.05 --actors 4
+    python scripts/benchmark.py learner --algo dqn dqn_efficient --env lunarlander
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
     python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
     sudo python scripts/benchmark.py scale --hosts 1 2 4 8 --rate 20 --delay-ms 30
@@ -29,6 +30,9 @@ training episodes) and reports env steps and wall seconds to the target per seed
 hyperparameters in the same command (the ``bench`` extra: ``pip install -e .[bench]``);
 ``--baseline rllib`` runs RLlib in its own venv (``make bench-rllib``; see
 ``scripts/rllib_baseline.py``).
+
+``learner`` times the DQN learner's update step with a shipped config on this machine and says
+how many game PCs it keeps at the configured replay ratio (see ``scripts/bench_learner.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 # Every cluster a benchmark starts or joins uses token authentication (read when Ray is imported).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
+from bench_learner import cmd_learner  # noqa: E402
 from bench_solve import cmd_solve  # noqa: E402
 from peer_baselines import ENV_IDS  # noqa: E402
 
@@ -280,6 +285,15 @@ def main() -> None:
     )
     solve.add_argument("--json", help="write all results to this file")
     solve.set_defaults(func=cmd_solve)
+    learner = sub.add_parser("learner", help="DQN learner updates/s and the game PCs it keeps")
+    learner.add_argument("--algo", nargs="+", default=["dqn"], choices=["dqn", "dqn_efficient"])
+    learner.add_argument("--env", default="lunarlander", help="a config in conf/env")
+    learner.add_argument("--seconds", type=float, default=10.0, help="timed seconds per algo")
+    learner.add_argument("--game-rate", type=float, default=20.0, help="env steps/s per game PC")
+    learner.add_argument("--obs-dim", type=int, help="observation size (envs that need a game)")
+    learner.add_argument("--actions", type=int, help="number of actions (with --obs-dim)")
+    learner.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    learner.set_defaults(func=cmd_learner)
     thr = sub.add_parser("throughput", help="PPO rollout env steps/s: Ray actors vs one process")
     thr.add_argument("--actors", type=int, default=2)
     thr.add_argument("--envs-per-actor", type=int, default=8)

@@ -1,0 +1,150 @@
+"""``benchmark.py learner``: how many updates per second this machine's DQN learner makes with a
+shipped config, and the env step rate it can keep at that config's replay ratio.
+
+The learner is the head node's bottleneck for DQN: at ``replay_ratio`` R and batch size B it
+makes R / B updates per env step, so N game PCs at S steps/s need ``N * S * R / B`` updates per
+second. The benchmark times the real update step (``DQNLearner.update``: forward passes,
+targets, loss, backward, clipping, Adam, target copies and resets on schedule) on random batches
+of the env's shape, in one process with the configured torch threads, and reports the median of
+several timed windows. Nothing else runs, so in a training run on the same machine the learner
+gets what the rollout actors, replay and driver leave of the CPU.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LearnerSpeed:
+    """One config's learner speed on this machine."""
+
+    algo: str
+    env: str
+    obs_dim: int
+    num_actions: int
+    batch_size: int
+    replay_ratio: float
+    ms_per_update: float
+    """Median over the timed windows."""
+    ms_per_update_range: tuple[float, float]
+
+    @property
+    def updates_per_s(self) -> float:
+        return 1000.0 / self.ms_per_update
+
+    @property
+    def env_steps_per_s(self) -> float:
+        """Env steps per second the learner keeps at the configured replay ratio."""
+        return self.updates_per_s * self.batch_size / self.replay_ratio
+
+
+def compose_config(algo: str, env: str, overrides: list[str]) -> Any:
+    """The run configuration ``scripts/train.py algo=... env=... *overrides`` would use."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from soulsai_ray.config import parse_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"algo={algo}", f"env={env}", *overrides])
+    return parse_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def measure_learner(
+    algo: str,
+    env: str,
+    overrides: list[str],
+    seconds: float,
+    windows: int = 5,
+    spec: tuple[int, int] | None = None,
+) -> LearnerSpeed:
+    """Times ``DQNLearner.update`` for ``windows`` windows of about ``seconds / windows`` each.
+
+    Args:
+        spec: (observation size, actions); read from the env when None (SoulsGym envs need the
+            game, so give their sizes here).
+    """
+    import torch
+
+    from soulsai_ray.algos.dqn import DQNLearner
+    from soulsai_ray.envs import probe_env_spec
+    from soulsai_ray.replay import SampledBatch, TransitionBatch
+
+    cfg = compose_config(algo, env, overrides)
+    if cfg.algo.name != "dqn":
+        raise ValueError(f"algo={algo} is not a DQN config: only DQN has a replay learner")
+    if spec is None:
+        probed = probe_env_spec(cfg.env)
+        spec = (probed.obs_dim, probed.num_actions)
+    obs_dim, num_actions = spec
+    torch.set_num_threads(cfg.cluster.torch_threads)
+    learner = DQNLearner(cfg.algo, obs_dim, num_actions, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    size = cfg.algo.batch_size
+
+    def batch() -> SampledBatch:
+        transitions = TransitionBatch(
+            obs=rng.standard_normal((size, obs_dim), dtype=np.float32),
+            actions=rng.integers(0, num_actions, size),
+            rewards=rng.standard_normal(size, dtype=np.float32),
+            next_obs=rng.standard_normal((size, obs_dim), dtype=np.float32),
+            discounts=np.full(size, cfg.algo.gamma**cfg.algo.n_step, np.float32),
+            next_masks=np.ones((size, num_actions), bool),
+            versions=np.zeros(size, np.int64),
+        )
+        return SampledBatch(transitions, np.arange(size), np.ones(size, np.float32))
+
+    batches = [batch() for _ in range(32)]
+    for sampled in batches:  # warm-up: allocations, Adam's state
+        learner.update(sampled)
+    per_window = seconds / windows
+    costs = []
+    for _ in range(windows):
+        done, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < per_window or done == 0:
+            learner.update(batches[done % len(batches)])
+            done += 1
+        costs.append(elapsed / done * 1000.0)
+    return LearnerSpeed(
+        algo=algo,
+        env=env,
+        obs_dim=obs_dim,
+        num_actions=num_actions,
+        batch_size=size,
+        replay_ratio=cfg.algo.replay_ratio,
+        ms_per_update=statistics.median(costs),
+        ms_per_update_range=(min(costs), max(costs)),
+    )
+
+
+def report(speed: LearnerSpeed, game_rate: float) -> str:
+    """Lines for the console: the speed, and how many game PCs at ``game_rate`` it keeps."""
+    low, high = speed.ms_per_update_range
+    updates_per_step = speed.replay_ratio / speed.batch_size
+    return "\n".join(
+        [
+            f"learner algo={speed.algo} env={speed.env} (obs {speed.obs_dim}, "
+            f"{speed.num_actions} actions, batch {speed.batch_size}, "
+            f"replay ratio {speed.replay_ratio:g} = {updates_per_step:g} updates per env step)",
+            f"  {speed.ms_per_update:.2f} ms per update ({low:.2f}-{high:.2f}), "
+            f"{speed.updates_per_s:.0f} updates/s",
+            f"  keeps the replay ratio up to {speed.env_steps_per_s:.0f} env steps/s: "
+            f"{speed.env_steps_per_s / game_rate:.1f} game PCs at {game_rate:g} steps/s",
+        ]
+    )
+
+
+def cmd_learner(args: Any) -> None:
+    spec = (args.obs_dim, args.actions) if args.obs_dim and args.actions else None
+    for algo in args.algo:
+        speed = measure_learner(algo, args.env, args.override, args.seconds, spec=spec)
+        print(report(speed, args.game_rate), flush=True)
