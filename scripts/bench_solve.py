@@ -45,6 +45,8 @@ class SolveRun:
     replay_ratio: float | None = None
     """DQN: sampled transitions per env step the run kept (updates x batch / env steps)."""
     replay_ratio_configured: float | None = None
+    stale_fraction: float | None = None
+    """DQN: share of the env steps dropped at replay for coming from too old a policy."""
     projected: bool = False
     """time_to_target_s is env steps x step latency / actors, not measured."""
 
@@ -74,8 +76,9 @@ def solve_ours(algo: str, env: str, seed: int, args: Any) -> SolveRun:
     if proc.returncode != 0:
         raise RuntimeError(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    ratio = configured = None
+    ratio = configured = stale = None
     if summary["algo"] == "dqn":
+        stale = summary["counters"]["samples_stale"] / max(summary["env_steps"], 1)
         from omegaconf import OmegaConf
 
         algo_cfg = OmegaConf.load(run_dir / "config.yaml").algo
@@ -93,6 +96,7 @@ def solve_ours(algo: str, env: str, seed: int, args: Any) -> SolveRun:
         return_mean=summary["return_mean"],
         replay_ratio=ratio,
         replay_ratio_configured=configured,
+        stale_fraction=stale,
     )
 
 
@@ -151,6 +155,8 @@ def print_run(r: SolveRun) -> None:
         if r.replay_ratio is not None
         else ""
     )
+    if r.stale_fraction is not None:
+        ratio += f"; {r.stale_fraction:.0%} of the env steps dropped as stale"
     print(
         f"{r.who:12s} seed {r.seed}: {reached}; ran {r.wall_s:.0f} s, {r.env_steps:,} steps, "
         f"final return_mean {r.return_mean}{ratio}",

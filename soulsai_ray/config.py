@@ -153,11 +153,16 @@ class DQNConfig:
     per_eps: float = 1e-6
     publish_every: int = 50
     """Updates between weight publications to the rollout actors."""
+    publish_min_interval_s: float = 0.25
+    """Fewest seconds between two publications. Versions then come at most 4 per second however
+    many updates the learner makes (a higher replay ratio, more game PCs, a GPU), so
+    ``max_model_lag`` versions stay a span of wall time that a healthy actor's samples fit in."""
     weight_sync_every: int = 64
     """Fewest env steps between two weight installs of a rollout actor. Newer weights are
     announced to actors as they are published; 1 installs each at the next env step."""
     max_model_lag: int = 20
-    """Samples from policies more than this many versions old are dropped."""
+    """Samples from policies more than this many versions old are dropped (20 versions: at
+    least 5 s at the default ``publish_min_interval_s``)."""
     push_every: int = 64
     """Transitions a rollout actor batches up before sending them to replay."""
     collect_steps: int = 256
@@ -217,6 +222,7 @@ class DQNConfig:
         require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
         require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
         require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
+        require(self.publish_min_interval_s >= 0, f"{key}.publish_min_interval_s", "must be >= 0")
         for name in ("ratio_slack_steps", "n_step_start", "reset_every_updates"):
             value = getattr(self, name)
             require(value is None or value > 0, f"{key}.{name}", "must be > 0 or null")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,33 @@ class TrainReport:
     """Updates rolled back so far because the loss or weights became non-finite."""
     publishes: list[tuple[int, float]]
     """(version, wall time) of each publish during the call."""
+
+
+class PublishSchedule:
+    """When the learner publishes: ``every`` updates after the last publication, and no sooner
+    than ``min_interval_s`` after it.
+
+    The time floor keeps the version rate bounded however fast the learner runs, so a sample's
+    lag in versions stays a measure of wall time (``algo.max_model_lag``) and actors on slow
+    links are not flooded with weights.
+    """
+
+    def __init__(
+        self, every: int, min_interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every, self.min_interval_s, self.clock = every, min_interval_s, clock
+        self._updates = 0
+        self._at = -math.inf
+
+    def due(self, updates: int) -> bool:
+        """Whether to publish now, with the learner at ``updates``."""
+        return (
+            updates - self._updates >= self.every and self.clock() - self._at >= self.min_interval_s
+        )
+
+    def published(self, updates: int) -> None:
+        """Records a publication at ``updates``."""
+        self._updates, self._at = updates, self.clock()
 
 
 def resolve_device(device: str) -> str:
@@ -84,6 +113,7 @@ class LearnerActor:
         self._priority_refs: list[ray.ObjectRef] = []
         self._published: ray.ObjectRef | None = None
         self._publishes: list[tuple[int, float]] = []
+        self._schedule = PublishSchedule(self.cfg.publish_every, self.cfg.publish_min_interval_s)
         self.publish(bump=False)
 
     def train(self, max_updates: int) -> TrainReport:
@@ -102,7 +132,7 @@ class LearnerActor:
             norms.append(result.grad_norm)
             if self.cfg.prioritized and not result.rolled_back:
                 self._send_priorities(result.indices, result.td_errors)
-            if self.learner.updates % self.cfg.publish_every == 0:
+            if self._schedule.due(self.learner.updates):
                 self.publish()
         return TrainReport(
             updates=done,
@@ -123,6 +153,7 @@ class LearnerActor:
     def publish(self, bump: bool = True) -> int:
         """Puts the current weights in the object store and announces them as a new version."""
         self.learner.checkpoint_good_state()  # never hand non-finite weights to rollout actors
+        self._schedule.published(self.learner.updates)
         if bump:
             self.version += 1
         self._published = ray.put(self.learner.policy_weights())

@@ -29,6 +29,7 @@ def _cfg(**algo) -> TrainConfig:
         batch_size=32,
         buffer_size=5_000,
         publish_every=5,
+        publish_min_interval_s=0.0,  # the tests count versions per update
         weight_sync_every=16,
         collect_steps=200,
         push_every=32,

@@ -19,4 +19,3 @@ def test_the_replay_actor_and_the_weight_store_start_without_torch(module):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout
-
