@@ -160,6 +160,9 @@ class DQNConfig:
     weight_sync_every: int = 64
     """Fewest env steps between two weight installs of a rollout actor. Newer weights are
     announced to actors as they are published; 1 installs each at the next env step."""
+    weight_sync_max_s: float = 0.5
+    """Longest wall time between two weight installs while newer weights exist: on a slow env
+    (a game at 20 steps/s) it comes before weight_sync_every steps and keeps samples fresh."""
     max_model_lag: int = 20
     """Samples from policies more than this many versions old are dropped (20 versions: at
     least 5 s at the default ``publish_min_interval_s``)."""
@@ -222,6 +225,7 @@ class DQNConfig:
         require(0 <= self.per_beta_start <= 1, f"{key}.per_beta_start", "must be in [0, 1]")
         require(self.per_eps > 0, f"{key}.per_eps", "must be > 0")
         require(self.collect_time_s > 0, f"{key}.collect_time_s", "must be > 0")
+        require(self.weight_sync_max_s > 0, f"{key}.weight_sync_max_s", "must be > 0")
         require(self.publish_min_interval_s >= 0, f"{key}.publish_min_interval_s", "must be >= 0")
         for name in ("ratio_slack_steps", "n_step_start", "reset_every_updates"):
             value = getattr(self, name)

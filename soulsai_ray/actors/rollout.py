@@ -46,7 +46,8 @@ class RolloutActor(RolloutShell):
     seconds, and pushes completed transitions to replay every ``push_every`` transitions with at
     most ``max_inflight_pushes`` unacknowledged. Its :class:`WeightClient` fetches each new
     weight version in the background as it is published; the actor installs the newest at its
-    next env step (at most once every ``weight_sync_every`` steps), never waiting for it.
+    next env step once ``weight_sync_every`` steps or ``weight_sync_max_s`` seconds have passed
+    since the last install (on a slow env the seconds come first), never waiting for it.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class RolloutActor(RolloutShell):
         )
         self._push_refs: list[ray.ObjectRef] = []
         self._steps_since_sync = 0
+        self._synced_at = time.monotonic()
         self._weight_loads: list[tuple[int, float]] = []
         self._errors: list[str] = []
 
@@ -98,7 +100,10 @@ class RolloutActor(RolloutShell):
         for step in range(self.cfg.collect_steps):
             self.sampler.step(eps)
             self._steps_since_sync += 1
-            if self._steps_since_sync >= self.cfg.weight_sync_every:
+            if (
+                self._steps_since_sync >= self.cfg.weight_sync_every
+                or time.monotonic() - self._synced_at >= self.cfg.weight_sync_max_s
+            ):
                 self._install_weights()
             if (step + 1) % self.cfg.push_every == 0:
                 self._push()
@@ -149,6 +154,7 @@ class RolloutActor(RolloutShell):
         self.sampler.load_weights(weights, version)
         self._weight_loads.append((version, time.time()))
         self._steps_since_sync = 0
+        self._synced_at = time.monotonic()
 
     def _report(self, eps: float) -> CollectReport:
         if self._push_refs:

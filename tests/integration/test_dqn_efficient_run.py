@@ -87,3 +87,52 @@ def test_every_switch_works_through_the_actors(tmp_path: Path):
     n_steps = [e.value for e in events.Scalars("train/n_step")]
     assert resets[-1] >= 3 and resets == sorted(resets)
     assert n_steps[0] > n_steps[-1] == 2
+
+
+@pytest.mark.parametrize("floor_s", [0.25, 0.0], ids=["publish_floor", "no_floor"])
+def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path, floor_s):
+    """Many updates per env step on slow envs, with the full-speed sync setting (64 steps, over
+    3 s at 20 steps/s): the learner publishes at most 4 versions a second and actors install
+    new weights at least every 0.5 s, so samples stay within ``max_model_lag``. Without the
+    floor the same lag bound is a few milliseconds and replay drops most of the games' samples."""
+    algo = DQNConfig(
+        hidden_sizes=[16],
+        batch_size=16,
+        replay_ratio=512,  # 32 updates per env step: the learner runs as fast as it can
+        learning_starts=100,
+        publish_every=4,
+        publish_min_interval_s=floor_s,
+        max_model_lag=8,  # 2 s of publications with the floor
+        weight_sync_every=64,  # weight_sync_max_s (0.5 s) comes first at 20 steps/s
+        push_every=16,
+        collect_steps=64,
+        collect_time_s=2.0,
+        ratio_slack_steps=None,
+    )
+    cfg = TrainConfig(
+        algo=algo,
+        env=EnvConfig(id="CartPole-v1", step_latency_s=0.05),  # 20 steps/s per actor
+        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
+        stop=StopConfig(env_steps=500),
+        checkpoint=CheckpointConfig(every_updates=10**9),
+        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
+    )
+    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
+    loop = DQNAsyncLoop(cfg, recorder)
+    try:
+        summary = loop.run()
+    finally:
+        for actor in loop.all_actors():
+            ray.kill(actor)
+    counters = summary["counters"]
+    stale = counters["samples_stale"] / summary["env_steps"]
+    versions_per_s = counters["weight_version"] / summary["wall_s"]
+    # the learner runs several updates per env step: versions would come far faster than 4/s
+    assert summary["updates"] > 4 * (summary["env_steps"] - algo.learning_starts)
+    print(f"{versions_per_s:.1f} versions/s, {stale:.0%} of the samples dropped as stale")
+    if floor_s:
+        assert versions_per_s <= 4.5, versions_per_s
+        assert stale < 0.1, counters
+    else:
+        assert versions_per_s > 20, versions_per_s
+        assert stale > 0.5, counters

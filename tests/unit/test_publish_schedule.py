@@ -63,6 +63,9 @@ def test_the_floor_counts_from_the_last_publication_of_any_kind():
     assert not schedule.due(59) and schedule.due(60)
 
 
-def test_a_negative_floor_names_its_key():
-    with pytest.raises(ConfigError, match="algo.publish_min_interval_s"):
-        DQNConfig(publish_min_interval_s=-1.0).validate("algo")
+@pytest.mark.parametrize(
+    ("key", "value"), [("publish_min_interval_s", -1.0), ("weight_sync_max_s", 0.0)]
+)
+def test_bad_publication_and_sync_intervals_name_their_key(key, value):
+    with pytest.raises(ConfigError, match=f"algo.{key}"):
+        DQNConfig(**{key: value}).validate("algo")
