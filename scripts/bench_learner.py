@@ -134,7 +134,8 @@ def report(speed: LearnerSpeed, game_rate: float) -> str:
         [
             f"learner algo={speed.algo} env={speed.env} (obs {speed.obs_dim}, "
             f"{speed.num_actions} actions, batch {speed.batch_size}, "
-            f"replay ratio {speed.replay_ratio:g} = {updates_per_step:g} updates per env step)",
+            f"replay ratio {speed.replay_ratio:g} = {updates_per_step:g} "
+            f"update{'' if updates_per_step == 1 else 's'} per env step)",
             f"  {speed.ms_per_update:.2f} ms per update ({low:.2f}-{high:.2f}), "
             f"{speed.updates_per_s:.0f} updates/s",
             f"  keeps the replay ratio up to {speed.env_steps_per_s:.0f} env steps/s: "
