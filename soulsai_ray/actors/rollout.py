@@ -100,14 +100,15 @@ class RolloutActor(RolloutShell):
         for step in range(self.cfg.collect_steps):
             self.sampler.step(eps)
             self._steps_since_sync += 1
+            now = time.monotonic()  # one clock read per step for the sync and the deadline
             if (
                 self._steps_since_sync >= self.cfg.weight_sync_every
-                or time.monotonic() - self._synced_at >= self.cfg.weight_sync_max_s
+                or now - self._synced_at >= self.cfg.weight_sync_max_s
             ):
                 self._install_weights()
             if (step + 1) % self.cfg.push_every == 0:
                 self._push()
-            if time.monotonic() > deadline:
+            if now > deadline:
                 break
         self._push()
         return self._report(eps)
