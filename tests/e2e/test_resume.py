@@ -149,28 +149,20 @@ def test_sigkill_before_learning_starts_then_resume(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 3000
 
 
-def test_sigint_stops_gracefully_and_the_run_can_resume(tmp_path):
+def test_sigint_stops_with_a_checkpoint_and_a_corrupt_one_is_refused_and_auto_falls_back(tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(run_dir, "stop.env_steps=500000")
-    _wait_for_checkpoints(run_dir, 1, proc)
+    _wait_for_checkpoints(run_dir, 2, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "resume=auto" in out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "SIGINT"
-    final = CheckpointManager(run_dir / "checkpoints").latest()
+    manager = CheckpointManager(run_dir / "checkpoints")
+    final = manager.latest()
     assert final is not None and final.meta["env_steps"] == summary["env_steps"]
     assert (run_dir / "learning_curve.png").is_file()
-
-
-def test_corrupt_checkpoint_is_refused_and_auto_falls_back(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = _start(run_dir, "stop.env_steps=500000")
-    _wait_for_checkpoints(run_dir, 2, proc)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    manager = CheckpointManager(run_dir / "checkpoints")
     newest, older = manager.list()[:2]
     state = newest.path / "state.pt"
     data = bytearray(state.read_bytes())

@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+import traceback
 
 import pytest
 import ray
@@ -38,13 +39,21 @@ COUNTER_OF = {
 }
 
 
+RESTARTING = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.ActorUnavailableError,
+    ray.exceptions.GetTimeoutError,
+)
+"""What a call to an actor that Ray is restarting raises."""
+
+
 def _pid(actor, timeout_s: float = 60.0) -> int:
     """The actor's pid once it is up (waits while Ray restarts it)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=10)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        except RESTARTING:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -60,13 +69,16 @@ def _wait_for_recovery(loop) -> float:
         _pid(actor, timeout_s=RECOVERY_TIMEOUT_S)
     updates, version = loop.counters.updates, loop.counters.weight_version
     while time.monotonic() - start < RECOVERY_TIMEOUT_S:
-        held = [
-            ray.get(a.__ray_call__.remote(lambda self: self.sampler.version))
-            for a in loop.fleet.actors
-        ]
+        time.sleep(0.2)
+        try:
+            held = [
+                ray.get(a.__ray_call__.remote(lambda self: self.sampler.version), timeout=10)
+                for a in loop.fleet.actors
+            ]
+        except RESTARTING:  # a rollout actor killed a moment ago is still restarting
+            continue
         if loop.counters.updates > updates + 20 and min(held) > version:
             return time.monotonic() - start
-        time.sleep(0.2)
     raise AssertionError(f"no recovery within {RECOVERY_TIMEOUT_S:.0f}s: {loop.counters}")
 
 
@@ -90,7 +102,7 @@ def _inject_faults(loop, stop_cfg: StopConfig, kinds: list[str], log: dict) -> N
             )
         log["recovered_s"] = _wait_for_recovery(loop)
     except Exception as err:  # noqa: BLE001 - reported by the test
-        log["error"] = repr(err)
+        log["error"] = f"{err!r}\n{traceback.format_exc()}"
     finally:
         stop_cfg.time_s = 0.001
 
