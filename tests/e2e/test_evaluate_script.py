@@ -52,17 +52,18 @@ def _report(proc: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory) -> Path:
-    """A short DQN CartPole run (its checkpoints, TensorBoard events and summary)."""
+    """A short DQN CartPole run (its checkpoints, TensorBoard events and summary): about 1000
+    updates, with an evaluation every 50 of them."""
     return _train(
         tmp_path_factory.mktemp("cartpole") / "run",
         "algo=dqn",
         "env=cartpole",
-        "stop.env_steps=5000",
+        "stop.env_steps=2500",
         "algo.learning_starts=500",
         "algo.ratio_slack_steps=500",
         "telemetry.log_every_s=0.5",
         "telemetry.window=10",
-        "eval.every_updates=20",
+        "eval.every_updates=50",
         "eval.episodes=2",
     )
 
@@ -151,16 +152,8 @@ def test_ppo_plays_its_most_likely_actions(tmp_path) -> None:
 
 def test_video_records_a_playable_file_per_episode(tmp_path) -> None:
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    run = _train(
-        tmp_path / "lunar",
-        "algo=dqn",
-        "env=lunarlander",
-        "stop.env_steps=800",
-        "algo.learning_starts=200",
-    )
-    report = _report(
-        _evaluate(f"checkpoint={run / 'checkpoints' / 'latest'}", "episodes=2", "video=true")
-    )
+    checkpoint = _dqn_checkpoint(tmp_path / "lunar", 8, 4, {"id": "LunarLander-v3"})
+    report = _report(_evaluate(f"checkpoint={checkpoint}", "episodes=2", "video=true"))
     videos = [Path(p) for p in report["videos"]]
     assert len(videos) == 2
     frames = []
