@@ -21,13 +21,17 @@ SHORT = ["telemetry.console=false", "cluster.include_dashboard=false", "stop.ret
 
 
 def _dqn_checkpoint(folder: Path, obs_dim: int, num_actions: int, env: dict) -> Path:
-    """A checkpoint as a DQN run writes it, with an untrained Q-network (no training needed)."""
+    """A checkpoint as a DQN run writes it, with an untrained Q-network (no training needed)
+    whose weights are seeded, so the episodes it plays are the same in every run."""
+    import torch
     import yaml
 
     from soulsai_ray.checkpoint import CheckpointManager
     from soulsai_ray.models import QNetwork
 
-    q_net = QNetwork(obs_dim, num_actions, [32], dueling=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        q_net = QNetwork(obs_dim, num_actions, [32], dueling=True)
     config = yaml.safe_dump({"algo": {"name": "dqn", "hidden_sizes": [32]}, "env": env})
     payload = {"learner": {"q_net": q_net.state_dict()}, "version": 1}
     return CheckpointManager(folder).save("ckpt_1", payload, {"updates": 1}, config)
