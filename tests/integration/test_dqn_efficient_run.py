@@ -127,12 +127,16 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
     counters = summary["counters"]
     stale = counters["samples_stale"] / summary["env_steps"]
     versions_per_s = counters["weight_version"] / summary["wall_s"]
-    # the learner runs several updates per env step: versions would come far faster than 4/s
-    assert summary["updates"] > 4 * (summary["env_steps"] - algo.learning_starts)
+    # the learner runs several updates per env step (150 to 400 a second on 2 busy cores, against
+    # 40 env steps): versions would come far faster than 4/s
+    assert summary["updates"] > 2 * (summary["env_steps"] - algo.learning_starts)
     print(f"{versions_per_s:.1f} versions/s, {stale:.0%} of the samples dropped as stale")
     if floor_s:
         assert versions_per_s <= 4.5, versions_per_s
         assert stale < 0.1, counters
     else:
-        assert versions_per_s > 20, versions_per_s
+        # every 4th update publishes, whatever the machine's speed (over 20 versions/s here)
+        published = counters["weight_version"] * algo.publish_every
+        assert published >= 0.8 * summary["updates"], (counters, summary["updates"])
+        assert versions_per_s > 4.5, versions_per_s
         assert stale > 0.5, counters
