@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
+import ray._private.utils as ray_utils
 from ray._raylet import Config as RayConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -60,6 +64,31 @@ def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, An
     Raises:
         ConfigError: ``cluster.address`` is set but no cluster token can be found.
     """
+    with _keep_own_sigterm_handler():
+        return _init_ray(cfg, extra_cpus_needed)
+
+
+@contextmanager
+def _keep_own_sigterm_handler() -> Iterator[None]:
+    """Keeps a SIGTERM handler the process installed in place while Ray starts or joins.
+
+    ``ray.init`` first replaces the SIGTERM handler with one that exits at once (``sys.exit``),
+    then spends seconds starting a node or connecting: a SIGTERM in that span would end a run
+    without its summary instead of stopping it gracefully. Without a Python handler of the
+    process's own, Ray installs its handler as usual.
+    """
+    if not callable(signal.getsignal(signal.SIGTERM)):
+        yield
+        return
+    setter = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda _handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = setter
+
+
+def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
     runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
     if cfg.address is None:
         num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-extra_cpus_needed // 1)))

@@ -81,7 +81,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> dict
         address = init_ray(cfg.cluster, extra_cpus_needed=cpus)
         _log_operator_addresses(address)
         try:
-            with _stop_on_signals(loop):  # again: ray.init installs a SIGTERM handler of its own
+            with _stop_on_signals(loop):  # again: Ray's core worker installs a native one
                 if cfg.cluster.address is None:
                     check_local_placement(cfg.env.actor_resources)
                 summary = loop.run()
