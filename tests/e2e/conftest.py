@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs ``scripts/<script>`` with this interpreter; returns the finished process."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from script_runs import run_script
 
 
 @pytest.fixture

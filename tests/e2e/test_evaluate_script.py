@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from script_runs import run_script
 
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 SHORT = ["telemetry.console=false", "cluster.include_dashboard=false", "stop.return_mean=null"]

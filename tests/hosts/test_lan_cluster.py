@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import ROOT, SCRIPTS, readme_ports
+from readme_ports import ROOT, SCRIPTS, readme_ports
 
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 ENV_STEPS = 600
