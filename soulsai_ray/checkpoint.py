@@ -1,33 +1,18 @@
-"""Atomic checkpoints: one folder per checkpoint, verified by a manifest of sizes and hashes.
+"""A folder of atomic checkpoints: the newest few and the best kept, the rest pruned.
 
-Layout of a checkpoint folder::
-
-    ckpt_000012345/
-      state.pt       the payload dict (model, optimizer, normalizer, ...) as plain data: tensors,
-                     numbers and strings, loaded without unpickling code (`checkpoint_data`)
-      meta.json      counters (env steps, updates, episodes, weight version, created_at, ...)
-      config.yaml    the resolved run config
-      manifest.json  written last: size and sha256 of every other file
-
-A folder is written under a temporary sibling name (``.tmp-<name>-<random>``) and renamed into
-place only once complete, so a crash leaves either the old state or the new one, never a mix.
-A folder without a manifest is a partial write; one whose files disagree with the manifest is
-corrupt. Both are refused by `verify_checkpoint` and skipped by `CheckpointManager`.
-
-Checkpoints are ordered by the run counters in their ``meta.json`` (``updates``, then
-``env_steps``, then ``resumes``), not by the wall clock, which may step back.
+Each checkpoint is one folder verified by a manifest of sizes and hashes (`checkpoint_folder`,
+whose names are re-exported here). Checkpoints are ordered by the run counters in their
+``meta.json`` (``updates``, then ``env_steps``, then ``resumes``), not by the wall clock, which may
+step back.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -35,32 +20,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soulsai_ray.checkpoint_data import (
-    FORMAT_VERSION,
-    LEGACY_FORMAT_VERSION,
-    UnsafePayloadError,
-    load_state,
-    save_state,
+from soulsai_ray.checkpoint_folder import (
+    BEST_POINTER,
+    CONFIG_FILE,
+    LATEST_POINTER,
+    MANIFEST_FILE,
+    META_FILE,
+    STATE_FILE,
+    TMP_PREFIX,
+    TRASH_PREFIX,
+    CheckpointError,
+    check_files,
+    is_partial,
+    is_valid,
+    load_checkpoint,
+    move_into_place,
+    verify_checkpoint,
+    write_folder,
+    write_text_atomic,
 )
+
+__all__ = [
+    "CONFIG_FILE",
+    "META_FILE",
+    "STATE_FILE",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointManager",
+    "checkpoint_score",
+    "load_checkpoint",
+    "verify_checkpoint",
+    "write_text_atomic",
+]
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-LATEST_POINTER = "latest"
-BEST_POINTER = "best"
-
-_TMP_PREFIX = ".tmp-"
-_TRASH_PREFIX = ".trash-"
-_PAYLOAD_FILES = (STATE_FILE, META_FILE, CONFIG_FILE)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = {LATEST_POINTER, BEST_POINTER}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is missing, partial or corrupt."""
 
 
 @dataclass
@@ -79,62 +75,6 @@ class Checkpoint:
     def name(self) -> str:
         """The folder name, e.g. ``ckpt_000012345``."""
         return self.path.name
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` so that readers see either the old or the new content.
-
-    Args:
-        path: Destination file; its parent folder must exist.
-        text: Content, written as UTF-8.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def verify_checkpoint(path: Path) -> None:
-    """Checks a checkpoint folder against its manifest, hashing every file.
-
-    Args:
-        path: The checkpoint folder.
-
-    Raises:
-        CheckpointError: The folder is missing, has no manifest (partial write), or a file is
-            missing or differs in size or sha256 from the manifest.
-    """
-    _check_files(Path(path), hash_files=True)
-
-
-def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Verifies and loads a checkpoint.
-
-    Args:
-        path: The checkpoint folder.
-        map_location: Device the tensors are loaded onto.
-
-    Returns:
-        The payload dict given to `CheckpointManager.save` and the meta dict.
-
-    Raises:
-        CheckpointError: The checkpoint fails verification, or its state file is not plain data
-            (a forged or foreign file; it is refused before anything in it is run).
-    """
-    path = Path(path)
-    version = _check_files(path, hash_files=True)
-    try:
-        payload = load_state(path / STATE_FILE, version, map_location)
-    except UnsafePayloadError as err:
-        raise CheckpointError(str(err)) from err
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    return payload, meta
 
 
 class CheckpointManager:
@@ -180,11 +120,11 @@ class CheckpointManager:
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
         meta = {**meta, "created_at": time.time()}
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=self.root))
         try:
-            _write_folder(tmp, payload, meta, config_yaml)
+            write_folder(tmp, payload, meta, config_yaml)
             final = self.root / name
-            _move_into_place(tmp, final)
+            move_into_place(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -204,7 +144,7 @@ class CheckpointManager:
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
             try:
-                _check_files(folder, hash_files=False)
+                check_files(folder, hash_files=False)
                 meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
             except (CheckpointError, ValueError) as e:
                 logger.debug("Skipping %s: %s", folder, e)
@@ -262,18 +202,18 @@ class CheckpointManager:
             if not entry.is_dir():
                 if entry.name.startswith(".") and entry.name.endswith(".tmp"):
                     entry.unlink(missing_ok=True)  # pointer file from a crashed atomic write
-            elif entry.name.startswith(_TMP_PREFIX):
+            elif entry.name.startswith(TMP_PREFIX):
                 logger.warning("Removing unfinished checkpoint write %s", entry)
                 shutil.rmtree(entry)
-            elif entry.name.startswith(_TRASH_PREFIX):
+            elif entry.name.startswith(TRASH_PREFIX):
                 self._restore_or_remove_trash(entry)
-            elif _is_partial(entry):
+            elif is_partial(entry):
                 logger.warning("Removing partial checkpoint %s (no %s)", entry, MANIFEST_FILE)
                 shutil.rmtree(entry)
 
     def _restore_or_remove_trash(self, trash: Path) -> None:
-        original = self.root / trash.name[len(_TRASH_PREFIX) :].rsplit("-", 1)[0]
-        if not original.exists() and _is_valid(trash):
+        original = self.root / trash.name[len(TRASH_PREFIX) :].rsplit("-", 1)[0]
+        if not original.exists() and is_valid(trash):
             logger.warning("Restoring checkpoint %s from interrupted replace", original)
             os.rename(trash, original)
         else:
@@ -286,114 +226,6 @@ def _check_name(name: str) -> None:
             f"Invalid checkpoint name {name!r}: use letters, digits, '_', '.', '-', "
             f"not starting with '.' or '-', and not {sorted(_RESERVED_NAMES)}"
         )
-
-
-def _write_folder(
-    folder: Path, payload: dict[str, Any], meta: dict[str, Any], config_yaml: str
-) -> None:
-    """Writes the payload files, then the manifest describing them, all fsynced.
-
-    Raises:
-        OSError: a file could not be written (disk full, permissions), torch's failures included.
-    """
-    try:
-        save_state(payload, folder / STATE_FILE)
-    except RuntimeError as err:  # torch reports a full disk as a RuntimeError of its zip writer
-        raise OSError(errno.EIO, f"writing {folder / STATE_FILE} failed: {err}") from err
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    (folder / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-    files = {}
-    for fname in _PAYLOAD_FILES:
-        _fsync_file(folder / fname)
-        files[fname] = {"size": (folder / fname).stat().st_size, "sha256": _sha256(folder / fname)}
-    manifest = json.dumps({"version": FORMAT_VERSION, "files": files}, indent=2, sort_keys=True)
-    (folder / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
-    _fsync_file(folder / MANIFEST_FILE)
-    _fsync_dir(folder)
-
-
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Renames `tmp` to `final`; an existing `final` is moved aside first and deleted after.
-
-    If the new folder cannot be moved in, the existing `final` is moved back.
-    """
-    if not final.exists():
-        os.rename(tmp, final)
-    else:
-        trash = final.with_name(f"{_TRASH_PREFIX}{final.name}-{secrets.token_hex(4)}")
-        os.rename(final, trash)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            os.rename(trash, final)
-            raise
-        shutil.rmtree(trash)
-    _fsync_dir(final.parent)
-
-
-def _check_files(path: Path, hash_files: bool) -> int:
-    """Raises CheckpointError unless every file listed in the manifest is present and matches.
-
-    Returns:
-        The manifest's format version.
-    """
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint {path} does not exist or is not a folder")
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise CheckpointError(
-            f"Checkpoint {path} has no {MANIFEST_FILE}: partial write (the save was interrupted)"
-        )
-    version, files = _read_manifest(manifest_path)
-    for fname, entry in files.items():
-        file = path / fname
-        if not file.is_file():
-            raise CheckpointError(f"Checkpoint {path} is missing file {fname}")
-        size = file.stat().st_size
-        if size != entry["size"]:
-            raise CheckpointError(
-                f"Checkpoint {path}: {fname} has size {size}, manifest says {entry['size']}"
-            )
-        if hash_files and _sha256(file) != entry["sha256"]:
-            raise CheckpointError(
-                f"Checkpoint {path}: {fname} sha256 mismatch with manifest (file is corrupt)"
-            )
-    return version
-
-
-def _read_manifest(manifest_path: Path) -> tuple[int, dict[str, dict[str, Any]]]:
-    """The manifest's format version and its file entries."""
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        version, files = manifest["version"], manifest["files"]
-        entries_ok = all({"size", "sha256"} <= set(e) for e in files.values())
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"Checkpoint manifest {manifest_path} is unreadable: {e}") from e
-    missing = [f for f in (STATE_FILE, META_FILE) if f not in files]
-    if not entries_ok or missing:
-        raise CheckpointError(
-            f"Checkpoint manifest {manifest_path} is malformed (missing entries: {missing})"
-        )
-    if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
-        raise CheckpointError(
-            f"Checkpoint manifest {manifest_path} has format version {version!r}; this version "
-            f"of soulsai_ray reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
-        )
-    return version, files
-
-
-def _is_valid(path: Path) -> bool:
-    try:
-        verify_checkpoint(path)
-    except CheckpointError:
-        return False
-    return True
-
-
-def _is_partial(folder: Path) -> bool:
-    """True for a folder holding checkpoint files but no manifest."""
-    has_payload = any((folder / f).exists() for f in _PAYLOAD_FILES)
-    return has_payload and not (folder / MANIFEST_FILE).exists()
 
 
 def _first_verified(candidates: list[Checkpoint]) -> Checkpoint | None:
@@ -447,24 +279,3 @@ def _best_key(c: Checkpoint) -> tuple[int | float | str, ...]:
     """Ranks by score (missing counts as worst); ties go to the newer checkpoint."""
     value = checkpoint_score(c)
     return (value if value is not None else -math.inf, *_order_key(c))
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Makes renames inside `path` durable (POSIX only; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

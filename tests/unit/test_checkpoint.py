@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from soulsai_ray import checkpoint as checkpoint_module
+from soulsai_ray import checkpoint_folder
 from soulsai_ray.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -335,7 +336,7 @@ def _fail_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
     def torch_save(*args: object, **kwargs: object) -> None:
         raise _disk_full()
 
-    monkeypatch.setattr(checkpoint_module, "save_state", torch_save)
+    monkeypatch.setattr(checkpoint_folder, "save_state", torch_save)
 
 
 def _fail_write_text_of(fname: str) -> Callable[[pytest.MonkeyPatch], None]:
