@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from checkpoint_saves import CONFIG, names, save_step
 
 from soulsai_ray import checkpoint as checkpoint_module
 from soulsai_ray.checkpoint import (
@@ -21,23 +22,11 @@ from soulsai_ray.checkpoint import (
     verify_checkpoint,
 )
 
-CONFIG = "algo:\n  name: dqn\nenv:\n  id: CartPole-v1\n"
-
-
-def _save(manager: CheckpointManager, step: int, return_mean: float | None = None) -> Path:
-    payload = {"model": {"w": torch.full((2, 2), float(step))}, "step": step}
-    meta = {"env_steps": step, "return_mean": return_mean}
-    return manager.save(f"ckpt_{step:09d}", payload, meta, CONFIG)
-
 
 def _flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def _names(manager: CheckpointManager) -> list[str]:
-    return [c.path.name for c in manager.list()]
 
 
 def test_round_trip_restores_payload_meta_and_config(tmp_path: Path) -> None:
@@ -64,7 +53,7 @@ def test_round_trip_restores_payload_meta_and_config(tmp_path: Path) -> None:
 
 
 def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
-    path = _save(CheckpointManager(tmp_path), 1)
+    path = save_step(CheckpointManager(tmp_path), 1)
     manifest = json.loads((path / "manifest.json").read_text())["files"]
     assert set(manifest) == {"state.pt", "meta.json", "config.yaml"}
     for name, entry in manifest.items():
@@ -75,7 +64,7 @@ def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
 
 def test_crash_leftovers_are_ignored_then_cleaned_up(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
-    good = _save(manager, 1)
+    good = save_step(manager, 1)
     # A crash mid-write leaves a temp folder; a non-atomic writer could leave a final-named
     # folder without manifest. Both look newer than the good checkpoint.
     tmp_leftover = tmp_path / ".tmp-ckpt_000000002-abc123"
@@ -84,15 +73,15 @@ def test_crash_leftovers_are_ignored_then_cleaned_up(tmp_path: Path) -> None:
     shutil.copytree(good, partial)
     (partial / "manifest.json").unlink()
 
-    assert _names(manager) == ["ckpt_000000001"]
+    assert names(manager) == ["ckpt_000000001"]
     assert manager.latest().path == good
     with pytest.raises(CheckpointError, match="partial write"):
         verify_checkpoint(partial)
 
-    _save(manager, 4)
+    save_step(manager, 4)
     assert not tmp_leftover.exists()
     assert not partial.exists()
-    assert _names(manager) == ["ckpt_000000004", "ckpt_000000001"]
+    assert names(manager) == ["ckpt_000000004", "ckpt_000000001"]
 
 
 def test_unrelated_folders_in_root_are_left_alone(tmp_path: Path) -> None:
@@ -100,17 +89,17 @@ def test_unrelated_folders_in_root_are_left_alone(tmp_path: Path) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "readme.txt").write_text("keep me")
-    _save(manager, 1)
+    save_step(manager, 1)
     assert (notes / "readme.txt").read_text() == "keep me"
-    assert _names(manager) == ["ckpt_000000001"]
+    assert names(manager) == ["ckpt_000000001"]
 
 
 def test_corrupt_byte_fails_verification_and_latest_falls_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager = CheckpointManager(tmp_path)
-    older = _save(manager, 1)
-    newer = _save(manager, 2)
+    older = save_step(manager, 1)
+    newer = save_step(manager, 2)
     _flip_byte(newer / "state.pt", offset=(newer / "state.pt").stat().st_size // 2)
 
     with pytest.raises(CheckpointError, match=r"ckpt_000000002.*state\.pt.*sha256"):
@@ -118,7 +107,7 @@ def test_corrupt_byte_fails_verification_and_latest_falls_back(
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(newer)
     # list() checks sizes only, so the same-size corruption is still listed ...
-    assert _names(manager) == ["ckpt_000000002", "ckpt_000000001"]
+    assert names(manager) == ["ckpt_000000002", "ckpt_000000001"]
     # ... but latest() hashes and skips it with a warning.
     with caplog.at_level(logging.WARNING, logger="soulsai_ray.checkpoint"):
         assert manager.latest().path == older
@@ -129,8 +118,8 @@ def test_corrupt_byte_fails_verification_and_latest_falls_back(
 
 def test_size_mismatch_and_missing_file_are_refused(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
-    truncated = _save(manager, 1)
-    missing = _save(manager, 2)
+    truncated = save_step(manager, 1)
+    missing = save_step(manager, 2)
     with open(truncated / "state.pt", "ab") as f:
         f.write(b"extra")
     (missing / "config.yaml").unlink()
@@ -146,7 +135,7 @@ def test_size_mismatch_and_missing_file_are_refused(tmp_path: Path) -> None:
 def test_verify_refuses_missing_folder_and_broken_manifest(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         verify_checkpoint(tmp_path / "nope")
-    path = _save(CheckpointManager(tmp_path), 1)
+    path = save_step(CheckpointManager(tmp_path), 1)
     (path / "manifest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
         verify_checkpoint(path)
@@ -155,9 +144,9 @@ def test_verify_refuses_missing_folder_and_broken_manifest(tmp_path: Path) -> No
 def test_pruning_keeps_newest_k_plus_best(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, keep_last=2)
     for step, ret in [(1, 1.0), (2, 10.0), (3, 2.0), (4, None), (5, 4.0)]:
-        _save(manager, step, ret)
+        save_step(manager, step, ret)
 
-    assert _names(manager) == ["ckpt_000000005", "ckpt_000000004", "ckpt_000000002"]
+    assert names(manager) == ["ckpt_000000005", "ckpt_000000004", "ckpt_000000002"]
     assert manager.latest().path.name == "ckpt_000000005"
     assert manager.best().path.name == "ckpt_000000002"
     assert (tmp_path / "latest").read_text().strip() == "ckpt_000000005"
@@ -167,32 +156,32 @@ def test_pruning_keeps_newest_k_plus_best(tmp_path: Path) -> None:
 def test_best_among_newest_keeps_only_k(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, keep_last=2)
     for step, ret in [(1, 1.0), (2, 2.0), (3, 3.0)]:
-        _save(manager, step, ret)
-    assert _names(manager) == ["ckpt_000000003", "ckpt_000000002"]
+        save_step(manager, step, ret)
+    assert names(manager) == ["ckpt_000000003", "ckpt_000000002"]
     assert manager.best().path.name == "ckpt_000000003"
 
 
 def test_none_return_mean_is_never_best(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, keep_last=1)
-    _save(manager, 1)
-    _save(manager, 2)
-    assert _names(manager) == ["ckpt_000000002"]
+    save_step(manager, 1)
+    save_step(manager, 2)
+    assert names(manager) == ["ckpt_000000002"]
     assert manager.best() is None
     assert not (tmp_path / "best").exists()
 
-    _save(manager, 3, -50.0)
-    _save(manager, 4)
-    assert _names(manager) == ["ckpt_000000004", "ckpt_000000003"]
+    save_step(manager, 3, -50.0)
+    save_step(manager, 4)
+    assert names(manager) == ["ckpt_000000004", "ckpt_000000003"]
     assert manager.best().path.name == "ckpt_000000003"
 
 
 def test_best_falls_back_when_best_is_corrupt(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, keep_last=3)
-    _save(manager, 1, 5.0)
-    top = _save(manager, 2, 9.0)
-    _save(manager, 3, 1.0)
+    save_step(manager, 1, 5.0)
+    top = save_step(manager, 2, 9.0)
+    save_step(manager, 3, 1.0)
     _flip_byte(top / "state.pt", offset=(top / "state.pt").stat().st_size // 2)
-    assert "ckpt_000000002" in _names(manager)  # same size: only hashing finds it
+    assert "ckpt_000000002" in names(manager)  # same size: only hashing finds it
     assert manager.best().path.name == "ckpt_000000001"
 
 
@@ -288,7 +277,7 @@ def test_order_is_updates_then_env_steps_then_resumes_then_created_at(
     _save_counters(manager, 10, 500, resumes=1, name="resumed")
     _save_counters(manager, 10, 500, resumes=1, name="same_counters_later_clock")
 
-    assert _names(manager) == [
+    assert names(manager) == [
         "resumed",  # created 100 s before its twin: created_at breaks the tie
         "same_counters_later_clock",
         "first_run",
@@ -306,7 +295,7 @@ def test_best_tie_goes_to_larger_counters_not_later_clock(
     _save_counters(manager, 1, 10, 5.0)
     _save_counters(manager, 2, 20, 5.0)
     _save_counters(manager, 3, 30, 1.0)
-    assert _names(manager) == ["ckpt_000000003_00000000030", "ckpt_000000002_00000000020"]
+    assert names(manager) == ["ckpt_000000003_00000000030", "ckpt_000000002_00000000020"]
     assert manager.best().name == "ckpt_000000002_00000000020"
 
 
@@ -318,6 +307,6 @@ def test_save_keeps_the_checkpoint_it_wrote_even_when_it_ranks_below_keep_last(
     # A run resumed from an older checkpoint writes below the newest one.
     older = _save_counters(manager, 300, 3000)
     assert older.is_dir()
-    assert _names(manager) == ["ckpt_000000500_00000005000", older.name]
+    assert names(manager) == ["ckpt_000000500_00000005000", older.name]
     newer_branch = _save_counters(manager, 310, 3100)
-    assert _names(manager) == ["ckpt_000000500_00000005000", newer_branch.name]
+    assert names(manager) == ["ckpt_000000500_00000005000", newer_branch.name]

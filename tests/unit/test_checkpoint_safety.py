@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from checkpoint_saves import CONFIG, names, save_step
 
 from soulsai_ray import checkpoint_folder
 from soulsai_ray.checkpoint import (
@@ -22,18 +23,6 @@ from soulsai_ray.checkpoint import (
     load_checkpoint,
     verify_checkpoint,
 )
-
-CONFIG = "algo:\n  name: dqn\nenv:\n  id: CartPole-v1\n"
-
-
-def _save(manager: CheckpointManager, step: int, return_mean: float | None = None) -> Path:
-    payload = {"model": {"w": torch.full((2, 2), float(step))}, "step": step}
-    meta = {"env_steps": step, "return_mean": return_mean}
-    return manager.save(f"ckpt_{step:09d}", payload, meta, CONFIG)
-
-
-def _names(manager: CheckpointManager) -> list[str]:
-    return [c.path.name for c in manager.list()]
 
 
 def _disk_full() -> OSError:
@@ -91,20 +80,20 @@ def test_failed_save_raises_and_leaves_existing_checkpoints_intact(
     same_name: bool,
 ) -> None:
     manager = CheckpointManager(tmp_path, keep_last=2)
-    _save(manager, 1, 1.0)
-    _save(manager, 2, 2.0)
+    save_step(manager, 1, 1.0)
+    save_step(manager, 2, 2.0)
     before = sorted(p.name for p in tmp_path.iterdir())
     latest = (tmp_path / "latest").read_text()
 
     fail(monkeypatch)
     with pytest.raises(OSError) as raised:
-        _save(manager, 2 if same_name else 3, 3.0)
+        save_step(manager, 2 if same_name else 3, 3.0)
     monkeypatch.undo()
 
     assert raised.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no .tmp-* or .trash-* left
     assert (tmp_path / "latest").read_text() == latest
-    assert _names(manager) == ["ckpt_000000002", "ckpt_000000001"]  # nothing pruned
+    assert names(manager) == ["ckpt_000000002", "ckpt_000000001"]  # nothing pruned
     for checkpoint in manager.list():
         verify_checkpoint(checkpoint.path)
     assert manager.latest().name == "ckpt_000000002"
