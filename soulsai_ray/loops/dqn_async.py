@@ -13,10 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import ray
 
 from soulsai_ray.actors.learner import LearnerActor, TrainReport
@@ -32,7 +30,13 @@ from soulsai_ray.loops.base import (
     TrainingLoop,
     get_when_available,
 )
-from soulsai_ray.loops.common import Restore, RunCounters, RunRecorder
+from soulsai_ray.loops.common import Restore, RunRecorder
+from soulsai_ray.loops.dqn_books import (
+    IntervalStats,
+    ReplayCounts,
+    latency_percentiles,
+    mean_or_none,
+)
 from soulsai_ray.loops.fleet import RolloutFleet
 from soulsai_ray.replay_ratio import ReplayRatio
 
@@ -47,83 +51,6 @@ STATS_EVERY_S = 1.0
 LATENCY_WINDOW = 4096
 """Weight-sync latencies kept for the percentiles (the most recent ones)."""
 PUBLISHES_KEPT = 1024
-
-
-@dataclass
-class IntervalStats:
-    """Metrics accumulated between two telemetry writes."""
-
-    start: float = field(default_factory=time.monotonic)
-    env_steps: int = 0
-    updates: int = 0
-    losses: list[float] = field(default_factory=list)
-    q_means: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    epsilons: list[float] = field(default_factory=list)
-    sync_latencies: list[float] = field(default_factory=list)
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-_COUNT_KEYS = ("accepted", "stale", "invalid", "lag_sum")
-_MAP_KEYS = ("accepted_by_node", "rejected_by_reason", "rejected_by_node")
-
-
-class ReplayCounts:
-    """Keeps the run's sample counters equal to replay's own, across replay restarts.
-
-    Replay counts from 0 after every (re)start (a new ``incarnation``); what an earlier one
-    counted stays in the run's totals.
-    """
-
-    def __init__(self, counters: RunCounters) -> None:
-        self.counters = counters
-        c = counters
-        self._base = {
-            "accepted": c.samples_accepted,
-            "stale": c.samples_stale,
-            "invalid": c.samples_invalid,
-            "lag_sum": c.model_lag_sum,
-        }
-        self._last = dict.fromkeys(_COUNT_KEYS, 0)
-        self._last_maps: dict[str, dict[str, int]] = {key: {} for key in _MAP_KEYS}
-        self.incarnation: str | None = None
-
-    def update(self, stats: dict[str, Any]) -> dict[str, dict[str, int]]:
-        """Applies replay's cumulative counts.
-
-        Returns:
-            For each of ``accepted_by_node``, ``rejected_by_reason`` and ``rejected_by_node``,
-            what was added since the last call.
-        """
-        if stats["incarnation"] != self.incarnation:
-            for key in _COUNT_KEYS:
-                self._base[key] += self._last[key]
-            self._last = dict.fromkeys(_COUNT_KEYS, 0)
-            self._last_maps = {key: {} for key in _MAP_KEYS}
-            self.incarnation = str(stats["incarnation"])
-        self._last = {key: int(stats[key]) for key in _COUNT_KEYS}
-        total = {key: self._base[key] + self._last[key] for key in _COUNT_KEYS}
-        c = self.counters
-        c.samples_accepted = c.model_lag_samples = total["accepted"]
-        c.samples_stale, c.samples_invalid = total["stale"], total["invalid"]
-        c.model_lag_sum = total["lag_sum"]
-        deltas = {}
-        for key in _MAP_KEYS:
-            last, now = self._last_maps[key], stats[key]
-            deltas[key] = {k: v - last.get(k, 0) for k, v in now.items() if v > last.get(k, 0)}
-            self._last_maps[key] = dict(now)
-        return deltas
-
-
-def _latency_percentiles(latencies: deque[float]) -> dict[str, float | None]:
-    """p50/p99 of the time from a weight publish until a rollout actor installed it."""
-    if not latencies:
-        return {"weight_sync_p50_s": None, "weight_sync_p99_s": None}
-    p50, p99 = np.percentile(latencies, [50, 99])
-    return {"weight_sync_p50_s": float(p50), "weight_sync_p99_s": float(p99)}
 
 
 class DQNAsyncLoop(TrainingLoop):
@@ -358,16 +285,16 @@ class DQNAsyncLoop(TrainingLoop):
         )
         self._last_lag = (c.model_lag_sum, c.model_lag_samples)
         scalars: dict[str, float | int | None] = {
-            "train/loss": _mean(iv.losses),
-            "train/q_mean": _mean(iv.q_means),
-            "train/grad_norm": _mean(iv.grad_norms),
-            "train/epsilon": _mean(iv.epsilons),
+            "train/loss": mean_or_none(iv.losses),
+            "train/q_mean": mean_or_none(iv.q_means),
+            "train/grad_norm": mean_or_none(iv.grad_norms),
+            "train/epsilon": mean_or_none(iv.epsilons),
             "train/n_step": self.algo.n_step_at(c.env_steps),
             "train/resets": self.algo.resets_at(c.updates),
             "perf/env_steps_per_s": iv.env_steps / dt,
             "perf/updates_per_s": iv.updates / dt,
             "dist/model_lag_mean": lag_sum / lag_samples if lag_samples > 0 else None,
-            "dist/weight_sync_latency_s": _mean(iv.sync_latencies),
+            "dist/weight_sync_latency_s": mean_or_none(iv.sync_latencies),
             "dist/replay_lead_steps": self.ratio.lead_steps(),
             **self.common_scalars(),
         }
@@ -416,4 +343,4 @@ class DQNAsyncLoop(TrainingLoop):
         self._maybe_log(force=True)
 
     def summary_extra(self) -> dict[str, Any]:
-        return _latency_percentiles(self.sync_latencies)
+        return latency_percentiles(self.sync_latencies)

@@ -7,7 +7,7 @@ import time
 
 from soulsai_ray.config import ClusterConfig, DQNConfig, EnvConfig, TrainConfig
 from soulsai_ray.loops.common import RunCounters
-from soulsai_ray.loops.dqn_async import ReplayCounts
+from soulsai_ray.loops.dqn_books import ReplayCounts
 from soulsai_ray.loops.fleet import RolloutFleet
 
 
