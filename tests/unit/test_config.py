@@ -91,6 +91,9 @@ def test_shipped_configs_parse(algo, env):
         assert parsed.stop.env_steps == 3_000_000
     else:
         assert parsed.stop.env_steps == 1_000_000
+    if algo == "dqn" and env in ("lunarlander", "cartpole"):
+        # conf/algo_env/dqn_cartpole.yaml: 1 update per 4 env steps on CartPole only
+        assert parsed.algo.replay_ratio == (32.0 if env == "cartpole" else 128.0)
 
 
 def test_command_line_wins_over_algo_env_settings():
