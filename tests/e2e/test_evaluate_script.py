@@ -56,8 +56,8 @@ def _report(proc: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory) -> Path:
-    """A short DQN CartPole run (its checkpoints, TensorBoard events and summary): about 1000
-    updates, with an evaluation every 50 of them."""
+    """A short DQN CartPole run (its checkpoints, TensorBoard events and summary): about 500
+    updates (1 per 4 env steps, conf/algo_env/dqn_cartpole.yaml), with an evaluation every 50."""
     return _train(
         tmp_path_factory.mktemp("cartpole") / "run",
         "algo=dqn",
