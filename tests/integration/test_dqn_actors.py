@@ -165,7 +165,10 @@ def test_the_weight_store_answers_a_waiting_actor_as_soon_as_a_new_version_is_pu
     answered = time.monotonic()
     # answered by the publish, not by its 30 s timeout: right after the publish returned. The
     # publish round trip itself is not bounded tightly: on a busy 2-core machine it took 0.6-2 s
-    assert answered - published < 1.5 and answered - start < 10.0, (published - start, answered - published)
+    assert answered - published < 1.5 and answered - start < 10.0, (
+        published - start,
+        answered - published,
+    )
     assert ray.get(store.wait_newer.remote(3, 30.0), timeout=5)[0] == 4  # differs: at once
     start = time.monotonic()
     assert ray.get(store.wait_newer.remote(4, 0.3), timeout=5)[0] == 4  # no news: after 0.3 s
