@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from soulsai_ray.checkpoint import CheckpointManager, verify_checkpoint
+from soulsai_ray.checkpoint import Checkpoint, CheckpointManager, verify_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,69 +65,90 @@ def _scalar_steps(events_file: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
-@pytest.mark.parametrize("save_replay", ["true", "false"], ids=["with_replay", "without_replay"])
-def test_resume_after_driver_sigkill_continues_counters_and_curves(tmp_path, save_replay):
+def test_resume_without_a_saved_replay_after_driver_sigkill_continues_counters_and_curves(
+    tmp_path,
+):
     """Without a saved buffer the resumed replay starts empty while the lifetime counters say
     sampling is far ahead of learning: the run must sample again, not deadlock."""
     run_dir = tmp_path / "run"
-    replay = f"checkpoint.save_replay={save_replay}"
-    proc = _start(run_dir, "stop.env_steps=200000", replay, "algo.ratio_slack_steps=500")
+    overrides = ("checkpoint.save_replay=false", "algo.ratio_slack_steps=500")
+    proc = _start(run_dir, "stop.env_steps=200000", *overrides)
     _wait_for_checkpoints(run_dir, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    before, first_events = _killed_run(run_dir)
+    assert before.meta["updates"] >= 400
+    target = before.meta["env_steps"] + 3000
+    proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}", *overrides)
+    out, _ = proc.communicate(timeout=300)
+    _assert_continues(run_dir, out, proc.returncode, before, first_events, target)
+
+
+def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(tmp_path):
+    """The driver dies while a checkpoint (with the replay buffer) is being written, after the
+    one written as training began and the one at 300 updates: the resumed run starts from the
+    newest complete one and its counters and curves go on."""
+    run_dir = tmp_path / "run"
+    overrides = ("checkpoint.every_updates=300", "algo.ratio_slack_steps=500")
+    proc = _start(run_dir, "stop.env_steps=200000", *overrides)
+    root = run_dir / "checkpoints"
+    manager = CheckpointManager(root)
+    deadline = time.monotonic() + 240
+    while not (
+        len(manager.list()) >= 2 and any(p.name.startswith(".tmp-") for p in root.iterdir())
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, "no third write seen"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    before, first_events = _killed_run(run_dir)
+    assert before.meta["updates"] >= 300
+    target = before.meta["env_steps"] + 3000
+    proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}", *overrides)
+    out, _ = proc.communicate(timeout=300)
+    _assert_continues(run_dir, out, proc.returncode, before, first_events, target)
+    assert not any(p.name.startswith(".tmp-") for p in root.iterdir())
+    for checkpoint in manager.list():
+        verify_checkpoint(checkpoint.path)
+
+
+def _killed_run(run_dir: Path) -> tuple[Checkpoint, list[Path]]:
+    """The checkpoint a killed run resumes from (every one it left verifies) and its event
+    files."""
     manager = CheckpointManager(run_dir / "checkpoints")
     for checkpoint in manager.list():
         verify_checkpoint(checkpoint.path)  # a killed writer never leaves a corrupt checkpoint
-    resumed_from = manager.latest()
-    before = resumed_from.meta
-    assert before["updates"] >= 400 and before["env_steps"] > 0
-    first_events = sorted((run_dir / "tb").glob("events.out.tfevents.*"))
+    latest = manager.latest()
+    assert latest is not None and latest.meta["env_steps"] > 0
+    return latest, sorted((run_dir / "tb").glob("events.out.tfevents.*"))
 
-    target = before["env_steps"] + 3000
-    proc = _start(
-        run_dir, "resume=auto", f"stop.env_steps={target}", replay, "algo.ratio_slack_steps=500"
-    )
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    assert f"resuming from {resumed_from.path}" in out
+
+def _assert_continues(
+    run_dir: Path,
+    out: str,
+    returncode: int,
+    before: Checkpoint,
+    first_events: list[Path],
+    target: int,
+) -> None:
+    """The resumed run started from ``before``, reached ``target`` env steps, and its counters
+    and TensorBoard axis went on from the checkpoint's instead of restarting at 0."""
+    assert returncode == 0, out[-3000:]
+    assert f"resuming from {before.path}" in out
     summary = json.loads((run_dir / "summary.json").read_text())
-    after = summary["counters"]
+    after, was = summary["counters"], before.meta
     assert after["resumes"] == 1
     assert after["env_steps"] >= target
-    assert after["updates"] > before["updates"]
-    assert after["episodes"] > before["episodes"]
-    assert after["weight_version"] > before["weight_version"]
+    assert after["updates"] > was["updates"]
+    assert after["episodes"] > was["episodes"]
+    assert after["weight_version"] > was["weight_version"]
     assert summary["episodes"] == after["episodes"]
     new_events = [
         f for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")) if f not in first_events
     ]
     assert len(new_events) == 1
     steps = _scalar_steps(new_events[0], "progress/updates")
-    assert steps and min(steps) >= before["env_steps"]  # the TensorBoard axis did not restart at 0
-
-
-def test_sigkill_mid_checkpoint_write_then_resume(tmp_path):
-    """The driver dies while a checkpoint (with a large replay buffer) is being written."""
-    run_dir = tmp_path / "run"
-    proc = _start(run_dir, "stop.env_steps=200000", "checkpoint.every_updates=300")
-    root = run_dir / "checkpoints"
-    deadline = time.monotonic() + 240
-    while not (root.is_dir() and any(p.name.startswith(".tmp-") for p in root.iterdir())):
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint write seen"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    manager = CheckpointManager(root)
-    before = manager.latest()
-    start = before.meta["env_steps"] if before else 0
-    proc = _start(run_dir, "resume=auto", f"stop.env_steps={start + 2000}")
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["env_steps"] >= start + 2000
-    assert not any(p.name.startswith(".tmp-") for p in root.iterdir())
-    for checkpoint in manager.list():
-        verify_checkpoint(checkpoint.path)
+    assert steps and min(steps) >= was["env_steps"]  # the TensorBoard axis did not restart at 0
 
 
 def test_sigkill_before_learning_starts_then_resume(tmp_path):
