@@ -1,7 +1,7 @@
 """The shipped Grafana dashboard queries only metrics the code exports, and compose provisions it.
 
 The helpers here (`dashboard_queries`, `selectors`) are also used by
-tests/e2e/test_prometheus_scrape.py, which checks the names against a real Prometheus.
+tests/e2e/test_live_run.py, which checks the names against a real Prometheus.
 """
 
 from __future__ import annotations

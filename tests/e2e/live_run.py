@@ -1,7 +1,7 @@
-"""Ray's own tools work against a running local training: `ray list actors`, `ray status`.
+"""Starts and observes a training run as a user's own tools would (imported by
+tests/e2e/test_live_run.py by this name, which no other test folder uses).
 
-The default local run starts Ray's dashboard on 127.0.0.1, which serves the state API. The
-helpers here also serve tests/e2e/test_prometheus_scrape.py.
+The default local run starts Ray's dashboard on 127.0.0.1, which serves the state API.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
@@ -25,8 +24,8 @@ DQN_ACTOR_CLASSES = {"RolloutActor", "LearnerActor", "ReplayActor", "WeightStore
 STOP_WITHIN_S = 60
 
 
-def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    """Starts a short DQN CartPole run with the default (local) cluster config.
+def start_training(run_dir: Path, *overrides: str, time_s: int = 60) -> subprocess.Popen:
+    """Starts a DQN CartPole run of at most ``time_s`` with the default (local) cluster config.
 
     Its output goes to ``<run_dir>.out``. ``RAY_TMPDIR`` and ``RAY_ADDRESS`` are dropped so the
     run starts its own Ray in the default temp folder, as a user's run does.
@@ -39,7 +38,7 @@ def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen:
         "cluster.num_rollout_actors=2",
         "algo.learning_starts=500",
         "algo.hidden_sizes=[64,64]",
-        "stop.time_s=60",
+        f"stop.time_s={time_s}",
         "stop.return_mean=null",
         "telemetry.console=false",
         "telemetry.log_every_s=0.5",
@@ -145,28 +144,3 @@ def wait_for_actor_classes(proc: subprocess.Popen, run_dir: Path, address: str) 
         assert time.monotonic() < deadline, f"{address}: alive actors {classes}\n{output}"
         time.sleep(1)
         classes, output = alive_actor_classes(address)
-
-
-@pytest.mark.timeout(240)
-def test_ray_list_actors_and_status_work_during_a_local_run(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start_training(run_dir)
-    try:
-        ray_args = ray_process_args(proc, run_dir)
-        assert "--host=127.0.0.1" in ray_args, "the dashboard does not bind to 127.0.0.1"
-        assert "--disable-frontend" not in ray_args, "the dashboard is off by default"
-        address = f"127.0.0.1:{node_port(session_dir(ray_args), 'gcs_server_port')}"
-        dashboard = dashboard_url(ray_args)
-        assert dashboard.startswith("http://127.0.0.1:")
-
-        wait_for_actor_classes(proc, run_dir, address)  # the GCS address, as `ray status` takes
-        wait_for_actor_classes(proc, run_dir, dashboard)  # the dashboard's URL (README)
-
-        status = ray_cli("status", "--address", address)
-        assert status.returncode == 0, status.stderr[-2000:]
-        assert "Node status" in status.stdout and "CPU" in status.stdout
-
-        summary = stop_training(proc, run_dir)
-        assert summary["stop_reason"] == "SIGINT" and summary["env_steps"] > 0
-    finally:
-        kill_if_running(proc)

@@ -1,5 +1,10 @@
-"""A real Prometheus, pointed at a training run's Ray by Ray's service discovery file, scrapes
-every metric the shipped Grafana dashboard shows for that kind of run."""
+"""A user's tools against one running local training: Ray's own (`ray list actors`,
+`ray status`), a real Prometheus pointed at the run's Ray by Ray's service discovery file (it
+scrapes every metric the shipped Grafana dashboard shows for that kind of run), and Ctrl+C.
+
+The tests share the run (one start of Ray and its dashboard instead of one per test); the
+Ctrl+C test ends it and comes last in this file, which is the order pytest runs them in.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +18,29 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from test_ray_state_api import (
+from live_run import (
+    dashboard_url,
     kill_if_running,
     node_port,
     output_of,
+    ray_cli,
     ray_process_args,
     session_dir,
     start_training,
     stop_training,
+    wait_for_actor_classes,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_WAIT_S = 90
+LIVE_S = 300
+"""The longest the shared run lasts; its three tests take about a minute."""
 LEGACY_DISCOVERY_FILE = Path("/tmp/ray/prom_metrics_service_discovery.json")
 """Where Ray links its newest session's discovery file (the README's path); RAY_TMPDIR moves it."""
 NOT_IN_A_DQN_CARTPOLE_RUN = {
@@ -135,8 +147,50 @@ def write_prometheus_config(tmp_path: Path, discovery_file: Path) -> Path:
     return path
 
 
+@dataclass
+class LiveRun:
+    """A training run in the background and the arguments of the Ray processes it started."""
+
+    proc: subprocess.Popen
+    run_dir: Path
+    ray_args: list[str]
+
+    def assert_running(self) -> None:
+        assert self.proc.poll() is None, f"the run has ended:\n{output_of(self.run_dir)}"
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory) -> Iterator[LiveRun]:
+    """A SoulsGym-shaped DQN run with evaluations on the default local cluster, Ray's dashboard
+    on; at most LIVE_S long (the Ctrl+C test ends it sooner)."""
+    run_dir = tmp_path_factory.mktemp("live") / "run"
+    proc = start_training(run_dir, *SOULS_RUN_WITH_EVALUATIONS, time_s=LIVE_S)
+    try:
+        yield LiveRun(proc, run_dir, ray_process_args(proc, run_dir))
+    finally:
+        kill_if_running(proc)
+
+
 @pytest.mark.timeout(240)
-def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
+def test_ray_list_actors_and_status_work_during_a_local_run(live_run):
+    live_run.assert_running()
+    proc, run_dir, ray_args = live_run.proc, live_run.run_dir, live_run.ray_args
+    assert "--host=127.0.0.1" in ray_args, "the dashboard does not bind to 127.0.0.1"
+    assert "--disable-frontend" not in ray_args, "the dashboard is off by default"
+    address = f"127.0.0.1:{node_port(session_dir(ray_args), 'gcs_server_port')}"
+    dashboard = dashboard_url(ray_args)
+    assert dashboard.startswith("http://127.0.0.1:")
+
+    wait_for_actor_classes(proc, run_dir, address)  # the GCS address, as `ray status` takes
+    wait_for_actor_classes(proc, run_dir, dashboard)  # the dashboard's URL (README)
+
+    status = ray_cli("status", "--address", address)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "Node status" in status.stdout and "CPU" in status.stdout
+
+
+@pytest.mark.timeout(240)
+def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(live_run, tmp_path):
     binary = prometheus_binary()
     helpers = _dashboard_helpers()
     queried = set().union(
@@ -145,11 +199,11 @@ def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
     assert set(NOT_IN_A_DQN_CARTPOLE_RUN) <= queried, "an exclusion the dashboard no longer has"
     expected = queried - set(NOT_IN_A_DQN_CARTPOLE_RUN)
 
-    run_dir = tmp_path / "run"
-    proc = start_training(run_dir, *SOULS_RUN_WITH_EVALUATIONS)
+    live_run.assert_running()
+    proc, run_dir = live_run.proc, live_run.run_dir
     prometheus = None
     try:
-        session = session_dir(ray_process_args(proc, run_dir))
+        session = session_dir(live_run.ray_args)
         discovery_file = wait_for_discovery_file(session, node_port(session, "metrics_export_port"))
         assert LEGACY_DISCOVERY_FILE.exists(), "Ray wrote no discovery file where the README says"
 
@@ -185,9 +239,6 @@ def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
             result = query(api, filled)
             if helpers.metric_names(expr) <= expected:
                 assert result, f"the dashboard's {expr!r} shows nothing for a DQN run"
-
-        summary = stop_training(proc, run_dir)
-        assert summary["stop_reason"] == "SIGINT" and summary["env_steps"] > 0
     finally:
         if prometheus is not None:
             prometheus.terminate()
@@ -196,4 +247,9 @@ def test_prometheus_scrapes_every_dashboard_metric_of_a_dqn_run(tmp_path):
             except subprocess.TimeoutExpired:
                 prometheus.kill()
                 prometheus.wait(timeout=10)
-        kill_if_running(proc)
+
+
+def test_ctrl_c_ends_the_observed_run_with_a_summary(live_run):
+    live_run.assert_running()
+    summary = stop_training(live_run.proc, live_run.run_dir)
+    assert summary["stop_reason"] == "SIGINT" and summary["env_steps"] > 0
