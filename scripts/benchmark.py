@@ -255,7 +255,8 @@ def cmd_scale(args: argparse.Namespace) -> None:
 def cmd_soak(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
-    from soak import Soak, print_report
+    from soak import Soak
+    from soak_report import print_report
 
     soak = Soak(args.algo, args.minutes, args.seed, args.nodes, args.step_latency)
     report = soak.run()

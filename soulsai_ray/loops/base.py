@@ -304,31 +304,12 @@ class TrainingLoop:
         c.nodes_lost = self._nodes_before[1] + self.nodes.lost
 
     def common_scalars(self) -> dict[str, float | int]:
-        """Telemetry every loop writes: fleet health, faults, bad data, progress."""
-        c = self.counters
+        """Telemetry every loop writes: fleet and node health, then the counters' own."""
         return {
             "dist/actors_alive": self.fleet.num_alive,
             "dist/actors": len(self.fleet),
             "dist/nodes_alive": self.nodes.num_alive,
-            "dist/nodes_joined": c.nodes_joined,
-            "dist/nodes_lost": c.nodes_lost,
-            "dist/actor_failures": c.actor_failures,
-            "dist/learner_failures": c.learner_failures,
-            "dist/actor_restarts": c.actor_restarts,
-            "dist/learner_restarts": c.learner_restarts,
-            "dist/replay_restarts": c.replay_restarts,
-            "dist/weight_store_restarts": c.weight_store_restarts,
-            "dist/samples_rejected": c.samples_stale,
-            "dist/samples_invalid": c.samples_invalid,
-            **{f"dist/rejected/{reason}": n for reason, n in c.batches_rejected.items()},
-            "dist/weight_version": c.weight_version,
-            "train/nan_rollbacks": c.nan_rollbacks,
-            "env/errors": c.env_errors,
-            "env/invalid_steps": c.env_invalid_steps,
-            "env/stalls": c.env_stalls,
-            "checkpoint/failures": c.checkpoint_failures,
-            "progress/updates": c.updates,
-            "progress/episodes": c.episodes,
+            **self.counters.scalars(),
         }
 
     def console_head(self) -> dict[str, float | int | None]:

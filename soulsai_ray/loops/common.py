@@ -56,6 +56,30 @@ class RunCounters:
     batches_rejected: dict[str, int] = field(default_factory=dict)
     """Batches and reports from rollout actors that failed an inbound check, by reason."""
 
+    def scalars(self) -> dict[str, int]:
+        """The telemetry every loop writes from these counts: faults, bad data, progress."""
+        return {
+            "dist/nodes_joined": self.nodes_joined,
+            "dist/nodes_lost": self.nodes_lost,
+            "dist/actor_failures": self.actor_failures,
+            "dist/learner_failures": self.learner_failures,
+            "dist/actor_restarts": self.actor_restarts,
+            "dist/learner_restarts": self.learner_restarts,
+            "dist/replay_restarts": self.replay_restarts,
+            "dist/weight_store_restarts": self.weight_store_restarts,
+            "dist/samples_rejected": self.samples_stale,
+            "dist/samples_invalid": self.samples_invalid,
+            **{f"dist/rejected/{reason}": n for reason, n in self.batches_rejected.items()},
+            "dist/weight_version": self.weight_version,
+            "train/nan_rollbacks": self.nan_rollbacks,
+            "env/errors": self.env_errors,
+            "env/invalid_steps": self.env_invalid_steps,
+            "env/stalls": self.env_stalls,
+            "checkpoint/failures": self.checkpoint_failures,
+            "progress/updates": self.updates,
+            "progress/episodes": self.episodes,
+        }
+
 
 @dataclass
 class Restore:
