@@ -144,7 +144,9 @@ class Lan:
         cmd = ["bash", str(SCRIPTS / name), *args]
         return self.run(host, cmd, self.env(host, **env), timeout)
 
-    def join(self, pc: Host, head: Host, token: Path, *extra: str) -> subprocess.CompletedProcess:
+    def join(
+        self, pc: Host, head: Host, token: Path, *extra: str, **env: str
+    ) -> subprocess.CompletedProcess:
         """``join_cluster.sh`` on ``pc`` as the README says: one ``soulsgym`` slot, one CPU."""
         return self.script(
             pc,
@@ -157,6 +159,7 @@ class Lan:
             "--num-cpus",
             "1",
             *extra,
+            **env,
         )
 
     def copy_token(self, token: Path, host: Host) -> Path:

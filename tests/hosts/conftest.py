@@ -39,8 +39,8 @@ class Cluster:
     def script(self, host: Host, name: str, *args: str, timeout: float = 180, **env: str):
         return self.lan.script(host, name, *args, timeout=timeout, **env)
 
-    def join(self, pc: Host, token: Path, *extra: str):
-        return self.lan.join(pc, self.head, token, *extra)
+    def join(self, pc: Host, token: Path, *extra: str, **env: str):
+        return self.lan.join(pc, self.head, token, *extra, **env)
 
     def token_copy(self, host: Host) -> Path:
         return self.lan.copy_token(self.token, host)

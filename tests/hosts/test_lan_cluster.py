@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from ray_settings import REFUSED_AFTER_3_TRIES
 from readme_ports import ROOT, SCRIPTS, readme_ports
 
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
@@ -90,7 +91,7 @@ def test_a_join_with_a_wrong_or_missing_token_is_refused(cluster):
     wrong = stranger.root / "wrong_token"
     wrong.write_text("0" * 64 + "\n")
     wrong.chmod(0o600)
-    refused = cluster.join(stranger, wrong)
+    refused = cluster.join(stranger, wrong, **REFUSED_AFTER_3_TRIES)
     assert refused.returncode != 0
     assert "token" in refused.stderr, refused.stdout + refused.stderr
     missing = cluster.join(stranger, stranger.root / "nowhere")

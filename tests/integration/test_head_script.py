@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ray_settings import REFUSED_AFTER_3_TRIES
 
 from soulsai_ray.cluster import init_ray
 from soulsai_ray.config import ClusterConfig, ConfigError
@@ -220,7 +221,7 @@ def test_driver_joins_the_head_without_setting_ray_auth_mode(head):
     assert "RAY_AUTH_MODE" not in env
     plain = subprocess.run(
         [sys.executable, "-c", f"import ray; ray.init(address={head.address!r})"],
-        env=env,
+        env={**env, **REFUSED_AFTER_3_TRIES},
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from ray_settings import REFUSED_AFTER_3_TRIES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.config import (
@@ -146,9 +147,8 @@ def test_a_process_without_the_token_cannot_connect(cluster, tmp_path):
     assert ok.returncode == 0 and "connected" in ok.stdout, ok.stderr[-2000:]
     wrong = tmp_path / "wrong_token"
     wrong.write_text("0" * 64)
-    denied = _connect(
-        cluster.address, {**base, "RAY_AUTH_TOKEN_PATH": str(wrong), "RAY_AUTH_MODE": "token"}
-    )
+    refused = {"RAY_AUTH_TOKEN_PATH": str(wrong), "RAY_AUTH_MODE": "token"}
+    denied = _connect(cluster.address, {**base, **refused, **REFUSED_AFTER_3_TRIES})
     assert denied.returncode != 0
     assert "auth" in (denied.stderr + denied.stdout).lower()
 
