@@ -41,7 +41,6 @@ def fail(message: str) -> None:
 def main(cfg: DictConfig) -> None:
     from soulsai_ray.checkpoint import CheckpointError
     from soulsai_ray.config import ConfigError, parse_config
-    from soulsai_ray.loops import run_training
 
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
@@ -50,6 +49,8 @@ def main(cfg: DictConfig) -> None:
         fail(str(err))
     except OmegaConfBaseException as err:
         fail(_omegaconf_message(err))
+    from soulsai_ray.loops import run_training  # torch, Ray: after the config is known to be sound
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
