@@ -85,9 +85,9 @@ def test_resume_without_a_saved_replay_after_driver_sigkill_continues_counters_a
 
 
 def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(tmp_path):
-    """The driver dies while a checkpoint (with the replay buffer) is being written, after the
-    one written as training began and the one at 300 updates: the resumed run starts from the
-    newest complete one and its counters and curves go on."""
+    """The driver dies while a checkpoint (with the replay buffer) is being written, after two
+    complete ones (periodic or new-best): the resumed run starts from the newest complete one
+    and its counters and curves go on."""
     run_dir = tmp_path / "run"
     overrides = ("checkpoint.every_updates=300", "algo.ratio_slack_steps=500")
     proc = _start(run_dir, "stop.env_steps=200000", *overrides)
@@ -102,7 +102,7 @@ def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     before, first_events = _killed_run(run_dir)
-    assert before.meta["updates"] >= 300
+    assert before.meta["updates"] > 0
     target = before.meta["env_steps"] + 3000
     proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}", *overrides)
     out, _ = proc.communicate(timeout=300)
