@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ray_settings import NODE_TIMEOUT
 from readme_ports import SCRIPTS, readme_ports
 
 sys.path.insert(0, str(SCRIPTS))  # the LAN harness is shared with scripts/benchmark.py
@@ -16,15 +17,6 @@ sys.path.insert(0, str(SCRIPTS))  # the LAN harness is shared with scripts/bench
 from lan import Host, Lan, can_build_a_lan  # noqa: E402
 
 GAME_PCS = 2
-# The head's health checks, shortened so that a PC whose link is cut is declared dead after
-# 5 failed checks of 2 s each instead of Ray's default minute (5 of 10 s each); the driver's
-# handling of a dead node is the same either way. Ray's processes read RAY_<setting> from their
-# environment.
-NODE_TIMEOUT = {
-    "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "2000",
-    "RAY_health_check_failure_threshold": "5",
-}
 
 
 @dataclass
