@@ -11,7 +11,7 @@ from script_runs import run_script
 @pytest.fixture
 def train():
     """Runs train.py without Ray's dashboard (1-3 s of start-up each on a small machine); the
-    default, dashboard on, is what test_resume.py and test_live_run.py run."""
+    default, dashboard on, is what test_live_run.py runs."""
 
     def train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         if not any("include_dashboard" in arg for arg in args):

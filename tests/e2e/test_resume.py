@@ -27,6 +27,7 @@ SHORT_DQN = [
     "stop.return_mean=null",
     "telemetry.log_every_s=0.5",
     "telemetry.console=false",
+    "cluster.include_dashboard=false",  # the dashboard's start-up is test_live_run.py's
 ]
 
 
