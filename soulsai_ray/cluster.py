@@ -23,6 +23,8 @@ from soulsai_ray.typed_config import ConfigError
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+QUIET_WARNINGS = ("PYTHONWARNINGS", "ignore::DeprecationWarning")
+"""Ray's own deprecation warnings would fill the run's console from every actor process."""
 
 
 def _require_cluster_token() -> None:
@@ -89,17 +91,19 @@ def _keep_own_sigterm_handler() -> Iterator[None]:
 
 
 def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
     if cfg.address is None:
         num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-extra_cpus_needed // 1)))
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # The local node's processes inherit the driver's environment. A job-level runtime_env
+        # would keep Ray's prestarted worker processes from hosting the run's actors (each
+        # actor would start a process of its own, and the prestarted ones would idle).
+        os.environ.setdefault(*QUIET_WARNINGS)
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
             include_dashboard=cfg.include_dashboard,
             dashboard_host=LOOPBACK,
             _node_ip_address=LOOPBACK,
-            runtime_env=runtime_env,
             log_to_driver=True,
             configure_logging=False,
         )
@@ -109,6 +113,8 @@ def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
         # Ray reads RAY_AUTH_MODE into its config when it is imported; re-read it, as Ray itself
         # does when it turns token authentication on for a new local cluster.
         RayConfig.initialize("")
+        # Processes on the game PCs do not inherit the driver's environment.
+        runtime_env = {"env_vars": dict([QUIET_WARNINGS])}
         context = ray.init(address=cfg.address, runtime_env=runtime_env, log_to_driver=True)
     return dict(context.address_info)
 
