@@ -88,7 +88,7 @@ def throughput_actors(cfg: Any, seconds: float) -> float:
     """Steps/s the rollout actors deliver to the driver, one request in flight per actor."""
     import ray
 
-    from soulsai_ray.actors.ppo import PPORolloutActor
+    from soulsai_ray.actors.ppo_rollout import PPORolloutActor
     from soulsai_ray.cluster import init_ray, shutdown_ray
     from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 

@@ -20,12 +20,11 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from soulsai_ray.config import AlgoConfig, DQNConfig, EnvConfig
 from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info, make_env
 from soulsai_ray.episode_window import summarize_episodes
-from soulsai_ray.models import ActorCritic, load_numpy_state_dict, q_network
+from soulsai_ray.policies import NumpyActorCritic, NumpyQNetwork
 from soulsai_ray.sampling.episodes import EnvRecovery
 
 logger = logging.getLogger(__name__)
@@ -46,13 +45,11 @@ class GreedyPolicy:
 
     def __init__(self, algo: AlgoConfig, obs_dim: int, num_actions: int) -> None:
         self.dqn = isinstance(algo, DQNConfig)
-        if isinstance(algo, DQNConfig):
-            self.net: torch.nn.Module = q_network(algo, obs_dim, num_actions)
-        else:
-            self.net = ActorCritic(
-                obs_dim, num_actions, algo.hidden_sizes, algo.activation, algo.normalize_obs
-            )
-        self.net.requires_grad_(False).eval()
+        self.net: NumpyQNetwork | NumpyActorCritic = (
+            NumpyQNetwork(algo, obs_dim, num_actions)
+            if isinstance(algo, DQNConfig)
+            else NumpyActorCritic(algo, obs_dim, num_actions)
+        )
         self.version = -1
 
     def load(self, weights: Mapping[str, np.ndarray], version: int = -1) -> None:
@@ -61,13 +58,12 @@ class GreedyPolicy:
         Raises:
             RuntimeError: the weights do not fit the network (another algorithm or size).
         """
-        load_numpy_state_dict(self.net, weights)
+        self.net.load(weights)
         self.version = version
 
     def __call__(self, obs: np.ndarray, mask: np.ndarray | None, info: Mapping[str, Any]) -> int:
-        with torch.inference_mode():
-            out = self.net(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-            scores = (out if self.dqn else out[0])[0].numpy()
+        out = self.net(np.asarray(obs, dtype=np.float32)[None])
+        scores = (out if self.dqn else out[0])[0]
         if mask is not None:
             scores = np.where(mask, scores, -np.inf)
         return int(scores.argmax())
@@ -226,8 +222,9 @@ def policy_weights(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], i
 
 
 def _numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A checkpoint's tensors (torch.load made them; this module never imports torch) as arrays."""
     return {
-        str(k): v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        str(k): v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
         for k, v in state.items()
     }
 

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from soulsai_ray.counts import BoundedCounts
-from soulsai_ray.transitions import TransitionBatch
+from soulsai_ray.transitions import RolloutBatch, TransitionBatch
 
 if TYPE_CHECKING:
-    from soulsai_ray.algos.ppo_losses import RolloutBatch
     from soulsai_ray.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -159,8 +158,6 @@ def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> R
         version: The learner's current version; on-policy data must have been acted with it
             (None: skip that check).
     """
-    from soulsai_ray.algos.ppo_losses import RolloutBatch  # noqa: PLC0415 - algos imports us
-
     if not isinstance(batch, RolloutBatch):
         return Rejection("type", f"expected a RolloutBatch, got {type(batch).__name__}")
     obs = batch.obs

@@ -1,6 +1,7 @@
-"""n-step transitions: the batch container, the n-step accumulator and the stale-sample filter.
+"""What rollout actors send: DQN's n-step transitions (the batch container, the n-step
+accumulator and the stale-sample filter) and PPO's rollout batches. Plain numpy, no torch.
 
-Each rollout actor feeds every env step of its env into its own `NStepAccumulator` and ships
+Each DQN rollout actor feeds every env step of its env into its own `NStepAccumulator` and ships
 `pop()` results to the replay owner, which calls `filter_stale` before `ReplayBuffer.add`.
 """
 
@@ -249,3 +250,34 @@ class NStepAccumulator:
         if array.shape != (self._num_actions,):
             raise ValueError(f"next_mask has shape {array.shape}, expected ({self._num_actions},)")
         return array
+
+
+@dataclass
+class RolloutBatch:
+    """One actor's rollout of ``n_steps x num_envs``, as time-major numpy arrays."""
+
+    obs: np.ndarray
+    """float32 [T, E, D]: the observation each action was taken in."""
+    actions: np.ndarray
+    """int64 [T, E]."""
+    logprobs: np.ndarray
+    """float32 [T, E]: log-probability of the action under the acting policy."""
+    values: np.ndarray
+    """float32 [T, E]: value estimate of ``obs``."""
+    rewards: np.ndarray
+    """float32 [T, E]."""
+    terminated: np.ndarray
+    """bool [T, E]: the env ended the episode (no bootstrap)."""
+    truncated: np.ndarray
+    """bool [T, E]: a time limit cut the episode (bootstrap from ``final_values``)."""
+    final_values: np.ndarray
+    """float32 [T, E]: value of the true next observation where truncated, else 0."""
+    last_values: np.ndarray
+    """float32 [E]: value of the observation after the last step (bootstrap for open episodes)."""
+    masks: np.ndarray
+    """bool [T, E, A]: valid actions in ``obs`` (all True when the env gives none)."""
+    version: int
+    """Policy version that produced the batch."""
+
+    def __len__(self) -> int:
+        return int(self.actions.size)

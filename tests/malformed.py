@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from soulsai_ray.algos.ppo_losses import RolloutBatch
 from soulsai_ray.inbound import Limits
-from soulsai_ray.transitions import TransitionBatch
+from soulsai_ray.transitions import RolloutBatch, TransitionBatch
 
 OBS_DIM, NUM_ACTIONS = 3, 4
 LIMITS = Limits(OBS_DIM, NUM_ACTIONS, max_abs_obs=100.0, max_abs_reward=50.0, max_rows=64)

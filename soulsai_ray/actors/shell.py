@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import ray
-import torch
 
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import EnvSpec
@@ -25,8 +25,14 @@ HEALTH_GROUPS = {"health": 1}
 
 
 def setup_process(cfg: TrainConfig) -> None:
-    """Per-process settings of every actor: torch threads, silenced read-only-array warnings."""
-    torch.set_num_threads(cfg.cluster.torch_threads)
+    """Per-process settings of every actor: torch threads, silenced read-only-array warnings.
+
+    Rollout actors act in numpy (`soulsai_ray.policies`) and never import torch; a learner's
+    module has imported it before this runs.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(cfg.cluster.torch_threads)
     # Batches arrive as read-only zero-copy arrays; actors only read them.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 

@@ -1,9 +1,7 @@
-"""PPO: rollout batches, GAE, the clipped loss and the learner's update (plain torch, no Ray).
+"""PPO: GAE, the clipped loss and the learner's update (plain torch, no Ray).
 
 Order of calls::
 
-    actions, logprobs, values = act(learner.model, obs, masks)   # acting side, per step
-    last_values = value(learner.model, next_obs)                 # after the last step
     metrics = learner.update([batch, ...], progress)              # one iteration
     weights = learner.policy_weights()                            # numpy state dict to publish
 """
@@ -21,27 +19,23 @@ from torch import nn
 
 from soulsai_ray.algos.optim import NonFiniteLossError, make_adam
 from soulsai_ray.algos.ppo_losses import (
-    RolloutBatch,
-    act,
     compute_gae,
     explained_variance,
     masked_logits,
     ppo_loss,
-    value,
 )
 from soulsai_ray.config import PPOConfig
 from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
+from soulsai_ray.transitions import RolloutBatch
 
 __all__ = [
     "PPOLearner",
     "RolloutBatch",
-    "act",
     "compute_gae",
     "explained_variance",
     "masked_logits",
     "ppo_loss",
-    "value",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,48 +1,12 @@
-"""PPO's pure pieces: rollout batches, GAE, masked policies, the clipped loss, acting helpers.
+"""PPO's pure pieces: GAE, masked policies, the clipped loss (acting: `soulsai_ray.policies`).
 
 Plain torch and numpy, no Ray; every function here is tested on fixed inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from torch import nn
-
-from soulsai_ray.models import ActorCritic
-
-
-@dataclass
-class RolloutBatch:
-    """One actor's rollout of ``n_steps x num_envs``, as time-major numpy arrays."""
-
-    obs: np.ndarray
-    """float32 [T, E, D]: the observation each action was taken in."""
-    actions: np.ndarray
-    """int64 [T, E]."""
-    logprobs: np.ndarray
-    """float32 [T, E]: log-probability of the action under the acting policy."""
-    values: np.ndarray
-    """float32 [T, E]: value estimate of ``obs``."""
-    rewards: np.ndarray
-    """float32 [T, E]."""
-    terminated: np.ndarray
-    """bool [T, E]: the env ended the episode (no bootstrap)."""
-    truncated: np.ndarray
-    """bool [T, E]: a time limit cut the episode (bootstrap from ``final_values``)."""
-    final_values: np.ndarray
-    """float32 [T, E]: value of the true next observation where truncated, else 0."""
-    last_values: np.ndarray
-    """float32 [E]: value of the observation after the last step (bootstrap for open episodes)."""
-    masks: np.ndarray
-    """bool [T, E, A]: valid actions in ``obs`` (all True when the env gives none)."""
-    version: int
-    """Policy version that produced the batch."""
-
-    def __len__(self) -> int:
-        return int(self.actions.size)
 
 
 def compute_gae(
@@ -157,39 +121,3 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     if var_returns == 0.0:
         return float("nan")
     return 1.0 - float(np.var(returns - values)) / var_returns
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def act(
-    model: ActorCritic,
-    obs: np.ndarray,
-    mask: np.ndarray | None,
-    rng: torch.Generator | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples actions for observations [E, D] from the policy, respecting ``mask`` [E, A].
-
-    Returns:
-        Actions (int64 [E]), their log-probabilities (float32 [E]) and the values (float32 [E]).
-    """
-    device = _model_device(model)
-    with torch.inference_mode():
-        logits, values = model(torch.as_tensor(obs, dtype=torch.float32, device=device))
-        mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=device)
-        log_policy = _log_policy(logits, mask_t)
-        actions = torch.multinomial(log_policy.exp(), 1, generator=rng)
-        logprobs = log_policy.gather(-1, actions).squeeze(-1)
-    return (
-        actions.squeeze(-1).cpu().numpy().astype(np.int64),
-        logprobs.cpu().numpy().astype(np.float32),
-        values.cpu().numpy().astype(np.float32),
-    )
-
-
-def value(model: ActorCritic, obs: np.ndarray) -> np.ndarray:
-    """Value estimates (float32 [E]) of observations [E, D]."""
-    with torch.inference_mode():
-        _, values = model(torch.as_tensor(obs, dtype=torch.float32, device=_model_device(model)))
-    return values.cpu().numpy().astype(np.float32)

@@ -16,7 +16,8 @@ from typing import Any
 
 import ray
 
-from soulsai_ray.actors.ppo import PPOLearnerActor, PPORolloutActor, PPOUpdateReport, RolloutReport
+from soulsai_ray.actors.ppo import PPOLearnerActor, PPOUpdateReport
+from soulsai_ray.actors.ppo_rollout import PPORolloutActor, RolloutReport
 from soulsai_ray.cluster import on_this_node
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.inbound import Limits

@@ -20,12 +20,11 @@ from collections.abc import Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from soulsai_ray.config import DQNConfig
 from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
-from soulsai_ray.models import load_numpy_state_dict, q_network
+from soulsai_ray.policies import NumpyQNetwork
 from soulsai_ray.replay import NStepAccumulator, TransitionBatch
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
 
@@ -59,8 +58,7 @@ class EpsilonGreedySampler:
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
         self.obs_dim = obs_dim = int(self.env.observation_space.shape[0])
-        self.q_net = q_network(cfg, obs_dim, self.num_actions)
-        self.q_net.requires_grad_(False)
+        self.q_net = NumpyQNetwork(cfg, obs_dim, self.num_actions)
         self.version = -1
         self._nstep = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
         self._stats = EpisodeStats()
@@ -72,7 +70,7 @@ class EpsilonGreedySampler:
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of the given version."""
-        load_numpy_state_dict(self.q_net, weights)
+        self.q_net.load(weights)
         self.version = version
 
     def set_n_step(self, n: int) -> None:
@@ -80,13 +78,12 @@ class EpsilonGreedySampler:
         self._nstep.set_n(n)
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None, epsilon: float) -> int:
-        """Epsilon-greedy action among the valid ones."""
-        if self._rng.random() < epsilon:
+        """Epsilon-greedy action among the valid ones (a random one until weights arrive)."""
+        if self._rng.random() < epsilon or not self.q_net.loaded:
             if mask is None:
                 return int(self._rng.integers(self.num_actions))
             return int(self._rng.choice(np.flatnonzero(mask)))
-        with torch.inference_mode():
-            q = self.q_net(torch.from_numpy(obs).unsqueeze(0))[0].numpy()
+        q = self.q_net(obs[None])[0]
         if mask is not None:
             q = np.where(mask, q, -np.inf)
         return int(q.argmax())

@@ -16,14 +16,13 @@ from collections.abc import Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from soulsai_ray.algos.ppo import RolloutBatch, act, value
 from soulsai_ray.config import PPOConfig
 from soulsai_ray.envs import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
-from soulsai_ray.models import ActorCritic, load_numpy_state_dict
+from soulsai_ray.policies import NumpyActorCritic
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
+from soulsai_ray.transitions import RolloutBatch
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +53,11 @@ class OnPolicySampler:
         self.num_envs = num_envs
         self._seed = seed
         self._recovery = EnvRecovery(self._make_envs, max_backoff_s, hard_reset_every_s)
-        self._generator = torch.Generator().manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
         self.envs = self._make_envs()
         self.obs_dim = int(self.envs.single_observation_space.shape[0])
         self.num_actions = int(self.envs.single_action_space.n)
-        self.model = ActorCritic(
-            self.obs_dim, self.num_actions, cfg.hidden_sizes, cfg.activation, cfg.normalize_obs
-        ).requires_grad_(False)
+        self.model = NumpyActorCritic(cfg, self.obs_dim, self.num_actions)
         self.version = -1
         self._stats = EpisodeStats()
         self._obs: np.ndarray | None = None
@@ -71,7 +68,7 @@ class OnPolicySampler:
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of ``version``."""
-        load_numpy_state_dict(self.model, weights)
+        self.model.load(weights)
         self.version = version
 
     def collect(self, n_steps: int) -> tuple[RolloutBatch | None, EpisodeStats]:
@@ -85,20 +82,20 @@ class OnPolicySampler:
         buf = _Buffers(n_steps, self.num_envs, self.obs_dim, self.num_actions)
         for t in range(n_steps):
             obs, masks = self._obs, self._masks
-            actions, logprobs, values = act(self.model, obs, masks, self._generator)
+            actions, logprobs, values = self.model.act(obs, masks, self._rng)
             try:
                 with self._recovery.watch():
                     next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
                 next_masks = self._masks_from(infos)
             except Exception as err:  # noqa: BLE001 - any env fault is recovered the same way
                 self._recover(err)
-                return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
+                return buf.finish(t, self.model.value(obs), self.version), self._pop_stats()
             problem = env_output_problem(next_obs, rewards, *self._bounds)
             if problem is not None:
                 # Never train on it: end the rollout before this step; the envs are reset.
                 self._stats.env_steps += self.num_envs  # the step was taken: it cost game time
                 self._invalid_output()
-                return buf.finish(t, value(self.model, obs), self.version), self._pop_stats()
+                return buf.finish(t, self.model.value(obs), self.version), self._pop_stats()
             self._recovery.succeeded()
             final_values = self._final_values(infos, truncated & ~terminated)
             buf.record(
@@ -115,7 +112,7 @@ class OnPolicySampler:
             )
             self._track_episodes(rewards, terminated | truncated, infos)
             self._obs, self._masks = np.asarray(next_obs, dtype=np.float32), next_masks
-        return buf.finish(n_steps, value(self.model, self._obs), self.version), self._pop_stats()
+        return buf.finish(n_steps, self.model.value(self._obs), self.version), self._pop_stats()
 
     def env_busy_s(self) -> float:
         """Seconds the current env step or reset has been running (0 between calls)."""
@@ -187,7 +184,7 @@ class OnPolicySampler:
                     for i in np.flatnonzero(truncated)
                 ]
             )
-            final_values[truncated] = value(self.model, final_obs)
+            final_values[truncated] = self.model.value(final_obs)
         return final_values
 
     def _track_episodes(self, rewards: np.ndarray, done: np.ndarray, infos: dict) -> None:

@@ -24,6 +24,7 @@ from soulsai_ray.episode_window import (
     metric_summary_name,
     summarize_episodes,
 )
+from soulsai_ray.models import q_network, state_dict_to_numpy
 from soulsai_ray.sampling import EpsilonGreedySampler
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
@@ -132,7 +133,8 @@ def test_the_envs_own_metrics_are_kept_and_the_phase_is_reported_each_step():
 def test_the_dqn_sampler_reports_metrics_aligned_with_returns():
     cfg = DQNConfig(hidden_sizes=[16], n_step=2)
     sampler = EpsilonGreedySampler(lambda: _souls_env(), cfg, seed=1)
-    sampler.load_weights({k: v.numpy() for k, v in sampler.q_net.state_dict().items()}, 0)
+    net = q_network(cfg, sampler.obs_dim, sampler.num_actions)
+    sampler.load_weights(state_dict_to_numpy(net), 0)
     for _ in range(1500):
         sampler.step(epsilon=1.0)
     stats = sampler.pop_stats()

@@ -31,7 +31,7 @@ from soulsai_ray.models import ActorCritic, QNetwork, state_dict_to_numpy
 def _dqn_policy(q_bias: list[float]) -> GreedyPolicy:
     """A Q-net whose Q-values are ``q_bias`` whatever the observation."""
     policy = GreedyPolicy(DQNConfig(hidden_sizes=[4], dueling=False), 3, len(q_bias))
-    weights = {k: np.zeros_like(v) for k, v in state_dict_to_numpy(policy.net).items()}
+    weights = {k: np.zeros(shape, np.float32) for k, shape in policy.net.layout.items()}
     weights["advantage.bias"] = np.asarray(q_bias, dtype=np.float32)
     policy.load(weights, version=5)
     return policy
