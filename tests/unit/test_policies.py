@@ -128,7 +128,7 @@ def test_ppo_sampling_follows_the_masked_policy_and_its_log_probabilities():
     probs = torch.softmax(logits.masked_fill(~torch.from_numpy(mask[:1]), -math.inf), -1)[0]
     frequencies = np.bincount(actions, minlength=ACTIONS) / len(actions)
     np.testing.assert_allclose(frequencies, probs.numpy(), atol=0.015)
-    np.testing.assert_allclose(logprobs, np.log(probs.numpy())[actions], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logprobs, np.log(probs.numpy()[actions]), rtol=1e-4, atol=1e-5)
     again, _, _ = policy.act(obs, mask, np.random.default_rng(7))
     np.testing.assert_array_equal(again, actions)  # a seed replays the same actions
 
