@@ -4,7 +4,7 @@ normalization whose statistics travel with the weights."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -218,8 +218,3 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 def state_dict_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
     """A copy of ``module``'s parameters and buffers as numpy arrays (for the object store)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def load_numpy_state_dict(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
-    """Loads numpy arrays (possibly read-only, zero-copy from the object store) into ``module``."""
-    module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()})

@@ -13,7 +13,8 @@ from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
 from soulsai_ray.config import ConfigError, DQNConfig, parse_config
 from soulsai_ray.inbound import Limits
-from soulsai_ray.models import QNetwork, load_numpy_state_dict, q_network, shrink_and_perturb
+from soulsai_ray.models import QNetwork, q_network, shrink_and_perturb
+from soulsai_ray.policies import NumpyQNetwork
 from soulsai_ray.replay import NStepAccumulator, ReplayBuffer, SampledBatch, TransitionBatch
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -87,19 +88,16 @@ def test_normalizer_statistics_travel_with_published_weights():
         learner.update(_batch(8, seed=s, scale=4.0))
     weights = learner.policy_weights()
     assert {"normalizer.mean", "normalizer.var", "normalizer.count"} <= set(weights)
-    actor_net = q_network(cfg, 3, 2)  # what a rollout actor and an evaluation build
-    load_numpy_state_dict(actor_net, weights)
+    actor_net = NumpyQNetwork(cfg, 3, 2)  # what a rollout actor and an evaluation build
+    actor_net.load(weights)
     obs = torch.as_tensor(_batch(8, seed=9).batch.obs)
     with torch.no_grad():
-        torch.testing.assert_close(actor_net(obs), learner.q_net(obs))
+        torch.testing.assert_close(torch.from_numpy(actor_net(obs.numpy())), learner.q_net(obs))
     # without the statistics the same weights would act differently
-    stripped = q_network(cfg, 3, 2)
-    load_numpy_state_dict(
-        stripped,
-        {**weights, "normalizer.mean": np.zeros(3), "normalizer.var": np.ones(3)},
-    )
+    stripped = NumpyQNetwork(cfg, 3, 2)
+    stripped.load({**weights, "normalizer.mean": np.zeros(3), "normalizer.var": np.ones(3)})
     with torch.no_grad():
-        assert not torch.allclose(stripped(obs), learner.q_net(obs))
+        assert not torch.allclose(torch.from_numpy(stripped(obs.numpy())), learner.q_net(obs))
 
 
 def test_normalizer_statistics_round_trip_through_a_checkpoint(tmp_path: Path):

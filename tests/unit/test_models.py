@@ -9,7 +9,6 @@ import torch
 from soulsai_ray.models import (
     ActorCritic,
     ObservationNormalizer,
-    load_numpy_state_dict,
     state_dict_to_numpy,
 )
 
@@ -38,6 +37,12 @@ def test_normalizer_forward_hand_computed_and_clipped():
     assert torch.equal(norm.mean, before)  # forward never changes the statistics
 
 
+def _load(module: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
+    """Loads numpy weights (read-only ones too) back into a torch module (rollout actors load
+    them into `soulsai_ray.policies` instead; see test_policies.py)."""
+    module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()})
+
+
 def test_normalizer_round_trips_through_numpy_weights():
     norm = ObservationNormalizer(3)
     norm.update(torch.randn(50, 3) * 4 + 2)
@@ -46,7 +51,7 @@ def test_normalizer_round_trips_through_numpy_weights():
     for array in weights.values():
         array.setflags(write=False)  # like zero-copy arrays from the object store
     restored = ObservationNormalizer(3)
-    load_numpy_state_dict(restored, weights)
+    _load(restored, weights)
     assert restored.count.item() == 50
     obs = torch.randn(6, 3)
     assert torch.equal(restored(obs), norm(obs))
@@ -90,7 +95,7 @@ def test_actor_critic_weights_round_trip_includes_normalizer():
     weights = state_dict_to_numpy(model)
     assert {"normalizer.mean", "normalizer.var", "normalizer.count"} <= set(weights)
     copy = ActorCritic(3, 2, [8])
-    load_numpy_state_dict(copy, weights)
+    _load(copy, weights)
     obs = torch.randn(4, 3) + 5
     for a, b in zip(model(obs), copy(obs), strict=True):
         assert torch.equal(a, b)
