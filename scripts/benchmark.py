@@ -4,6 +4,7 @@
     python scripts/benchmark.py solve --algo dqn_efficient --env lunarlander --seeds 0 1 2 3 4
     python scripts/benchmark.py solve --algo dqn --env lunarlander --seeds 0 1 2 --baseline sb3
     python scripts/benchmark.py solve --algo dqn_efficient --step-latency 0.05 --actors 4
+    python scripts/benchmark.py lockstep --algo dqn_efficient --seeds 0 1 2 3 --env-steps 60000
     python scripts/benchmark.py learner --algo dqn dqn_efficient --env lunarlander
     python scripts/benchmark.py throughput --actors 2 --envs-per-actor 8
     python scripts/benchmark.py scale --actors 1 2 4 8 16 32 --rate 20
@@ -31,6 +32,10 @@ hyperparameters in the same command (the ``bench`` extra: ``pip install -e .[ben
 ``--baseline rllib`` runs RLlib in its own venv (``make bench-rllib``; see
 ``scripts/rllib_baseline.py``).
 
+``lockstep`` screens DQN settings: each seed trains in one process without Ray (the samplers,
+replay buffer and learner of a run, in lock-step at the configured replay ratio), several seeds
+at once, and reports env steps to the target like ``solve`` (see ``scripts/bench_lockstep.py``).
+
 ``learner`` times the DQN learner's update step with a shipped config on this machine and says
 how many game PCs it keeps at the configured replay ratio (see ``scripts/bench_learner.py``).
 """
@@ -49,6 +54,7 @@ from typing import Any
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 from bench_learner import cmd_learner  # noqa: E402
+from bench_lockstep import cmd_lockstep  # noqa: E402
 from bench_solve import cmd_solve  # noqa: E402
 from peer_baselines import ENV_IDS  # noqa: E402
 
@@ -286,6 +292,17 @@ def main() -> None:
     )
     solve.add_argument("--json", help="write all results to this file")
     solve.set_defaults(func=cmd_solve)
+    lock = sub.add_parser("lockstep", help="screen DQN settings: env steps to target, no Ray")
+    lock.add_argument("--algo", default="dqn_efficient", choices=["dqn", "dqn_efficient"])
+    lock.add_argument("--env", default="lunarlander", choices=sorted(ENV_IDS))
+    lock.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    lock.add_argument("--env-steps", type=int, default=100_000, help="cap per seed")
+    lock.add_argument("--actors", type=int, default=4, help="samplers stepped in turn")
+    lock.add_argument("--sync-every", type=int, default=32, help="env steps between weight syncs")
+    lock.add_argument("--jobs", type=int, default=None, help="seeds at once (default: cores)")
+    lock.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    lock.add_argument("--json", help="write all results to this file")
+    lock.set_defaults(func=cmd_lockstep)
     learner = sub.add_parser("learner", help="DQN learner updates/s and the game PCs it keeps")
     learner.add_argument("--algo", nargs="+", default=["dqn"], choices=["dqn", "dqn_efficient"])
     learner.add_argument("--env", default="lunarlander", help="a config in conf/env")

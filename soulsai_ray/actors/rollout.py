@@ -9,7 +9,7 @@ import ray
 
 from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
 from soulsai_ray.actors.weight_client import WEIGHTS_TIMEOUT_S, WeightClient
-from soulsai_ray.algos.exploration import apex_epsilon, elastic_apex_epsilon, linear_epsilon
+from soulsai_ray.algos.exploration import actor_epsilon
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs import make_env
 from soulsai_ray.sampling import EpsilonGreedySampler
@@ -83,12 +83,7 @@ class RolloutActor(RolloutShell):
 
     def epsilon(self, global_env_steps: int) -> float:
         """This actor's exploration rate at the given global step count."""
-        c = self.cfg
-        if not c.per_actor_eps:
-            return linear_epsilon(global_env_steps, c.eps_start, c.eps_end, c.eps_decay_steps)
-        if self.num_actors is None:
-            return elastic_apex_epsilon(self.index, c.apex_eps_base, c.apex_eps_alpha)
-        return apex_epsilon(self.index, self.num_actors, c.apex_eps_base, c.apex_eps_alpha)
+        return actor_epsilon(self.cfg, self.index, self.num_actors, global_env_steps)
 
     def collect(self, global_env_steps: int) -> CollectReport:
         """Samples for a while and reports finished episodes and faults."""

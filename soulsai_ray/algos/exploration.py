@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from soulsai_ray.config import DQNConfig
+
 
 def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
     """Epsilon decayed linearly from ``start`` to ``end`` over ``decay_steps`` steps, then held."""
@@ -42,3 +47,15 @@ def elastic_apex_epsilon(actor_index: int, base: float = 0.4, alpha: float = 7.0
     ``f`` is :func:`spread_fraction`, so actors joining later fill the gaps of the range.
     """
     return base ** (1.0 + alpha * spread_fraction(actor_index))
+
+
+def actor_epsilon(
+    cfg: DQNConfig, index: int, num_actors: int | None, global_env_steps: int
+) -> float:
+    """Rollout actor ``index``'s epsilon at the run's ``global_env_steps``: the linear schedule,
+    or with ``per_actor_eps`` its Ape-X rate (``num_actors`` None: an elastic fleet)."""
+    if not cfg.per_actor_eps:
+        return linear_epsilon(global_env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+    if num_actors is None:
+        return elastic_apex_epsilon(index, cfg.apex_eps_base, cfg.apex_eps_alpha)
+    return apex_epsilon(index, num_actors, cfg.apex_eps_base, cfg.apex_eps_alpha)

@@ -2,7 +2,13 @@
 
 import pytest
 
-from soulsai_ray.algos.exploration import apex_epsilon, linear_epsilon
+from soulsai_ray.algos.exploration import (
+    actor_epsilon,
+    apex_epsilon,
+    elastic_apex_epsilon,
+    linear_epsilon,
+)
+from soulsai_ray.config import DQNConfig
 
 
 def test_linear_epsilon_decays_then_holds():
@@ -21,3 +27,12 @@ def test_apex_epsilons_match_formula():
     assert apex_epsilon(0, 1) == pytest.approx(0.4)
     with pytest.raises(ValueError):
         apex_epsilon(8, 8)
+
+
+def test_an_actors_epsilon_follows_the_schedule_or_its_ape_x_rate():
+    linear = DQNConfig(eps_start=1.0, eps_end=0.1, eps_decay_steps=1000)
+    assert actor_epsilon(linear, 3, 4, 500) == pytest.approx(0.55)  # every actor, global steps
+    assert actor_epsilon(linear, 0, None, 5000) == pytest.approx(0.1)
+    apex = DQNConfig(per_actor_eps=True, apex_eps_base=0.4, apex_eps_alpha=7.0)
+    assert actor_epsilon(apex, 3, 8, 0) == actor_epsilon(apex, 3, 8, 10**6) == apex_epsilon(3, 8)
+    assert actor_epsilon(apex, 3, None, 0) == elastic_apex_epsilon(3)  # an elastic fleet
