@@ -64,7 +64,7 @@ def lockstep_run(
         EpsilonGreedySampler(
             lambda: make_env(env_cfg),
             algo_cfg,
-            seed=seed + 1000 * (index + 1),  # the env seeds of a run's first actors
+            seed=cfg.env_seed(index),  # the env seeds of a run's actors
             max_abs_obs=env_cfg.max_abs_obs,
             max_abs_reward=env_cfg.max_abs_reward,
         )

@@ -225,6 +225,10 @@ class TrainConfig:
     resume: str | None = None
     """Continue a run: ``auto`` (newest good checkpoint in this run dir, if any) or a checkpoint path."""
 
+    def env_seed(self, actor_index: int) -> int:
+        """The env seed of rollout actor ``actor_index`` in its first life."""
+        return self.seed + 1000 * (actor_index + 1)
+
     def validate(self, key: str = "") -> None:
         require(self.seed >= 0, "seed", "must be >= 0")
         require(self.resume != "", "resume", "must be auto, a checkpoint path, or null")

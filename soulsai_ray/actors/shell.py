@@ -39,7 +39,7 @@ def setup_process(cfg: TrainConfig) -> None:
 
 def rollout_seed(cfg: TrainConfig, index: int) -> int:
     """Actor ``index``'s env seed; a restarted actor draws a fresh one (no replayed noise)."""
-    seed = cfg.seed + 1000 * (index + 1)
+    seed = cfg.env_seed(index)
     if ray.get_runtime_context().was_current_actor_reconstructed:
         seed += secrets.randbelow(2**31)
     return seed
