@@ -34,6 +34,19 @@ from bench_solve import SolveRun, print_run, summary_table
 WHO = "lockstep"
 
 
+def train_on_replay(learner: Any, buffer: Any, batch_size: int) -> None:
+    """One update on a batch from ``buffer``, as a run's learner and replay actor make it: with
+    prioritized replay the learner's annealed importance exponent, then new priorities from the
+    batch's TD errors (none after a rolled-back update)."""
+    from soulsai_ray.replay import PrioritizedReplayBuffer
+
+    if isinstance(buffer, PrioritizedReplayBuffer):
+        buffer.beta = learner.per_beta()
+    result = learner.update(buffer.sample(batch_size))
+    if not result.rolled_back:
+        buffer.update_priorities(result.indices, result.td_errors)
+
+
 def lockstep_run(
     algo: str,
     env: str,
@@ -49,7 +62,7 @@ def lockstep_run(
     from soulsai_ray.algos.dqn import DQNLearner
     from soulsai_ray.algos.exploration import actor_epsilon
     from soulsai_ray.envs import make_env
-    from soulsai_ray.replay import ReplayBuffer
+    from soulsai_ray.replay import replay_buffer
     from soulsai_ray.replay_ratio import ReplayRatio
     from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
@@ -72,7 +85,7 @@ def lockstep_run(
     ]
     obs_dim, num_actions = samplers[0].obs_dim, samplers[0].num_actions
     learner = DQNLearner(algo_cfg, obs_dim, num_actions, seed=seed)
-    buffer = ReplayBuffer(algo_cfg.buffer_size, obs_dim, num_actions, seed)
+    buffer = replay_buffer(algo_cfg, obs_dim, num_actions, seed)  # the run's kind of replay
     ratio = ReplayRatio(algo_cfg.replay_ratio, algo_cfg.batch_size, algo_cfg.learning_starts, None)
     window: collections.deque[float] = collections.deque(maxlen=cfg.telemetry.window)
     target = cfg.stop.return_mean
@@ -98,7 +111,7 @@ def lockstep_run(
             if len(buffer) >= algo_cfg.learning_starts:
                 updates = ratio.allowed_updates()
                 for _ in range(updates):
-                    learner.update(buffer.sample(algo_cfg.batch_size))
+                    train_on_replay(learner, buffer, algo_cfg.batch_size)
                 ratio.learned(updates)
             if env_steps % sync_every == 0:
                 version += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from soulsai_ray.transitions import (
     filter_stale,
 )
 
+if TYPE_CHECKING:
+    from soulsai_ray.algo_config import DQNConfig
+
 __all__ = [
     "NStepAccumulator",
     "PrioritizedReplayBuffer",
@@ -30,6 +33,7 @@ __all__ = [
     "SumTree",
     "TransitionBatch",
     "filter_stale",
+    "replay_buffer",
 ]
 
 
@@ -327,3 +331,22 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_write(self, slots: np.ndarray) -> None:
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
+
+
+def replay_buffer(cfg: DQNConfig, obs_dim: int, num_actions: int, seed: int) -> ReplayBuffer:
+    """The replay buffer ``cfg`` describes: prioritized when ``cfg.prioritized``, else uniform.
+
+    The replay actor and ``benchmark.py lockstep`` build theirs here, so a screened setting is
+    the setting a run uses.
+    """
+    if cfg.prioritized:
+        return PrioritizedReplayBuffer(
+            cfg.buffer_size,
+            obs_dim,
+            num_actions,
+            cfg.per_alpha,
+            cfg.per_beta_start,
+            cfg.per_eps,
+            seed,
+        )
+    return ReplayBuffer(cfg.buffer_size, obs_dim, num_actions, seed)

@@ -19,10 +19,10 @@ from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.inbound import Limits, Rejections, batch_rows, check_transitions
 from soulsai_ray.replay import (
     PrioritizedReplayBuffer,
-    ReplayBuffer,
     SampledBatch,
     TransitionBatch,
     filter_stale,
+    replay_buffer,
 )
 
 VERSION_LOOKUP_TIMEOUT_S = 10.0
@@ -56,18 +56,7 @@ class ReplayActor:
         obs_dim, num_actions = limits.obs_dim, limits.num_actions
         self.incarnation = uuid.uuid4().hex
         """Differs after every (re)start: the driver starts its replay ratio over on a new one."""
-        if cfg.prioritized:
-            self.buffer: ReplayBuffer = PrioritizedReplayBuffer(
-                cfg.buffer_size,
-                obs_dim,
-                num_actions,
-                cfg.per_alpha,
-                cfg.per_beta_start,
-                cfg.per_eps,
-                seed,
-            )
-        else:
-            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, num_actions, seed)
+        self.buffer = replay_buffer(cfg, obs_dim, num_actions, seed)
         payload = load_payload(checkpoint_dir, resume_path) if checkpoint_dir else None
         saved = ((payload or {}).get("replay") or {}).get("buffer")
         if saved is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import ray
 from malformed import (
@@ -51,6 +52,26 @@ def test_replay_stores_no_malformed_batch_and_counts_each_by_reason_and_node():
     assert ray.get(replay.add.remote(good_transitions(), 0, "node-0")) is True
     assert ray.get(replay.stats.remote())["size"] == len(good_transitions())
     assert len(ray.get(replay.sample.remote(2, 4, CURRENT_VERSION))) == 2
+    ray.kill(replay)
+
+
+def test_a_prioritized_replay_actor_samples_by_the_learners_priorities():
+    cfg = DQNConfig(buffer_size=100, learning_starts=1, prioritized=True, per_alpha=1.0)
+    replay = ReplayActor.remote(cfg, LIMITS, 0)
+    ray.get(replay.observe_version.remote(CURRENT_VERSION))
+    assert ray.get(replay.add.remote(good_transitions(), 0, "node-0")) is True
+    size = len(good_transitions())
+    [first] = ray.get(replay.sample.remote(1, size, CURRENT_VERSION, 1.0))
+    assert sorted(first.indices) == list(range(size))  # equal priorities: one draw per slice
+    td = np.ones(size)
+    td[3] = 10.0  # alpha 1: slot 3 holds 10 / 17 of the priority mass
+    ray.get(replay.update_priorities.remote(np.arange(size), td))
+    for batch in ray.get(replay.sample.remote(4, size, CURRENT_VERSION, 1.0)):
+        # stratified: 8 * 10 / 17 = 4.7 of the 8 draws fall on slot 3
+        assert (batch.indices == 3).sum() in (4, 5)
+        # full importance correction (beta 1): its weight is P(other) / P(3), the others' 1
+        np.testing.assert_allclose(batch.weights[batch.indices == 3], 0.1, rtol=1e-5)
+        np.testing.assert_allclose(batch.weights[batch.indices != 3], 1.0, rtol=1e-5)
     ray.kill(replay)
 
 

@@ -6,11 +6,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from bench_lockstep import lockstep_run  # noqa: E402
+import bench_lockstep  # noqa: E402
+from bench_lockstep import lockstep_run, train_on_replay  # noqa: E402
+
+from soulsai_ray.algo_config import DQNConfig  # noqa: E402
+from soulsai_ray.algos.dqn import DQNLearner  # noqa: E402
+from soulsai_ray.replay import (  # noqa: E402
+    PrioritizedReplayBuffer,
+    ReplayBuffer,
+    TransitionBatch,
+    replay_buffer,
+)
 
 # algo=dqn env=cartpole: 1 update of 128 per 4 env steps (conf/algo_env/dqn_cartpole.yaml)
 SMALL = ["algo.hidden_sizes=[16]", "algo.learning_starts=200"]
@@ -49,3 +60,49 @@ def test_only_dqn_configs_and_sane_sizes_are_accepted():
         lockstep_run("ppo", "cartpole", [], 0, 1, 10, 1)
     with pytest.raises(ValueError, match=">= 1"):
         lockstep_run("dqn", "cartpole", [], 0, 0, 10, 1)
+
+
+def _filled(cfg: DQNConfig, size: int = 64):
+    rng = np.random.default_rng(0)
+    buffer = replay_buffer(cfg, 3, 2, seed=0)
+    buffer.add(
+        TransitionBatch(
+            obs=rng.standard_normal((size, 3), dtype=np.float32),
+            actions=rng.integers(0, 2, size),
+            rewards=rng.standard_normal(size, dtype=np.float32),
+            next_obs=rng.standard_normal((size, 3), dtype=np.float32),
+            discounts=np.full(size, 0.9, np.float32),
+            next_masks=np.ones((size, 2), bool),
+            versions=np.zeros(size, np.int64),
+        )
+    )
+    return buffer
+
+
+def test_prioritized_replay_is_trained_as_in_a_run():
+    cfg = DQNConfig(hidden_sizes=[8], batch_size=16, prioritized=True, per_beta_updates=10)
+    buffer, learner = _filled(cfg), DQNLearner(cfg, 3, 2)
+    before = buffer.state_dict()["priorities"].copy()
+    for _ in range(5):
+        train_on_replay(learner, buffer, cfg.batch_size)
+    # the learner's annealed exponent reaches replay, and TD errors set new priorities
+    assert buffer.beta == pytest.approx(learner.per_beta() - 0.6 / 10)
+    after = buffer.state_dict()["priorities"]
+    assert (after != before).sum() >= cfg.batch_size
+    uniform = _filled(DQNConfig(hidden_sizes=[8], batch_size=16))
+    train_on_replay(DQNLearner(cfg, 3, 2), uniform, 16)  # uniform replay: no priorities, no error
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_a_screen_trains_on_the_configured_kind_of_replay(monkeypatch, prioritized):
+    seen = []
+
+    def recording(learner, buffer, batch_size):
+        seen.append(type(buffer))
+        train_on_replay(learner, buffer, batch_size)
+
+    monkeypatch.setattr(bench_lockstep, "train_on_replay", recording)
+    run = _run("stop.return_mean=null", f"algo.prioritized={str(prioritized).lower()}", steps=400)
+    assert run.env_steps == 400 and seen
+    kind = PrioritizedReplayBuffer if prioritized else ReplayBuffer
+    assert set(seen) == {kind}

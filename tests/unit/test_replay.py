@@ -6,12 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.replay import (
     PrioritizedReplayBuffer,
     ReplayBuffer,
     SumTree,
     TransitionBatch,
     filter_stale,
+    replay_buffer,
 )
 
 OBS_DIM = 2
@@ -286,3 +288,19 @@ def test_prioritized_load_rejects_other_alpha() -> None:
     source = prioritized(alpha=0.5)
     with pytest.raises(ValueError, match="alpha"):
         prioritized(alpha=0.6).load_state_dict(source.state_dict())
+
+
+def test_replay_buffer_builds_what_the_config_describes() -> None:
+    uniform = replay_buffer(DQNConfig(buffer_size=5), OBS_DIM, NUM_ACTIONS, seed=3)
+    assert type(uniform) is ReplayBuffer and uniform.capacity == 5
+    cfg = DQNConfig(
+        buffer_size=6, prioritized=True, per_alpha=0.5, per_beta_start=0.3, per_eps=0.01
+    )
+    buffer = replay_buffer(cfg, OBS_DIM, NUM_ACTIONS, seed=3)
+    assert isinstance(buffer, PrioritizedReplayBuffer) and buffer.capacity == 6
+    assert (buffer.alpha, buffer.beta, buffer.eps) == (0.5, 0.3, 0.01)
+    # the seed reaches the buffer: same seed, same draws
+    again = replay_buffer(cfg, OBS_DIM, NUM_ACTIONS, seed=3)
+    for built in (buffer, again):
+        built.add(make_batch(range(6)))
+    np.testing.assert_array_equal(buffer.sample(4).indices, again.sample(4).indices)
