@@ -35,14 +35,10 @@ WHO = "lockstep"
 
 
 def train_on_replay(learner: Any, buffer: Any, batch_size: int) -> None:
-    """One update on a batch from ``buffer``, as a run's learner and replay actor make it: with
-    prioritized replay the learner's annealed importance exponent, then new priorities from the
-    batch's TD errors (none after a rolled-back update)."""
-    from soulsai_ray.replay import PrioritizedReplayBuffer
-
-    if isinstance(buffer, PrioritizedReplayBuffer):
-        buffer.beta = learner.per_beta()
-    result = learner.update(buffer.sample(batch_size))
+    """One update on a batch from ``buffer``, as a run's learner and replay actor make it: drawn
+    with the learner's annealed importance exponent (prioritized replay), then new priorities
+    from the batch's TD errors (none after a rolled-back update; uniform replay keeps none)."""
+    result = learner.update(buffer.sample(batch_size, learner.per_beta()))
     if not result.rolled_back:
         buffer.update_priorities(result.indices, result.td_errors)
 

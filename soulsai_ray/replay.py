@@ -173,8 +173,13 @@ class ReplayBuffer:
         self._size = min(self._size + n, self.capacity)
         self._on_write(slots)
 
-    def sample(self, batch_size: int) -> SampledBatch:
+    def sample(self, batch_size: int, beta: float | None = None) -> SampledBatch:
         """Draws `batch_size` stored transitions with replacement.
+
+        Args:
+            batch_size: Transitions to draw.
+            beta: The learner's importance-weight exponent for prioritized replay; uniform
+                replay has nothing to correct and ignores it.
 
         Raises:
             ValueError: If the buffer is empty or `batch_size` < 1.
@@ -320,6 +325,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._tree.update(np.arange(self._size), priorities)
         self._max_priority = float(state["max_priority"])
         self.beta = float(state["beta"])
+
+    def sample(self, batch_size: int, beta: float | None = None) -> SampledBatch:
+        """Draws by priority; a given `beta` becomes the buffer's exponent from now on."""
+        if beta is not None:
+            self.beta = beta
+        return super().sample(batch_size)
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         total = self._tree.total

@@ -18,7 +18,6 @@ from soulsai_ray.config import DQNConfig
 from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.inbound import Limits, Rejections, batch_rows, check_transitions
 from soulsai_ray.replay import (
-    PrioritizedReplayBuffer,
     SampledBatch,
     TransitionBatch,
     filter_stale,
@@ -99,9 +98,7 @@ class ReplayActor:
         self.observe_version(learner_version)
         if len(self.buffer) < max(self.cfg.learning_starts, batch_size):
             return []
-        if beta is not None and isinstance(self.buffer, PrioritizedReplayBuffer):
-            self.buffer.beta = beta
-        return [self.buffer.sample(batch_size) for _ in range(num_batches)]
+        return [self.buffer.sample(batch_size, beta) for _ in range(num_batches)]
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Sets new priorities from TD errors (no-op for uniform replay)."""
