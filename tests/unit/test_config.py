@@ -108,3 +108,34 @@ def test_command_line_wins_over_algo_env_settings():
         cfg = compose(config_name="config", overrides=overrides)
     parsed = parse_config(OmegaConf.to_container(cfg, resolve=True))
     assert parsed.stop.env_steps == 5 and parsed.algo.epochs == 2
+
+
+def test_env_base_holds_the_env_config_defaults():
+    """conf/env/_base.yaml is where env YAMLs start from; it must not drift from EnvConfig."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from soulsai_ray.config import EnvConfig
+    from soulsai_ray.typed_config import build_dataclass
+
+    base = Path(__file__).resolve().parents[2] / "conf" / "env" / "_base.yaml"
+    data = OmegaConf.to_container(OmegaConf.load(base))
+    assert build_dataclass(EnvConfig, data, "env") == EnvConfig()
+
+
+@pytest.mark.parametrize("env", ["lunarlander", "cartpole", "iudex", "iudex_demo"])
+def test_every_env_key_can_be_overridden_without_a_plus(env):
+    import dataclasses
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from soulsai_ray.config import EnvConfig
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    overrides = [f"env={env}", "env.step_latency_s=0.5", "env.max_abs_reward=7.0"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    assert list(cfg.env) == [f.name for f in dataclasses.fields(EnvConfig)]
+    assert (cfg.env.step_latency_s, cfg.env.max_abs_reward) == (0.5, 7.0)
