@@ -178,6 +178,11 @@ def actor_name_prefix() -> str:
     return f"soulsai-{uuid.uuid4().hex[:8]}"
 
 
+def ray_running() -> bool:
+    """Whether this process is connected to Ray already (a test's or a tool's cluster)."""
+    return ray.is_initialized()
+
+
 def shutdown_ray() -> None:
     """Disconnects from (and, for a local Ray, stops) Ray; safe to call twice."""
     if ray.is_initialized():

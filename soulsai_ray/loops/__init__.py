@@ -1,5 +1,4 @@
-"""Driver-side orchestration of the training loops."""
+"""The training loops: on Ray (`dqn_async`, `ppo_sync`) and in one process (`serial`).
 
-from soulsai_ray.loops.run import run_training
-
-__all__ = ["run_training"]
+Build and run one with :func:`soulsai_ray.experiment.build_experiment`.
+"""

@@ -1,6 +1,7 @@
-"""What every training loop does the same way: start, watch its actors, stop, checkpoint, finish.
+"""What every training loop on Ray does the same way: start its actors, watch them, stop.
 
-A loop subclasses :class:`TrainingLoop` and fills in these hooks::
+A Ray loop subclasses :class:`TrainingLoop` (itself a `RunLoop`, which owns the run's life:
+steps, stop, checkpoints, summary) and fills in these hooks::
 
     build()             create the actors (self.fleet and self.singletons included)
     step()              one round of the loop's own work (scheduling, waiting, updating)
@@ -10,10 +11,9 @@ A loop subclasses :class:`TrainingLoop` and fills in these hooks::
     summary_extra()     algorithm-specific entries of summary.json
     log_final()         the last scalars, written when the run ends
 
-Faults handled here for both algorithms: a stop request (signal) in any phase, start-up waits
-that log what they wait for, restarts of every actor counted from the GCS, a learner, replay or
-weight store gone for good (the run ends with a summary and exit status 1), and periodic
-checkpoints that fail (counted, retried at the next interval).
+Faults handled here for both algorithms: start-up waits that log what they wait for, restarts
+of every actor counted from the GCS, and a learner, replay or weight store gone for good (the
+run ends with a summary and exit status 1).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from ray.exceptions import ActorUnavailableError, RayError
 from soulsai_ray.calls import NodeMembership
 from soulsai_ray.cluster import actor_status, alive_nodes
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.counts import BoundedCounts
-from soulsai_ray.envs import EnvSpec
-from soulsai_ray.inbound import Rejection, Rejections, finite_episodes
-from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
+from soulsai_ray.envs.factory import EnvSpec
+from soulsai_ray.loops.common import Restore, RunRecorder
 from soulsai_ray.loops.evaluation import RunEvaluation
 from soulsai_ray.loops.fleet import RolloutFleet
+from soulsai_ray.loops.lifecycle import ActorLost, RunLoop, StopDuringStartup
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +43,6 @@ STATE_TIMEOUT_S = 120.0
 WAIT_LOG_EVERY_S = 30.0
 WATCH_EVERY_S = 1.0
 ACTOR_ERRORS = (RayError,)
-LOST_EXIT_STATUS = 1
-
-
-class StopDuringStartup(Exception):
-    """A stop was requested before training began."""
-
-
-class ActorLost(Exception):
-    """An actor the run cannot go on without is dead for good (restarts exhausted)."""
-
-    def __init__(self, role: str) -> None:
-        super().__init__(role)
-        self.role = role
 
 
 def get_when_available(call: Callable[[], ray.ObjectRef], timeout_s: float) -> Any:
@@ -74,30 +60,19 @@ def get_when_available(call: Callable[[], ray.ObjectRef], timeout_s: float) -> A
             time.sleep(0.5)
 
 
-class TrainingLoop:
-    """Runs until a stop condition, a stop request (signal) or a lost actor; see the module doc."""
+class TrainingLoop(RunLoop):
+    """A run whose samplers and learner are Ray actors; see the module doc."""
 
-    algo_name = ""
     fleet: RolloutFleet
     singletons: dict[str, Any]
     """The actors of which the run has one (``learner``, ``replay``, ``weights``), by role."""
+    state_errors = ACTOR_ERRORS
 
     def __init__(
         self, cfg: TrainConfig, recorder: RunRecorder, restore: Restore | None = None
     ) -> None:
-        self.cfg, self.counters = resume_state(cfg, recorder, restore)
-        self.algo = cfg.algo
-        self.recorder = recorder
-        self.resume_path = str(restore.path) if restore else None
-        self.stop_requested: str | None = None
-        """Set (e.g. by a signal handler) to the reason for stopping after the current step."""
-        self.exit_status = 0
+        super().__init__(cfg, recorder, restore)
         self.singletons = {}
-        self.node_samples = BoundedCounts()
-        self.rejections = Rejections(by_reason=self.counters.batches_rejected)
-        """Rejected inbound data; by reason into the counters (and so into checkpoints)."""
-        self._next_checkpoint = self.counters.updates + cfg.checkpoint.every_updates
-        self._training = False
         self._last_watch = 0.0
         self._restarts_seen: dict[str, int] = {}
         c = self.counters  # restarts before a resume are kept; the new run counts on top
@@ -113,111 +88,31 @@ class TrainingLoop:
         self.evaluation = RunEvaluation(self)
         """Evaluations during training and the best checkpoint; sees every fleet outcome first."""
 
-    def build(self) -> None:
-        raise NotImplementedError
-
-    def step(self) -> None:
-        raise NotImplementedError
-
     def on_restart(self, role: str) -> None:
         """Called once per restart of the singleton actor ``role``."""
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        raise NotImplementedError
 
     def eval_weights(self) -> tuple[int, list[Any]]:
         raise NotImplementedError
 
-    def summary_extra(self) -> dict[str, Any]:
-        return {}
-
-    def log_final(self) -> None:
-        """Writes the last scalars, once the final counts are in (called by :meth:`finish`)."""
-
     def run(self) -> dict[str, Any]:
         """Trains until a stop condition; returns the run summary."""
-        try:
-            if self.stop_requested is not None:  # a signal arrived while Ray started
-                raise StopDuringStartup
+        if self.stop_requested is None:
             self._watch_nodes()  # the nodes there at the start; later ones count as joined
-            self.build()
-        except StopDuringStartup:
-            logger.warning("stopped (%s) before training began", self.stop_requested)
-            return self.finish(str(self.stop_requested), checkpoint=False)
-        self._training = True
-        reason = None
-        try:
-            while reason is None:
-                self.step()
-                self.evaluation.maybe_start()
-                self.watch_actors()
-                self.maybe_checkpoint()
-                self.evaluation.maybe_save_best()
-                reason = self.stop_requested or stop_reason(
-                    self.cfg.stop,
-                    self.counters,
-                    self.recorder.telemetry.return_mean,
-                    self.recorder.elapsed_s,
-                )
-        except ActorLost as lost:
-            logger.error(
-                "the %s actor is dead for good (cluster.actor_max_restarts=%d exhausted); "
-                "ending the run",
-                lost.role,
-                self.cfg.cluster.actor_max_restarts,
-            )
-            self.exit_status = LOST_EXIT_STATUS
-            return self.finish(f"{lost.role}_lost", checkpoint=False)
-        return self.finish(reason)
+        return super().run()
 
-    @property
-    def checkpoint_dir(self) -> str:
-        """Where this run's checkpoints live (learner and replay restore from here)."""
-        return str(self.recorder.checkpoints.root)
+    def evaluate(self) -> None:
+        self.evaluation.maybe_start()
+
+    def num_actors(self) -> int:
+        return len(self.fleet) if hasattr(self, "fleet") else 0
+
+    def actors_alive(self) -> int:
+        return self.fleet.num_alive
 
     def all_actors(self) -> list[Any]:
         """Every actor handle of the run (rollout actors first)."""
         fleet = self.fleet.actors if hasattr(self, "fleet") else []
         return [*fleet, *self.singletons.values()]
-
-    def accept_report(
-        self,
-        actor_index: int,
-        node_id: str,
-        env_steps: Any,
-        returns: Any,
-        lengths: Any,
-        metrics: Any = None,
-    ) -> int:
-        """Counts a rollout actor's report of steps and finished episodes; returns its steps.
-
-        A step count that is not a non-negative int counts as 0; episodes whose return is not a
-        finite number (or length not a positive int, or episode metrics that fail
-        `episode_metrics_problem`) never reach the window's means or a stop condition. Both are
-        counted as rejected and logged naming the actor.
-        """
-        c = self.counters
-        if isinstance(env_steps, bool) or not isinstance(env_steps, int) or env_steps < 0:
-            problem = Rejection("type", f"reported env_steps={env_steps!r}")
-            self.rejections.record(problem, 0, actor_index, node_id)
-            env_steps = 0
-        c.env_steps += env_steps
-        if not isinstance(returns, list | tuple) or not isinstance(lengths, list | tuple):
-            problem = Rejection("episode", "episode returns or lengths are not lists")
-            self.rejections.record(problem, 0, actor_index, node_id)
-            return env_steps
-        returns, lengths, metrics, dropped = finite_episodes(returns, lengths, metrics)
-        if dropped:
-            detail = f"{dropped} episode(s) with a non-finite return, a bad length or bad metrics"
-            self.rejections.record(Rejection("episode", detail), 0, actor_index, node_id)
-        c.episodes += len(returns)
-        self.recorder.record_episodes(c.env_steps, returns, lengths, metrics)
-        return env_steps
-
-    @property
-    def samples_by_node(self) -> dict[str, int]:
-        """Samples accepted per node (bounded: long-gone nodes fold into ``other``)."""
-        return self.node_samples.as_dict()
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -255,7 +150,7 @@ class TrainingLoop:
 
     # --- faults -------------------------------------------------------------------------------
 
-    def watch_actors(self, force: bool = False, raise_lost: bool = True) -> None:
+    def watch(self, force: bool = False, raise_lost: bool = True) -> None:
         """Counts restarts of every actor (from the GCS) and ends the run if one is gone for good.
 
         Raises:
@@ -311,79 +206,3 @@ class TrainingLoop:
             "dist/nodes_alive": self.nodes.num_alive,
             **self.counters.scalars(),
         }
-
-    def console_head(self) -> dict[str, float | int | None]:
-        """The console fields every loop shows first: return and win rate (where the env reports
-        wins), the last evaluation's score, and rollout actors alive."""
-        means = self.recorder.telemetry.episode_means()
-        head: dict[str, float | int | None] = {"ret": means.get("episode/return_mean")}
-        if "episode/win_rate" in means:
-            head["win"] = means["episode/win_rate"]
-        if self.evaluation.last is not None:
-            head["eval"] = self.evaluation.last.get(self.cfg.eval.metric)
-        return {**head, "alive": self.fleet.num_alive}
-
-    def record_scalars(self, scalars: dict[str, float | int | None]) -> None:
-        """Writes ``scalars`` and the per-node sample counts to TensorBoard and Prometheus."""
-        self.recorder.record_scalars(self.counters.env_steps, scalars, self.samples_by_node)
-
-    # --- checkpoints and the end --------------------------------------------------------------
-
-    def maybe_checkpoint(self, force: bool = False) -> None:
-        """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``).
-
-        A failed write (disk full, permissions) is logged and counted, and tried again at the
-        next interval; the checkpoints already on disk are never touched by it.
-        """
-        if not force and self.counters.updates < self._next_checkpoint:
-            return
-        every = self.cfg.checkpoint.every_updates
-        self._next_checkpoint = (self.counters.updates // every + 1) * every
-        self.write_checkpoint(self.evaluation.periodic_score())
-
-    def write_checkpoint(self, score: float | None, extra: dict[str, Any] | None = None) -> bool:
-        """Writes a checkpoint of the learner (and replay) now; returns whether it was written.
-
-        Args:
-            score: Its score of the best-checkpoint metric (see `RunEvaluation`), if any.
-            extra: More payload, e.g. the exact weights an evaluation played.
-        """
-        try:
-            state = self.checkpoint_state()
-        except ACTOR_ERRORS as err:
-            logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
-            return False
-        self.counters.weight_version = max(self.counters.weight_version, state["version"])
-        try:
-            self.recorder.save_checkpoint(
-                self.counters, {**state, **(extra or {})}, score, self.evaluation.metric
-            )
-        except OSError as err:
-            self.counters.checkpoint_failures += 1
-            logger.error(
-                "checkpoint failed (%s); training goes on and the next one is tried in %d updates",
-                err,
-                self.cfg.checkpoint.every_updates,
-            )
-            return False
-        return True
-
-    def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
-        """Final counts, checkpoint (once training has begun), summary.json and learning curve."""
-        if self._training:
-            self.watch_actors(force=True, raise_lost=False)
-            self.log_final()
-            if checkpoint:
-                self.maybe_checkpoint(force=True)
-        extra = {
-            "algo": self.algo_name,
-            "env": self.cfg.env.id,
-            "title": f"{self.algo_name.upper()} on {self.cfg.env.id}",
-            "actors": len(self.fleet) if hasattr(self, "fleet") else 0,
-            "samples_by_node": self.samples_by_node,
-            "rejected_by_node": self.rejections.by_node.as_dict(),
-            "exit_status": self.exit_status,
-            **self.evaluation.summary(),
-            **self.summary_extra(),
-        }
-        return self.recorder.finish(self.counters, reason, extra)

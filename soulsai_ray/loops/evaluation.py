@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,13 @@ class PeriodicEval:
             index, lambda actor: (actor.evaluate.remote(version, weights_ref, episodes), call)
         )
         self._in_flight = True
+        self.schedule_next(updates)
+        return index
+
+    def schedule_next(self, updates: int) -> None:
+        """The next evaluation is due ``every_updates`` after the one started at ``updates``."""
         every = self.cfg.every_updates or 1
         self._next = (updates // every + 1) * every
-        return index
 
     def take(self, outcome: Outcome) -> EvalCall | None:
         """The evaluation an outcome belongs to, or None for any other call.
@@ -123,16 +128,16 @@ class BestScore:
 
 
 class RunEvaluation:
-    """A training loop's evaluations and best checkpoints (one per `TrainingLoop`).
+    """A training loop's evaluations and best checkpoints (one per `RunLoop`).
 
-    The loop calls :meth:`maybe_start` and :meth:`maybe_save_best` once per round, routes every
-    fleet outcome through :meth:`take` first, and scores its periodic checkpoints with
-    :meth:`periodic_score`.
+    A Ray loop calls :meth:`maybe_start` and :meth:`maybe_save_best` once per round and routes
+    every fleet outcome through :meth:`take` first; a serial loop plays due evaluations itself
+    and hands them to :meth:`record`. Both score periodic checkpoints with :meth:`periodic_score`.
     """
 
     def __init__(self, loop: Any) -> None:
         """Args:
-        loop: The `TrainingLoop`: its counters, fleet, recorder, rejections, ``eval_weights()``,
+        loop: The `RunLoop`: its counters, fleet (Ray), recorder, rejections, ``eval_weights()``,
             ``write_checkpoint(score, extra)`` and ``record_scalars(scalars)``.
         """
         self.loop = loop
@@ -165,7 +170,7 @@ class RunEvaluation:
         if call is None:
             return False
         if not outcome.failed:
-            self._finished(call, outcome.value)
+            self.record(call.version, outcome.value, lambda: ray.get(call.weights_ref[0]))
         return True
 
     def periodic_score(self) -> float | None:
@@ -193,7 +198,9 @@ class RunEvaluation:
             return None
         return telemetry.episode_means().get(self.metric)
 
-    def _finished(self, call: EvalCall, report: Any) -> None:
+    def record(self, version: int, report: Any, weights: Callable[[], dict[str, Any]]) -> None:
+        """Counts and logs a finished evaluation of ``version`` (an `EvalReport`); a new best
+        score writes a checkpoint holding exactly the evaluated weights (``weights()``)."""
         loop = self.loop
         returns, lengths, metrics, dropped = finite_episodes(
             report.returns, report.lengths, report.metrics
@@ -206,18 +213,18 @@ class RunEvaluation:
             logger.warning("evaluation on rollout actor %d finished no episode", report.actor_index)
             return
         loop.counters.evaluations += 1
-        self.last = {"version": call.version, **summary}
+        self.last = {"version": version, **summary}
         loop.record_scalars({f"eval/{k}": v for k, v in summary.items()})
         logger.info(
             "evaluation of weights %d on rollout actor %d: %s",
-            call.version,
+            version,
             report.actor_index,
             ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if v is not None),
         )
         score = summary.get(self.cfg.metric)
         if self.best.worth_saving(score, throttled=False):
-            weights = {k: np.array(v) for k, v in ray.get(call.weights_ref[0]).items()}
-            extra = {"eval_policy": {"version": call.version, "weights": weights}}
+            played = {k: np.array(v) for k, v in weights().items()}
+            extra = {"eval_policy": {"version": version, "weights": played}}
             if loop.write_checkpoint(score, extra):
                 self.best.saved(score)
                 logger.info("new best %s %.4g: checkpoint written", self.metric, score)

@@ -102,7 +102,7 @@ class PPOSyncLoop(TrainingLoop):
                 if report is not None and report.version == self.version and report.steps > 0:
                     batches.append(outcome.extra)
                     reports.append(report)
-            self.watch_actors()
+            self.watch()
             if remaining <= 0 and not warned:
                 warned = True
                 logger.warning(
@@ -172,7 +172,7 @@ class PPOSyncLoop(TrainingLoop):
             ActorLost: the learner is dead for good.
         """
         while self.stop_requested is None:
-            self.watch_actors(force=True)
+            self.watch(force=True)
             try:
                 self.version, self.weights = ray.get(
                     self.learner.republish.remote(self.version), timeout=RECONNECT_POLL_S
