@@ -49,9 +49,10 @@ OmegaConf.register_new_resolver("eval_dir", eval_dir, replace=True)
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from soulsai_ray.checkpoint import CheckpointError
-    from soulsai_ray.config import ConfigError, parse_config
+    from soulsai_ray.checkpoint_folder import CheckpointError
+    from soulsai_ray.config import parse_config
     from soulsai_ray.evaluation import PlaySetup, load_trained_policy, play_checkpoints
+    from soulsai_ray.typed_config import ConfigError
 
     if not cfg.checkpoint:
         fail("checkpoint: missing; give the checkpoint to play with checkpoint=PATH")

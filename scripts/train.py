@@ -39,8 +39,9 @@ def fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    from soulsai_ray.checkpoint import CheckpointError
-    from soulsai_ray.config import ConfigError, parse_config
+    from soulsai_ray.checkpoint_folder import CheckpointError
+    from soulsai_ray.config import parse_config
+    from soulsai_ray.typed_config import ConfigError
 
     try:
         data = OmegaConf.to_container(cfg, resolve=True)

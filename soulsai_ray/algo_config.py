@@ -1,7 +1,6 @@
 """The algorithm part of the run configuration: ``algo=dqn`` (and ``dqn_efficient``) and ``algo=ppo``.
 
-:func:`soulsai_ray.config.parse_config` picks the class by ``algo.name``; both are re-exported by
-:mod:`soulsai_ray.config`.
+:func:`soulsai_ray.config.parse_config` picks the class by ``algo.name`` (:data:`ALGO_CONFIGS`).
 """
 
 from __future__ import annotations

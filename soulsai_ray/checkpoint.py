@@ -1,9 +1,9 @@
 """A folder of atomic checkpoints: the newest few and the best kept, the rest pruned.
 
-Each checkpoint is one folder verified by a manifest of sizes and hashes (`checkpoint_folder`,
-whose names are re-exported here). Checkpoints are ordered by the run counters in their
-``meta.json`` (``updates``, then ``env_steps``, then ``resumes``), not by the wall clock, which may
-step back.
+Each checkpoint is one folder verified by a manifest of sizes and hashes (written, verified and
+loaded by `checkpoint_folder`). Checkpoints are ordered by the run counters in their
+``meta.json`` (``updates``, then ``env_steps``, then ``resumes``), not by the wall clock, which
+may step back.
 """
 
 from __future__ import annotations
@@ -22,36 +22,22 @@ from typing import Any
 
 from soulsai_ray.checkpoint_folder import (
     BEST_POINTER,
-    CONFIG_FILE,
     LATEST_POINTER,
     MANIFEST_FILE,
     META_FILE,
-    STATE_FILE,
     TMP_PREFIX,
     TRASH_PREFIX,
     CheckpointError,
     check_files,
     is_partial,
     is_valid,
-    load_checkpoint,
     move_into_place,
     verify_checkpoint,
     write_folder,
     write_text_atomic,
 )
 
-__all__ = [
-    "CONFIG_FILE",
-    "META_FILE",
-    "STATE_FILE",
-    "Checkpoint",
-    "CheckpointError",
-    "CheckpointManager",
-    "checkpoint_score",
-    "load_checkpoint",
-    "verify_checkpoint",
-    "write_text_atomic",
-]
+__all__ = ["Checkpoint", "CheckpointManager", "checkpoint_score"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from soulsai_ray.algo_config import ALGO_CONFIGS, AlgoConfig, DQNConfig, PPOConfig
+from soulsai_ray.algo_config import ALGO_CONFIGS, AlgoConfig, PPOConfig
 from soulsai_ray.typed_config import ConfigError, build_dataclass, require
 
 __all__ = [
-    "AlgoConfig",
     "CheckpointConfig",
     "ClusterConfig",
-    "ConfigError",
-    "DQNConfig",
     "EnvConfig",
     "EvalConfig",
-    "PPOConfig",
     "StopConfig",
     "TelemetryConfig",
     "TrainConfig",

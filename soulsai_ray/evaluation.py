@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from soulsai_ray.config import AlgoConfig, DQNConfig, EnvConfig
-from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info, make_env
+from soulsai_ray.algo_config import AlgoConfig, DQNConfig
+from soulsai_ray.config import EnvConfig
+from soulsai_ray.envs.factory import make_env
+from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.episode_window import summarize_episodes
 from soulsai_ray.policies import NumpyActorCritic, NumpyQNetwork
 from soulsai_ray.sampling.episodes import EnvRecovery
@@ -316,8 +318,9 @@ def load_trained_policy(path: str | Path) -> tuple[TrainedPolicy, dict[str, Any]
     """
     import yaml
 
-    from soulsai_ray.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
-    from soulsai_ray.config import ConfigError, parse_config
+    from soulsai_ray.checkpoint_folder import CONFIG_FILE, CheckpointError, load_checkpoint
+    from soulsai_ray.config import parse_config
+    from soulsai_ray.typed_config import ConfigError
 
     folder = Path(path).expanduser()
     if folder.is_file() and folder.name in ("best", "latest"):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from soulsai_ray.config import DQNConfig
+from soulsai_ray.algo_config import DQNConfig
 
 
 def mlp(

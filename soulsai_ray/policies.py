@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from soulsai_ray.config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 
 NORMALIZER_CLIP = 10.0
 NORMALIZER_EPS = 1e-8

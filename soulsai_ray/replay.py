@@ -1,8 +1,7 @@
 """Replay storage for off-policy learning: uniform ring buffer and prioritized replay.
 
 The learner calls `sample`, trains on the batch, then `update_priorities` with its TD errors.
-Transitions and the n-step accumulator live in :mod:`soulsai_ray.transitions` and are
-re-exported here.
+Transitions and the n-step accumulator live in :mod:`soulsai_ray.transitions`.
 """
 
 from __future__ import annotations
@@ -16,23 +15,18 @@ import numpy as np
 from soulsai_ray.inbound import Limits, check_transitions
 from soulsai_ray.transitions import (
     _FIELD_NAMES,
-    NStepAccumulator,
     TransitionBatch,
     _zeros_batch,
-    filter_stale,
 )
 
 if TYPE_CHECKING:
     from soulsai_ray.algo_config import DQNConfig
 
 __all__ = [
-    "NStepAccumulator",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "SampledBatch",
     "SumTree",
-    "TransitionBatch",
-    "filter_stale",
     "replay_buffer",
 ]
 

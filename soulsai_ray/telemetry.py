@@ -27,10 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from soulsai_ray.checkpoint import write_text_atomic
+from soulsai_ray.checkpoint_folder import write_text_atomic
 from soulsai_ray.console import ConsoleProgress
-from soulsai_ray.console import format_fields as format_fields  # re-exported
-from soulsai_ray.console import format_number as format_number  # re-exported
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
 from soulsai_ray.episode_window import EpisodeWindow
 

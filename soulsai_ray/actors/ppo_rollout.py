@@ -11,7 +11,7 @@ import ray
 
 from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs import make_env
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.sampling.episodes import EpisodeStats
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 from soulsai_ray.transitions import RolloutBatch

@@ -8,7 +8,8 @@ from typing import Any
 
 import ray
 
-from soulsai_ray.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.checkpoint_folder import CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
 from soulsai_ray.actors.weight_client import WEIGHTS_TIMEOUT_S, WeightClient
 from soulsai_ray.algos.exploration import actor_epsilon
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs import make_env
-from soulsai_ray.sampling import EpsilonGreedySampler
+from soulsai_ray.envs.factory import make_env
+from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
 PUSH_TIMEOUT_S = 60.0
 

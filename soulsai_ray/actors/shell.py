@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import ray
 
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs import EnvSpec
+from soulsai_ray.envs.factory import EnvSpec
 from soulsai_ray.evaluation import EnvLease, GreedyPolicy, play_episodes
 
 HEALTH_GROUPS = {"health": 1}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.optim import make_adam
-from soulsai_ray.config import DQNConfig
 from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
 from soulsai_ray.replay import SampledBatch
 

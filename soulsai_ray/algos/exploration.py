@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from soulsai_ray.config import DQNConfig
+    from soulsai_ray.algo_config import DQNConfig
 
 
 def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:

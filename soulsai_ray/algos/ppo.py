@@ -17,26 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.algos.optim import NonFiniteLossError, make_adam
 from soulsai_ray.algos.ppo_losses import (
     compute_gae,
     explained_variance,
-    masked_logits,
     ppo_loss,
 )
-from soulsai_ray.config import PPOConfig
 from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 from soulsai_ray.transitions import RolloutBatch
-
-__all__ = [
-    "PPOLearner",
-    "RolloutBatch",
-    "compute_gae",
-    "explained_variance",
-    "masked_logits",
-    "ppo_loss",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Wrappers applied by :func:`soulsai_ray.envs.make_env`, and action-mask extraction."""
+"""Wrappers applied by :func:`soulsai_ray.envs.factory.make_env`, and action-mask extraction."""
 
 from __future__ import annotations
 

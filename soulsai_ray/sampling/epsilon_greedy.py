@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from soulsai_ray.config import DQNConfig
-from soulsai_ray.envs import action_mask_from_info, episode_metrics_from_info
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyQNetwork
-from soulsai_ray.replay import NStepAccumulator, TransitionBatch
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
+from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from soulsai_ray.config import PPOConfig
-from soulsai_ray.envs import action_mask_from_info, vector_episode_metrics
+from soulsai_ray.algo_config import PPOConfig
+from soulsai_ray.envs.wrappers import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyActorCritic
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from soulsai_ray.checkpoint import Checkpoint, CheckpointManager, verify_checkpoint
+from soulsai_ray.checkpoint import Checkpoint, CheckpointManager
+from soulsai_ray.checkpoint_folder import verify_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,11 +13,12 @@ from soulsai_ray.actors.replay import ReplayActor
 from soulsai_ray.actors.rollout import RolloutActor
 from soulsai_ray.actors.weight_client import RETRY_S, WeightClient
 from soulsai_ray.actors.weights import WeightStore
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.checkpoint import CheckpointManager
-from soulsai_ray.config import DQNConfig, EnvConfig, TrainConfig
+from soulsai_ray.config import EnvConfig, TrainConfig
 from soulsai_ray.inbound import Limits
 from soulsai_ray.models import QNetwork, state_dict_to_numpy
-from soulsai_ray.replay import TransitionBatch
+from soulsai_ray.transitions import TransitionBatch
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

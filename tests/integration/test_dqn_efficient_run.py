@@ -11,11 +11,11 @@ import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from soulsai_ray.checkpoint import load_checkpoint
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.checkpoint_folder import load_checkpoint
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
     StopConfig,
     TelemetryConfig,

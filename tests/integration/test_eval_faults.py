@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import ray
 
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
     EvalConfig,
-    PPOConfig,
     StopConfig,
     TelemetryConfig,
     TrainConfig,

@@ -13,12 +13,11 @@ import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
-    PPOConfig,
     StopConfig,
     TelemetryConfig,
     TrainConfig,

@@ -28,7 +28,8 @@ import pytest
 from ray_settings import REFUSED_AFTER_3_TRIES
 
 from soulsai_ray.cluster import init_ray
-from soulsai_ray.config import ClusterConfig, ConfigError
+from soulsai_ray.config import ClusterConfig
+from soulsai_ray.typed_config import ConfigError
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the cluster scripts are bash scripts for Linux"

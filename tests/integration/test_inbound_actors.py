@@ -21,7 +21,8 @@ from malformed import (
 
 from soulsai_ray.actors.ppo import PPOLearnerActor
 from soulsai_ray.actors.replay import ReplayActor
-from soulsai_ray.config import DQNConfig, EnvConfig, PPOConfig, TrainConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.config import EnvConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

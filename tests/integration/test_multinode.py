@@ -19,10 +19,10 @@ from ray.cluster_utils import Cluster
 from ray_settings import REFUSED_AFTER_3_TRIES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
     StopConfig,
     TelemetryConfig,
@@ -155,7 +155,8 @@ def test_a_process_without_the_token_cannot_connect(cluster, tmp_path):
 
 def test_evaluation_plays_on_every_game_pc(cluster):
     """``evaluate.py cluster=remote``: one player per game PC, each plays its share there."""
-    from soulsai_ray.config import ClusterConfig, DQNConfig, EnvConfig
+    from soulsai_ray.algo_config import DQNConfig
+    from soulsai_ray.config import ClusterConfig, EnvConfig
     from soulsai_ray.evaluation import PlaySetup, TrainedPolicy
     from soulsai_ray.loops.play import play_on_nodes
     from soulsai_ray.models import QNetwork, state_dict_to_numpy

@@ -11,14 +11,8 @@ import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from soulsai_ray.config import (
-    ClusterConfig,
-    EnvConfig,
-    PPOConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.algo_config import PPOConfig
+from soulsai_ray.config import ClusterConfig, EnvConfig, StopConfig, TelemetryConfig, TrainConfig
 from soulsai_ray.loops.common import MetricsExporter, RunRecorder
 from soulsai_ray.loops.ppo_sync import PPOSyncLoop
 

@@ -10,12 +10,11 @@ import math
 
 import pytest
 
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
-    PPOConfig,
     StopConfig,
     TelemetryConfig,
     TrainConfig,
@@ -147,7 +146,8 @@ def test_fight_outcomes_are_logged_and_evaluations_keep_the_best_agent(loop_cls,
 
     import ray
 
-    from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
+    from soulsai_ray.checkpoint import CheckpointManager
+    from soulsai_ray.checkpoint_folder import load_checkpoint
     from soulsai_ray.config import EvalConfig
 
     cfg = TrainConfig(

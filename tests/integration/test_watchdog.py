@@ -12,12 +12,11 @@ import time
 import pytest
 import ray
 
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.config import (
     CheckpointConfig,
     ClusterConfig,
-    DQNConfig,
     EnvConfig,
-    PPOConfig,
     StopConfig,
     TelemetryConfig,
     TrainConfig,

@@ -17,12 +17,8 @@ import torch
 from checkpoint_saves import CONFIG, names, save_step
 
 from soulsai_ray import checkpoint_folder
-from soulsai_ray.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_checkpoint,
-    verify_checkpoint,
-)
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.checkpoint_folder import CheckpointError, load_checkpoint, verify_checkpoint
 
 
 def _disk_full() -> OSError:

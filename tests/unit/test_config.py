@@ -2,7 +2,9 @@
 
 import pytest
 
-from soulsai_ray.config import ConfigError, DQNConfig, TrainConfig, parse_config
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.config import TrainConfig, parse_config
+from soulsai_ray.typed_config import ConfigError
 
 
 def _data(**overrides):

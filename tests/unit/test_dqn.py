@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.dqn import DQNLearner, dqn_loss, masked_argmax, td_targets
-from soulsai_ray.config import DQNConfig
 from soulsai_ray.models import QNetwork, dueling_combine
-from soulsai_ray.replay import SampledBatch, TransitionBatch
+from soulsai_ray.replay import SampledBatch
+from soulsai_ray.transitions import TransitionBatch
 
 
 def test_masked_argmax_ignores_invalid_actions():

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.dqn import DQNLearner
-from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
-from soulsai_ray.config import ConfigError, DQNConfig, parse_config
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.checkpoint_folder import load_checkpoint
+from soulsai_ray.config import parse_config
 from soulsai_ray.inbound import Limits
 from soulsai_ray.models import QNetwork, q_network, shrink_and_perturb
 from soulsai_ray.policies import NumpyQNetwork
-from soulsai_ray.replay import NStepAccumulator, ReplayBuffer, SampledBatch, TransitionBatch
+from soulsai_ray.replay import ReplayBuffer, SampledBatch
+from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.typed_config import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

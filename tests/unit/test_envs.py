@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from soulsai_ray.config import EnvConfig
-from soulsai_ray.envs import action_mask_from_info, make_env
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.fake_souls import ENV_ID, NOOP, FakeSoulsEnv, InvalidActionError
-from soulsai_ray.envs.wrappers import next_tick
+from soulsai_ray.envs.wrappers import action_mask_from_info, next_tick
 
 FAKE_ID = f"soulsai_ray.envs.fake_souls:{ENV_ID}"
 BOSS_MAX_HP, PLAYER_MAX_HP = 1037.0, 454.0

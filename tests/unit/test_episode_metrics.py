@@ -10,14 +10,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from soulsai_ray.config import DQNConfig, EnvConfig, PPOConfig
-from soulsai_ray.envs import make_env, vector_episode_metrics
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.config import EnvConfig
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.soulsgym import (
     SoulsEpisodeMetrics,
     adapt_soulsgym_kwargs,
     ensure_soulsgym,
     fight_outcome,
 )
+from soulsai_ray.envs.wrappers import vector_episode_metrics
 from soulsai_ray.episode_window import (
     MAX_TRACKED_METRICS,
     EpisodeWindow,
@@ -25,7 +27,7 @@ from soulsai_ray.episode_window import (
     summarize_episodes,
 )
 from soulsai_ray.models import q_network, state_dict_to_numpy
-from soulsai_ray.sampling import EpsilonGreedySampler
+from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
 pytest.importorskip("soulsgym")

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from soulsai_ray.checkpoint import CheckpointError, CheckpointManager
-from soulsai_ray.config import DQNConfig, EnvConfig, EvalConfig, PPOConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.checkpoint_folder import CheckpointError
+from soulsai_ray.config import EnvConfig, EvalConfig
 from soulsai_ray.evaluation import (
     GreedyPolicy,
     OwnEnv,

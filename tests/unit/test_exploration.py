@@ -2,13 +2,13 @@
 
 import pytest
 
+from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.exploration import (
     actor_epsilon,
     apex_epsilon,
     elastic_apex_epsilon,
     linear_epsilon,
 )
-from soulsai_ray.config import DQNConfig
 
 
 def test_linear_epsilon_decays_then_holds():

@@ -4,7 +4,7 @@ on truncation, none on termination, and the two limits of lambda."""
 import numpy as np
 import pytest
 
-from soulsai_ray.algos.ppo import compute_gae
+from soulsai_ray.algos.ppo_losses import compute_gae
 
 GAMMA, LAM = 0.9, 0.8
 

@@ -19,7 +19,8 @@ from malformed import (
     transition_cases,
 )
 
-from soulsai_ray.config import DQNConfig, EnvConfig, PPOConfig, TrainConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.config import EnvConfig, TrainConfig
 from soulsai_ray.inbound import (
     REASONS,
     Limits,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import resource
 import time
 
-from soulsai_ray.config import ClusterConfig, DQNConfig, EnvConfig, TrainConfig
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.config import ClusterConfig, EnvConfig, TrainConfig
 from soulsai_ray.loops.common import RunCounters
 from soulsai_ray.loops.dqn_books import ReplayCounts
 from soulsai_ray.loops.fleet import RolloutFleet

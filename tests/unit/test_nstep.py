@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from soulsai_ray.inbound import Limits, check_transitions
-from soulsai_ray.replay import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
 
 NUM_ACTIONS = 3
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from soulsai_ray.config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.models import ActorCritic, q_network, state_dict_to_numpy
 from soulsai_ray.policies import (
     NumpyActorCritic,

@@ -6,16 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from soulsai_ray.algos.ppo import (
-    PPOLearner,
-    RolloutBatch,
-    explained_variance,
-    masked_logits,
-    ppo_loss,
-)
-from soulsai_ray.config import PPOConfig
+from soulsai_ray.algo_config import PPOConfig
+from soulsai_ray.algos.ppo import PPOLearner
+from soulsai_ray.algos.ppo_losses import explained_variance, masked_logits, ppo_loss
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 from soulsai_ray.policies import NumpyActorCritic
+from soulsai_ray.transitions import RolloutBatch
 
 
 def _acting(model: ActorCritic, cfg: PPOConfig) -> NumpyActorCritic:
@@ -307,7 +303,7 @@ def test_learner_rejects_malformed_batches():
 
 
 def test_nan_loss_rolls_back_the_whole_iteration():
-    from soulsai_ray.config import PPOConfig as _PPOConfig
+    from soulsai_ray.algo_config import PPOConfig as _PPOConfig
 
     learner = PPOLearner(_PPOConfig(hidden_sizes=[8], epochs=2, minibatch_size=4), 3, 2)
     before = {k: v.copy() for k, v in learner.policy_weights().items()}

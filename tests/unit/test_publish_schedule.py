@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from soulsai_ray.actors.learner import PublishSchedule
-from soulsai_ray.config import ConfigError, DQNConfig
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.typed_config import ConfigError
 
 
 class Clock:

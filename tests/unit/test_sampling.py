@@ -6,9 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from soulsai_ray.config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.envs.wrappers import Float32Observation
-from soulsai_ray.sampling import EpsilonGreedySampler
+from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from soulsai_ray.config import EnvConfig, parse_config
-from soulsai_ray.envs import make_env
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.soulsgym import ensure_soulsgym, iudex_observation_space
 from soulsai_ray.envs.wrappers import FlattenDictObservation
 

@@ -15,9 +15,11 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray import telemetry as telemetry_module
-from soulsai_ray.checkpoint import CheckpointManager, load_checkpoint
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.checkpoint_folder import load_checkpoint
+from soulsai_ray.console import format_number
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
-from soulsai_ray.telemetry import Telemetry, format_number, to_json_safe
+from soulsai_ray.telemetry import Telemetry, to_json_safe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
