@@ -27,8 +27,8 @@ from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import CONF_DIR, _composition_message, _omegaconf_message, fail  # noqa: E402
+from soulsai_ray.compose import CONF_DIR, composition_message, omegaconf_message  # noqa: E402
+from soulsai_ray.compose import exit_config_error as fail  # noqa: E402
 
 USAGE_EXIT = 2
 
@@ -47,7 +47,7 @@ def eval_dir(checkpoint: str | None) -> str:
 OmegaConf.register_new_resolver("eval_dir", eval_dir, replace=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from soulsai_ray.checkpoint_folder import CheckpointError
     from soulsai_ray.config import parse_config
@@ -122,7 +122,5 @@ if __name__ == "__main__":
         main()
     except (HydraException, OmegaConfBaseException) as err:
         fail(
-            _composition_message(err)
-            if isinstance(err, HydraException)
-            else _omegaconf_message(err)
+            composition_message(err) if isinstance(err, HydraException) else omegaconf_message(err)
         )

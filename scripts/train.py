@@ -13,7 +13,6 @@ status 2 and one line naming the key.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -27,17 +26,16 @@ from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-CONFIG_ERROR_EXIT = 2
+from soulsai_ray.compose import (  # noqa: E402
+    CONF_DIR,
+    CONFIG_ERROR_EXIT,
+    composition_message,
+    omegaconf_message,
+)
+from soulsai_ray.compose import exit_config_error as fail  # noqa: E402
 
 
-def fail(message: str) -> None:
-    """Prints one line to stderr and exits with the config-error status."""
-    print(f"config error: {message}", file=sys.stderr)
-    sys.exit(CONFIG_ERROR_EXIT)
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from soulsai_ray.checkpoint_folder import CheckpointError
     from soulsai_ray.config import parse_config
@@ -49,7 +47,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         fail(str(err))
     except OmegaConfBaseException as err:
-        fail(_omegaconf_message(err))
+        fail(omegaconf_message(err))
     from soulsai_ray.loops import run_training  # torch, Ray: after the config is known to be sound
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -64,28 +62,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(summary["exit_status"])
 
 
-def _omegaconf_message(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None)
-    text = str(err).splitlines()[0]
-    return f"{key}: {text}" if key else text
-
-
-def _composition_message(err: Exception) -> str:
-    text = str(err)
-    match = re.search(r"Could not override '([^']+)'", text)
-    if match:
-        key = match.group(1)
-        cause = str(err.__cause__).splitlines()[0] if err.__cause__ else "not in the config"
-        if "not in struct" in cause:
-            return (
-                f"{key}: unknown key (add it with +{key}=... only if you mean to extend the config)"
-            )
-        return f"{key}: {cause}"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 if __name__ == "__main__":
     try:
         main()
     except (HydraException, OmegaConfBaseException) as err:
-        fail(_composition_message(err))
+        fail(composition_message(err))
