@@ -3,14 +3,15 @@
   Join a soulsai_ray head node from a Windows game PC running Dark Souls III.
 
 .EXAMPLE
-  .\scripts\join_cluster.ps1 -HeadAddress 192.168.1.10:6379 -TokenFile C:\Users\me\auth_token
+  .\scripts\join_cluster.ps1 -HeadAddress 192.168.1.10 -TokenFile C:\Users\me\auth_token
 
 .DESCRIPTION
   Sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 (Ray supports Windows worker nodes only at your own
   risk), token authentication, and offers one `soulsgym` resource so exactly one SoulsGym
   rollout actor runs on this PC. Checks that the head is reachable and the token exists first,
   and warns when the token file's permissions let other users of this PC read it. Ports are
-  pinned to the same values as on the head and on Linux nodes (README, "Security").
+  pinned to their values in scripts/ports.env, as on the head and on Linux nodes
+  (docs/security.md).
 #>
 param(
   [Parameter(Mandatory = $true)][string]$HeadAddress,
@@ -21,7 +22,12 @@ param(
 )
 $ErrorActionPreference = "Stop"
 
-if ($HeadAddress -notmatch ":") { $HeadAddress = "${HeadAddress}:6379" }
+# NAME=PORT lines of scripts/ports.env, the cluster's one list of ports.
+$Pinned = @{}
+foreach ($line in Get-Content (Join-Path $PSScriptRoot "ports.env")) {
+  if ($line -match '^([A-Z_]+)=(\d+)\s') { $Pinned[$Matches[1]] = [int]$Matches[2] }
+}
+if ($HeadAddress -notmatch ":") { $HeadAddress = "${HeadAddress}:$($Pinned.GCS_PORT)" }
 $hostName, $port = $HeadAddress.Split(":")
 
 if (-not (Get-Command $Ray -ErrorAction SilentlyContinue)) {
@@ -58,14 +64,14 @@ $env:RAY_AUTH_MODE = "token"
 $env:RAY_AUTH_TOKEN_PATH = (Resolve-Path $TokenFile).Path
 
 $Ports = [ordered]@{
-  "object-manager-port" = 8076
-  "node-manager-port" = 8077
-  "dashboard-agent-grpc-port" = 8078
-  "runtime-env-agent-port" = 8079
-  "metrics-export-port" = 8080
-  "dashboard-agent-listen-port" = 52365
-  "min-worker-port" = 10002
-  "max-worker-port" = 10999
+  "object-manager-port" = $Pinned.OBJECT_MANAGER_PORT
+  "node-manager-port" = $Pinned.NODE_MANAGER_PORT
+  "dashboard-agent-grpc-port" = $Pinned.DASHBOARD_AGENT_GRPC_PORT
+  "runtime-env-agent-port" = $Pinned.RUNTIME_ENV_AGENT_PORT
+  "metrics-export-port" = $Pinned.METRICS_EXPORT_PORT
+  "dashboard-agent-listen-port" = $Pinned.DASHBOARD_AGENT_LISTEN_PORT
+  "min-worker-port" = $Pinned.MIN_WORKER_PORT
+  "max-worker-port" = $Pinned.MAX_WORKER_PORT
 }
 $args = @("start", "--address=$HeadAddress", "--resources=$Resources", "--disable-usage-stats")
 foreach ($flag in $Ports.Keys) { $args += "--${flag}=$($Ports[$flag])" }

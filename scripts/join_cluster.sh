@@ -5,23 +5,25 @@
 #
 # Checks that the head is reachable and the token is present before starting Ray, so a wrong
 # address or a missing token gives a clear message instead of a hang. Warns when other users can
-# read the token file. Ports are pinned to the values below, the same as on the head (README,
-# "Security"); the `ray start` flag of the same name overrides one, e.g. --metrics-export-port 8090.
+# read the token file. Ports are pinned to their values in scripts/ports.env, as on the head
+# (docs/security.md); a `ray start` port flag overrides one, e.g. --metrics-export-port 8090.
 set -euo pipefail
+# shellcheck source=ports.env
+source "$(dirname "${BASH_SOURCE[0]}")/ports.env"
 
 declare -A PORTS=(
-  [object-manager-port]=8076
-  [node-manager-port]=8077
-  [dashboard-agent-grpc-port]=8078
-  [runtime-env-agent-port]=8079
-  [metrics-export-port]=8080
-  [dashboard-agent-listen-port]=52365
-  [min-worker-port]=10002
-  [max-worker-port]=10999
+  [object-manager-port]=$OBJECT_MANAGER_PORT
+  [node-manager-port]=$NODE_MANAGER_PORT
+  [dashboard-agent-grpc-port]=$DASHBOARD_AGENT_GRPC_PORT
+  [runtime-env-agent-port]=$RUNTIME_ENV_AGENT_PORT
+  [metrics-export-port]=$METRICS_EXPORT_PORT
+  [dashboard-agent-listen-port]=$DASHBOARD_AGENT_LISTEN_PORT
+  [min-worker-port]=$MIN_WORKER_PORT
+  [max-worker-port]=$MAX_WORKER_PORT
 )
 [ $# -ge 1 ] || { sed -n '2,9p' "$0"; exit 2; }
 HEAD="$1"; shift
-case "$HEAD" in *:*) ;; *) HEAD="$HEAD:6379" ;; esac
+case "$HEAD" in *:*) ;; *) HEAD="$HEAD:$GCS_PORT" ;; esac
 TOKEN_FILE="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
 RESOURCES='{}'
 NUM_CPUS=""

@@ -8,30 +8,28 @@
 #
 # The cluster token is $RAY_AUTH_TOKEN, or else the file at $RAY_AUTH_TOKEN_PATH (default
 # ~/.ray/auth_token); the file is created if missing and kept at mode 600 in a mode 700 folder.
-# Every port Ray opens is pinned to the value below (README, "Security"); the `ray start` flag of
-# the same name overrides one, e.g. --port 6380 or --metrics-export-port 8090.
+# Every port Ray opens is pinned to its value in scripts/ports.env, the cluster's one list of ports
+# (docs/security.md); the `ray start` flag of the same name overrides one, e.g. --port 6380.
 set -euo pipefail
+# shellcheck source=ports.env
+source "$(dirname "${BASH_SOURCE[0]}")/ports.env"
 
 declare -A PORTS=(
-  [port]=6379                         # GCS (head only)
-  [ray-client-server-port]=10001      # Ray Client server (head only, unused: keep it closed)
-  [dashboard-port]=8265               # dashboard (head only, on --dashboard-host)
-  [object-manager-port]=8076          # from here on: every node, same values as join_cluster.sh
-  [node-manager-port]=8077
-  [dashboard-agent-grpc-port]=8078
-  [runtime-env-agent-port]=8079
-  [metrics-export-port]=8080
-  [dashboard-agent-listen-port]=52365
-  [min-worker-port]=10002
-  [max-worker-port]=10999
+  [port]=$GCS_PORT                                        # head only
+  [ray-client-server-port]=$RAY_CLIENT_SERVER_PORT        # head only, unused: keep it closed
+  [dashboard-port]=$DASHBOARD_PORT                        # head only, on --dashboard-host
+  [object-manager-port]=$OBJECT_MANAGER_PORT              # from here on: every node
+  [node-manager-port]=$NODE_MANAGER_PORT
+  [dashboard-agent-grpc-port]=$DASHBOARD_AGENT_GRPC_PORT
+  [runtime-env-agent-port]=$RUNTIME_ENV_AGENT_PORT
+  [metrics-export-port]=$METRICS_EXPORT_PORT
+  [dashboard-agent-listen-port]=$DASHBOARD_AGENT_LISTEN_PORT
+  [min-worker-port]=$MIN_WORKER_PORT
+  [max-worker-port]=$MAX_WORKER_PORT
 )
 # The head's own Prometheus endpoints (autoscaler and dashboard metrics) take their ports from
 # these environment variables, not from flags, and listen on every address: pin them too.
-declare -A HEAD_METRICS=(
-  [AUTOSCALER_METRIC_PORT]=44217      # head only; Prometheus on the head reads it locally
-  [DASHBOARD_METRIC_PORT]=44227       # head only; Prometheus on the head reads it locally
-)
-for name in "${!HEAD_METRICS[@]}"; do export "$name=${HEAD_METRICS[$name]}"; done
+export AUTOSCALER_METRIC_PORT DASHBOARD_METRIC_PORT
 NODE_IP=""
 DASHBOARD_HOST=127.0.0.1
 NUM_CPUS=""
@@ -135,5 +133,5 @@ printf '    %-13s %s\n' \
   "${PORTS[metrics-export-port]}" "metrics export, on every node; from the head (Prometheus)"
 echo "Keep closed: ${PORTS[runtime-env-agent-port]} (runtime env agent, used by its own node)," \
   "${PORTS[ray-client-server-port]} (Ray Client server, unused: drivers run on the head),"
-echo "${HEAD_METRICS[AUTOSCALER_METRIC_PORT]}, ${HEAD_METRICS[DASHBOARD_METRIC_PORT]} (head metrics, read by a Prometheus on the head)," \
+echo "$AUTOSCALER_METRIC_PORT, $DASHBOARD_METRIC_PORT (head metrics, read by a Prometheus on the head)," \
   "and ${PORTS[dashboard-port]} (dashboard, listening on $DASHBOARD_HOST)."

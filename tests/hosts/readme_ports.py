@@ -1,33 +1,27 @@
-"""The README's Security table as port sets (imported by this name, which no other test folder
-uses)."""
+"""The cluster's documented ports (scripts/ports.env) as port sets (imported by this name, which
+no other test folder uses)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from cluster_ports import numbers_of, port_numbers, read_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 
 
 def readme_ports() -> dict[str, set[int]]:
-    """The README Security table: ports by who may reach them (``head``, ``pc``) and ``all``.
+    """The documented ports by the firewall that admits them (``head``, ``pc``), and ``all``.
 
-    A row whose "open to" column starts with "nobody" is documented but stays closed.
+    An entry "open to" nobody is documented but stays closed on every machine.
     """
-    section = (ROOT / "README.md").read_text().split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
-    ports: dict[str, set[int]] = {"head": set(), "pc": set(), "all": set()}
-    for row in section.splitlines():
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if len(cells) != 4 or not re.match(r"\d", cells[0]):
+    ports = read_ports()
+    found: dict[str, set[int]] = {"head": set(), "pc": set(), "all": port_numbers(ports)}
+    for port in ports.values():
+        if port.open_to == "nobody":
             continue
-        bounds = [int(n) for n in re.findall(r"\d+", cells[0])]
-        numbers = set(range(bounds[0], bounds[-1] + 1))
-        ports["all"] |= numbers
-        if cells[3].startswith("nobody"):
-            continue
-        if "head" in cells[2] or "every node" in cells[2]:
-            ports["head"] |= numbers
-        if "every node" in cells[2]:
-            ports["pc"] |= numbers
-    return ports
+        found["head"] |= numbers_of(ports, port)
+        if port.listens_on == "every node":
+            found["pc"] |= numbers_of(ports, port)
+    return found

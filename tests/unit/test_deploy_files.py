@@ -5,12 +5,15 @@ There is no Docker engine on the test machines, so the images are not built here
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cluster_ports import ENV_VARIABLES, PORTS_FILE, Port, numbers_of, port_rows, read_ports
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -18,33 +21,69 @@ from soulsai_ray.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
-PORT_PINS = {
-    "scripts/start_head.sh": r"\[([a-z-]*port|[A-Z_]*METRIC_PORT)\]=(\d+)",
-    "scripts/join_cluster.sh": r"\[([a-z-]*port)\]=(\d+)",
-    "scripts/join_cluster.ps1": r'"([a-z-]*port)" = (\d+)',
-    "docker/entrypoint.sh": r"(?:--)?([a-z-]*port|[A-Z_]*METRIC_PORT)=(\d+)",
-}
-"""How each deployment file pins a `ray start` port flag to a value."""
-HEAD_ONLY_PORTS = {
-    "port",
-    "ray-client-server-port",
-    "dashboard-port",
-    "AUTOSCALER_METRIC_PORT",
-    "DASHBOARD_METRIC_PORT",
-}
+SECURITY_DOC = ROOT / "docs" / "security.md"
+PORT_READERS = (
+    "scripts/start_head.sh",
+    "scripts/join_cluster.sh",
+    "scripts/join_cluster.ps1",
+    "docker/entrypoint.sh",
+)
+"""Every file that pins Ray's ports: each reads them from scripts/ports.env."""
 
 
-def _pinned_ports(path: str) -> dict[str, int]:
-    found = re.findall(PORT_PINS[path], (ROOT / path).read_text())
-    pins = {name: int(port) for name, port in found}
-    assert len(pins) == len(found), f"{path} pins a port twice"
-    return pins
+@pytest.fixture(scope="module")
+def ports() -> dict[str, Port]:
+    return read_ports()
 
 
-def _readme_security_ports() -> set[int]:
-    section = (ROOT / "README.md").read_text().split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if re.match(r"\|\s*\d", line)]
-    return {int(n) for row in rows for n in re.findall(r"\d+", row.split("|")[1])}
+def _flags(ports: dict[str, Port], every_node_only: bool = False) -> dict[str, int]:
+    """`ray start` port flags (without ``--``) and their values, as the ports file pins them."""
+    return {
+        p.flag: p.number
+        for p in ports.values()
+        if p.flag and (p.listens_on == "every node" or not every_node_only)
+    }
+
+
+def _stub_bin(folder: Path) -> Path:
+    """A `ray` and a `python` in ``folder`` that only append their arguments and the head's
+    metric-port environment variables to ``calls.jsonl``, which is returned."""
+    folder.mkdir()
+    calls = folder / "calls.jsonl"
+    for name in ("ray", "python"):
+        (folder / name).write_text(
+            f"#!{sys.executable}\n"
+            "import json, os, sys\n"
+            f"with open({str(calls)!r}, 'a') as f:\n"
+            f"    f.write(json.dumps({{'prog': {name!r}, 'args': sys.argv[1:], 'env': {{k: v for"
+            " k, v in os.environ.items() if k.endswith('METRIC_PORT')}}) + '\\n')\n"
+        )
+        (folder / name).chmod(0o755)
+    return calls
+
+
+def _run(args: list[str], cwd: Path, home: Path, bin_dir: Path, **env: str):
+    proc = subprocess.run(
+        ["bash", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), **env},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _calls(record: Path, prog: str) -> list[dict]:
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    return [call for call in calls if call["prog"] == prog]
+
+
+def _started_ports(args: list[str]) -> dict[str, int]:
+    """The port flags of a `ray start` command line."""
+    flags = dict(arg[2:].split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
+    return {name: int(value) for name, value in flags.items() if name.endswith("port")}
 
 
 def test_dockerfile_copies_existing_paths():
@@ -125,31 +164,141 @@ def test_windows_join_script_sets_what_windows_nodes_need():
         assert needle in text
 
 
-@pytest.mark.parametrize("path", PORT_PINS)
-def test_readme_security_table_lists_every_pinned_port(path):
-    pinned = _pinned_ports(path)
-    assert pinned, f"no pinned ports found in {path}"
-    listed = _readme_security_ports()
-    missing = {name: port for name, port in pinned.items() if port not in listed}
-    assert not missing, f"{path} pins ports the README's Security table does not list: {missing}"
+def test_ports_file_is_well_formed(ports):
+    assert {"GCS_PORT", "DASHBOARD_PORT", *ENV_VARIABLES} <= set(ports)
+    for name in ports:
+        if name.startswith(("MIN_", "MAX_")):
+            low, high = ports[f"MIN_{name[4:]}"], ports[f"MAX_{name[4:]}"]
+            assert low.number < high.number, name
+            assert (low.listens_on, low.open_to, low.what) == (
+                high.listens_on,
+                high.open_to,
+                high.what,
+            ), f"{name[4:]}: the ends of a range differ"
+    numbers = [n for port in ports.values() for n in numbers_of(ports, port)]
+    assert len(numbers) == len(set(numbers)), "two entries share a port"
 
 
-def test_readme_security_table_lists_only_ports_the_head_pins():
-    assert _readme_security_ports() == set(_pinned_ports("scripts/start_head.sh").values())
+def test_ports_file_pins_every_port_option_of_ray_start(ports):
+    from ray.scripts.scripts import start
+
+    options = {
+        opt[2:]
+        for param in start.params
+        if not getattr(param, "hidden", False)
+        for opt in param.opts
+        if opt.endswith("port") and opt != "--worker-port-list"
+    }
+    assert set(_flags(ports)) == options
 
 
-def test_every_node_pins_the_same_ports():
-    head = _pinned_ports("scripts/start_head.sh")
-    assert set(head) > HEAD_ONLY_PORTS
-    node = {name: port for name, port in head.items() if name not in HEAD_ONLY_PORTS}
-    assert _pinned_ports("scripts/join_cluster.sh") == node
-    assert _pinned_ports("scripts/join_cluster.ps1") == node
-    assert _pinned_ports("docker/entrypoint.sh") == head
+def test_security_doc_table_is_the_ports_file(ports):
+    rows = []
+    for line in SECURITY_DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 5 and re.match(r"\d", cells[0]):
+            rows.append((cells[0], cells[1].replace("`", ""), *cells[2:]))
+    assert rows == port_rows(ports), f"docs/security.md's port table differs from {PORTS_FILE}"
+
+
+def test_security_doc_firewall_examples_open_the_ports_file(ports):
+    """The ufw line opens what the head admits; the Windows rules what a game PC admits."""
+    text = SECURITY_DOC.read_text()
+
+    def numbers(spec: str) -> set[int]:
+        found = set()
+        for part in spec.split(","):
+            bounds = [int(n) for n in re.split(r"[:-]", part)]
+            found |= set(range(bounds[0], bounds[-1] + 1))
+        return found
+
+    open_ports = [p for p in ports.values() if p.open_to != "nobody"]
+    head = {n for p in open_ports for n in numbers_of(ports, p) if p.open_to != "head"}
+    pc = {n for p in open_ports if p.listens_on == "every node" for n in numbers_of(ports, p)}
+    ufw = re.search(r"ufw allow proto tcp from \S+ to any port (\S+)", text)
+    windows = re.findall(r"-LocalPort (\S+)", text)
+    assert ufw and numbers(ufw.group(1)) == head
+    assert windows and set().union(*map(numbers, windows)) == pc
+
+
+@pytest.mark.parametrize("path", PORT_READERS)
+def test_port_readers_name_the_ports_file_and_no_port_number(path, ports):
+    text = (ROOT / path).read_text()
+    assert "ports.env" in text, f"{path} does not read scripts/ports.env"
+    literal = {int(n) for n in re.findall(r"(?<![\w.-])\d{4,5}(?![\w.])", text)}
+    every = {n for port in ports.values() for n in numbers_of(ports, port)}
+    assert not literal & every, f"{path} writes ports itself: {sorted(literal & every)}"
+
+
+def test_start_head_pins_the_files_ports_from_any_directory(tmp_path, ports):
+    calls = _stub_bin(tmp_path / "bin")
+    head = ROOT / "scripts" / "start_head.sh"
+    proc = _run(
+        [str(head), "--node-ip", "127.0.0.1"],
+        tmp_path,
+        tmp_path,
+        tmp_path / "bin",
+        RAY_AUTH_TOKEN="x" * 64,
+    )
+    (start,) = _calls(calls, "ray")
+    assert start["args"][:2] == ["start", "--head"]
+    assert _started_ports(start["args"]) == _flags(ports)
+    assert start["env"] == {name: str(ports[name].number) for name in ENV_VARIABLES}
+    assert f"127.0.0.1:{ports['GCS_PORT'].number}" in proc.stdout
+
+
+def test_join_cluster_pins_the_files_ports_and_defaults_to_its_gcs_port(tmp_path, ports):
+    calls = _stub_bin(tmp_path / "bin")
+    token = tmp_path / "auth_token"
+    token.write_text("c" * 64)
+    token.chmod(0o600)
+    _run(
+        ["../scripts/join_cluster.sh", "127.0.0.1", "--token-file", str(token)],
+        DOCKER,
+        tmp_path,
+        tmp_path / "bin",
+    )
+    head = f"127.0.0.1:{ports['GCS_PORT'].number}"
+    assert [call["args"][1:] for call in _calls(calls, "python")][0] == [head]  # reachability
+    (start,) = _calls(calls, "ray")
+    assert f"--address={head}" in start["args"]
+    assert _started_ports(start["args"]) == _flags(ports, every_node_only=True)
+
+
+def test_docker_entrypoint_pins_the_files_ports(tmp_path, ports):
+    calls = _stub_bin(tmp_path / "bin")
+    token = {"RAY_AUTH_TOKEN": "d" * 64}
+    _run(["docker/entrypoint.sh", "head", "algo=dqn"], ROOT, tmp_path, tmp_path / "bin", **token)
+    _run(["docker/entrypoint.sh", "rollout"], ROOT, tmp_path, tmp_path / "bin", **token)
+    head, rollout = _calls(calls, "ray")
+    assert head["args"][:2] == ["start", "--head"]
+    assert _started_ports(head["args"]) == _flags(ports)
+    assert head["env"] == {name: str(ports[name].number) for name in ENV_VARIABLES}
+    assert _calls(calls, "python")[0]["args"] == ["scripts/train.py", "cluster=remote", "algo=dqn"]
+    assert f"--address=head:{ports['GCS_PORT'].number}" in rollout["args"]
+    assert _started_ports(rollout["args"]) == _flags(ports, every_node_only=True)
+
+
+def test_windows_join_script_reads_every_node_port_from_the_file(ports):
+    text = (ROOT / "scripts" / "join_cluster.ps1").read_text()
+    assert 'Get-Content (Join-Path $PSScriptRoot "ports.env")' in text
+    assert '"${HeadAddress}:$($Pinned.GCS_PORT)"' in text
+    pinned = dict(re.findall(r'"([a-z-]+port)" = \$Pinned\.([A-Z_]+)', text))
+    assert pinned == {
+        port.flag: port.name for port in ports.values() if port.listens_on == "every node"
+    }
+
+
+def test_compose_file_agrees_with_the_ports_file(ports):
+    services = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())["services"]
+    dashboard = ports["DASHBOARD_PORT"].number
+    assert services["head"]["ports"] == [f"127.0.0.1:{dashboard}:{dashboard}"]
+    assert services["rollout"]["environment"]["HEAD_ADDRESS"] == f"head:{ports['GCS_PORT'].number}"
 
 
 def test_docker_env_is_git_ignored_and_created_private():
     assert "docker/.env" in (ROOT / ".gitignore").read_text().splitlines()
-    for doc in ("README.md", "docker/docker-compose.yml"):
+    for doc in ("docs/several-machines.md", "docker/docker-compose.yml"):
         lines = (ROOT / doc).read_text().splitlines()
         writes = [i for i, line in enumerate(lines) if "> docker/.env" in line]
         assert writes, f"{doc} no longer shows how docker/.env is made"
