@@ -37,6 +37,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# The benchmarks are a package of the checkout: $(PY) -m soulsai_bench --help. This installs the
+# peers `solve --baseline sb3` runs next to ours.
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 

@@ -341,7 +341,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 def replay_buffer(cfg: DQNConfig, obs_dim: int, num_actions: int, seed: int) -> ReplayBuffer:
     """The replay buffer ``cfg`` describes: prioritized when ``cfg.prioritized``, else uniform.
 
-    The replay actor and ``benchmark.py lockstep`` build theirs here, so a screened setting is
+    The replay actor and ``soulsai_bench lockstep`` build theirs here, so a screened setting is
     the setting a run uses.
     """
     if cfg.prioritized:

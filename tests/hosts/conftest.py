@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 from ray_settings import NODE_TIMEOUT
-from readme_ports import SCRIPTS, readme_ports
+from readme_ports import readme_ports
 
-sys.path.insert(0, str(SCRIPTS))  # the LAN harness is shared with scripts/benchmark.py
-
-from lan import Host, Lan, can_build_a_lan  # noqa: E402
+from soulsai_bench.lan import Host, Lan, can_build_a_lan  # shared with `soulsai_bench scale`
 
 GAME_PCS = 2
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from lan import PREFIX, Lan, can_build_a_lan, remove_stale_lans
+
+from soulsai_bench.lan import PREFIX, Lan, can_build_a_lan, remove_stale_lans
 
 
 def _namespaces() -> set[str]:

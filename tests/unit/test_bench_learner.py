@@ -1,15 +1,11 @@
-"""benchmark.py learner: the update step of a shipped config, timed, and the game PCs it keeps."""
+"""python -m soulsai_bench learner: the update step of a shipped config, timed, and the game PCs
+it keeps."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from bench_learner import LearnerSpeed, measure_learner, report  # noqa: E402
+from soulsai_bench.learner import LearnerSpeed, measure_learner, report
 
 
 def test_game_pcs_follow_from_the_update_cost_and_the_replay_ratio():

@@ -1,27 +1,17 @@
-"""benchmark.py lockstep: a run's samplers, replay and learner in one process, at the configured
-replay ratio, to the env's target."""
+"""python -m soulsai_bench lockstep: a run's samplers, replay and learner in one process, at the
+configured replay ratio, to the env's target."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-import bench_lockstep  # noqa: E402
-from bench_lockstep import lockstep_run, train_on_replay  # noqa: E402
-
-from soulsai_ray.algo_config import DQNConfig  # noqa: E402
-from soulsai_ray.algos.dqn import DQNLearner  # noqa: E402
-from soulsai_ray.replay import (  # noqa: E402
-    PrioritizedReplayBuffer,
-    ReplayBuffer,
-    TransitionBatch,
-    replay_buffer,
-)
+from soulsai_bench import lockstep
+from soulsai_bench.lockstep import lockstep_run, train_on_replay
+from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.algos.dqn import DQNLearner
+from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, replay_buffer
+from soulsai_ray.transitions import TransitionBatch
 
 # algo=dqn env=cartpole: 1 update of 128 per 4 env steps (conf/algo_env/dqn_cartpole.yaml)
 SMALL = ["algo.hidden_sizes=[16]", "algo.learning_starts=200"]
@@ -101,7 +91,7 @@ def test_a_screen_trains_on_the_configured_kind_of_replay(monkeypatch, prioritiz
         seen.append(type(buffer))
         train_on_replay(learner, buffer, batch_size)
 
-    monkeypatch.setattr(bench_lockstep, "train_on_replay", recording)
+    monkeypatch.setattr(lockstep, "train_on_replay", recording)
     run = _run("stop.return_mean=null", f"algo.prioritized={str(prioritized).lower()}", steps=400)
     assert run.env_steps == 400 and seen
     kind = PrioritizedReplayBuffer if prioritized else ReplayBuffer

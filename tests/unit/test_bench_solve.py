@@ -1,13 +1,9 @@
-"""benchmark.py solve's table: solved counts, median (range) over the solved seeds, peer ratios."""
+"""python -m soulsai_bench solve's table: solved counts, median (range) over the solved seeds,
+peer ratios."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from bench_solve import SolveRun, median_range, summary_table  # noqa: E402
+from soulsai_bench.solve import SolveRun, median_range, summary_table
 
 
 def _run(who: str, seed: int, steps: int | None, seconds: float | None, **kw) -> SolveRun:

@@ -1,5 +1,6 @@
-"""``benchmark.py lockstep``: env steps to the target return of a DQN config, in one process per
-seed and several seeds at once: a screen of settings that costs a fraction of ``solve``.
+"""``python -m soulsai_bench lockstep``: env steps to the target return of a DQN config, in one
+process per seed and several seeds at once: a screen of settings that costs a fraction of
+``solve``.
 
 Each seed runs the product's parts without Ray: ``--actors`` epsilon-greedy samplers (the rollout
 actors' code, with their env seeds, epsilons and n-step schedule) take env steps in turn; after
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_learner import compose_config
-from bench_solve import SolveRun, print_run, summary_table
+
+from soulsai_bench.solve import SolveRun, print_run, summary_table
+from soulsai_ray.compose import compose_config
 
 WHO = "lockstep"
 
@@ -57,7 +59,7 @@ def lockstep_run(
 
     from soulsai_ray.algos.dqn import DQNLearner
     from soulsai_ray.algos.exploration import actor_epsilon
-    from soulsai_ray.envs import make_env
+    from soulsai_ray.envs.factory import make_env
     from soulsai_ray.replay import replay_buffer
     from soulsai_ray.replay_ratio import ReplayRatio
     from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler

@@ -1,5 +1,5 @@
-"""``benchmark.py learner``: how many updates per second this machine's DQN learner makes with a
-shipped config, and the env step rate it can keep at that config's replay ratio.
+"""``python -m soulsai_bench learner``: how many updates per second this machine's DQN learner
+makes with a shipped config, and the env step rate it can keep at that config's replay ratio.
 
 The learner is the head node's bottleneck for DQN: at ``replay_ratio`` R and batch size B it
 makes R / B updates per env step, so N game PCs at S steps/s need ``N * S * R / B`` updates per
@@ -15,12 +15,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from soulsai_ray.compose import compose_config
 
 
 @dataclass
@@ -47,18 +46,6 @@ class LearnerSpeed:
         return self.updates_per_s * self.batch_size / self.replay_ratio
 
 
-def compose_config(algo: str, env: str, overrides: list[str]) -> Any:
-    """The run configuration ``scripts/train.py algo=... env=... *overrides`` would use."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from soulsai_ray.config import parse_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"algo={algo}", f"env={env}", *overrides])
-    return parse_config(OmegaConf.to_container(cfg, resolve=True))
-
-
 def measure_learner(
     algo: str,
     env: str,
@@ -76,8 +63,9 @@ def measure_learner(
     import torch
 
     from soulsai_ray.algos.dqn import DQNLearner
-    from soulsai_ray.envs import probe_env_spec
-    from soulsai_ray.replay import SampledBatch, TransitionBatch
+    from soulsai_ray.envs.factory import probe_env_spec
+    from soulsai_ray.replay import SampledBatch
+    from soulsai_ray.transitions import TransitionBatch
 
     cfg = compose_config(algo, env, overrides)
     if cfg.algo.name != "dqn":

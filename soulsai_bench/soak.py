@@ -1,8 +1,10 @@
-"""Chaos soak: a training run on game-rate envs while faults of every kind strike on a seeded schedule.
+"""Chaos soak: a training run on game-rate envs while faults of every kind strike on a seeded
+schedule.
 
-Used by ``scripts/benchmark.py soak``. The soak starts a local multi-node Ray cluster (a head and
+``python -m soulsai_bench soak``. The soak starts a local multi-node Ray cluster (a head and
 ``--nodes`` simulated game PCs offering ``{"soulsgym": 1}``), runs ``scripts/train.py`` against
-it as a separate driver process, and, at moments drawn from ``random.Random(seed)``:
+it as a separate driver process, and, at moments drawn from ``random.Random(seed)`` (counted from
+the driver's first TensorBoard file), strikes with every kind of fault (or those of ``--faults``):
 
 - SIGKILLs a rollout actor, the learner, the replay actor or the weight store (found by class in
   the GCS, killed by pid),
@@ -14,10 +16,12 @@ it as a separate driver process, and, at moments drawn from ``random.Random(seed
 After each fault it waits (bounded) for recovery: the actor is back (or the stall was noticed, or a
 checkpoint was written again) and env steps and updates move again. Progress is read from the
 run's TensorBoard files. Every process the soak starts is stopped by pid; the tmpfs is unmounted.
+A soak shorter than 8 minutes keeps its first and last quarter free of faults instead of a minute.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -27,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from soak_report import RECOVERY_TIMEOUT_S, Fault, Segment, SoakReport
+from soulsai_bench import ROOT, TRAIN_SCRIPT
+from soulsai_bench.soak_report import RECOVERY_TIMEOUT_S, Fault, Segment, SoakReport, print_report
 
-ROOT = Path(__file__).resolve().parent.parent
 ACTOR_CLASSES = {
     "rollout": ("RolloutActor", "PPORolloutActor"),
     "learner": ("LearnerActor", "PPOLearnerActor"),
@@ -43,8 +48,11 @@ KINDS = {
     "dqn": ("rollout", "learner", "replay", "weights", "hang", "disk_full", "driver"),
     "ppo": ("rollout", "learner", "hang", "disk_full", "driver"),
 }
+FAULT_KINDS = tuple(dict.fromkeys(kind for kinds in KINDS.values() for kind in kinds))
 STEP_TIMEOUT_S = 5.0
 TMPFS_MB = 64
+QUIET_S = 60.0
+"""No fault in the first and last minute of a soak (a quarter of a soak under 8 minutes)."""
 
 
 def actors_alive(classes: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -69,7 +77,23 @@ def rss_mb(pid: int) -> float | None:
 class Soak:
     """Runs one soak; see the module docstring."""
 
-    def __init__(self, algo: str, minutes: float, seed: int, nodes: int, step_latency: float):
+    def __init__(
+        self,
+        algo: str,
+        minutes: float,
+        seed: int,
+        nodes: int,
+        step_latency: float,
+        faults: list[str] | None = None,
+    ) -> None:
+        """Args:
+        faults: The kinds of fault to strike with (default: every kind ``algo`` has).
+        """
+        kinds = KINDS[algo]
+        unknown = sorted(set(faults or ()) - set(kinds))
+        if unknown:
+            raise ValueError(f"faults {unknown} do not apply to algo={algo}; choose from {kinds}")
+        self.kinds = tuple(k for k in kinds if faults is None or k in faults)
         self.algo, self.seed, self.nodes = algo, seed, nodes
         self.duration_s = minutes * 60
         self.step_latency = step_latency
@@ -122,7 +146,7 @@ class Soak:
         log = open(self.work / f"driver_{len(self.report.segments)}.log", "w")  # noqa: SIM115
         before = set(self._events_files())
         self.driver = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+            [sys.executable, str(TRAIN_SCRIPT), *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -274,11 +298,12 @@ class Soak:
 
     def schedule(self) -> list[tuple[float, str]]:
         """Fault times and kinds: every kind at least once, driver kills in the first half."""
-        kinds = list(KINDS[self.algo])
+        kinds = list(self.kinds)
         count = max(len(kinds), int(self.duration_s / 75))
         chosen = kinds + [self.rng.choice(kinds) for _ in range(count - len(kinds))]
         self.rng.shuffle(chosen)
-        times = sorted(self.rng.uniform(60, self.duration_s - 60) for _ in chosen)
+        quiet = min(QUIET_S, self.duration_s / 4)
+        times = sorted(self.rng.uniform(quiet, self.duration_s - quiet) for _ in chosen)
         plan = list(zip(times, chosen, strict=True))
         half = self.duration_s / 2
         late_driver = [i for i, (t, k) in enumerate(plan) if k == "driver" and t > half]
@@ -301,9 +326,10 @@ class Soak:
             for _ in range(self.nodes):
                 cluster.add_node(num_cpus=1, resources={"soulsgym": 1}, node_ip_address="127.0.0.1")
             ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
-            self._mount_tmpfs()
-            self.start = time.monotonic()
+            if "disk_full" in self.kinds:
+                self._mount_tmpfs()
             self.start_driver(cluster.address, resume=False)
+            self.start = time.monotonic()
             for at_s, kind in self.schedule():
                 while time.monotonic() - self.start < at_s:
                     self.sample_rss()
@@ -342,3 +368,14 @@ class Soak:
         self.mounted = proc.returncode == 0
         if not self.mounted:
             print(f"disk-full faults skipped: cannot mount a tmpfs ({proc.stderr.strip()})")
+
+
+def cmd_soak(args: argparse.Namespace) -> None:
+    try:
+        soak = Soak(args.algo, args.minutes, args.seed, args.nodes, args.step_latency, args.faults)
+    except ValueError as err:
+        raise SystemExit(f"soak: {err}") from None
+    report = soak.run()
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(report), indent=2, default=str))

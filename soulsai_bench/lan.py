@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent
+from soulsai_bench import SCRIPTS
+
 SUBNET = "10.77.0"
 PREFIX = "srl"
 """Namespaces and links of this harness start with this, the creating pid and a letter."""

@@ -1,5 +1,5 @@
-"""``benchmark.py solve``: env steps and wall time to an env's target return, over seeds, with a peer
-run side by side in the same command.
+"""``python -m soulsai_bench solve``: env steps and wall time to an env's target return, over
+seeds, with a peer run side by side in the same command.
 
 Each seed trains with the shipped config (``scripts/train.py algo=... env=...``) until the mean
 return of the last 100 training episodes reaches the env's target, or the time limit. The table
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from peer_baselines import solve_rllib, solve_sb3
+from soulsai_bench import ROOT, TRAIN_SCRIPT
+from soulsai_bench.peer_baselines import solve_rllib, solve_sb3
 
-ROOT = Path(__file__).resolve().parent.parent
 PEERS = {"sb3": ("sb3 rl-zoo", solve_sb3), "rllib": ("rllib", solve_rllib)}
 
 
@@ -56,7 +56,7 @@ def solve_ours(algo: str, env: str, seed: int, args: Any) -> SolveRun:
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_{algo}_{env}_{seed}_"))
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "train.py"),
+        str(TRAIN_SCRIPT),
         f"algo={algo}",
         f"env={env}",
         f"seed={seed}",

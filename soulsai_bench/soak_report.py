@@ -1,4 +1,4 @@
-"""What a chaos soak (scripts/soak.py) records, and the table it prints at the end."""
+"""What a chaos soak (:mod:`soulsai_bench.soak`) records, and the table it prints at the end."""
 
 from __future__ import annotations
 

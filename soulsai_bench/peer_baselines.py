@@ -1,6 +1,7 @@
-"""Peer baselines for ``scripts/benchmark.py``: Stable-Baselines3 with rl-zoo hyperparameters (the
-``bench`` extra: ``pip install -e .[bench]``) and RLlib (its own venv, ``make bench-rllib``: its
-gymnasium pin clashes with the library's). The library itself never imports this.
+"""Peer baselines for ``python -m soulsai_bench solve``: Stable-Baselines3 with rl-zoo
+hyperparameters (the ``bench`` extra: ``pip install -e .[bench]``) and RLlib (its own venv,
+``make bench-rllib``: its gymnasium pin clashes with the library's). The library itself never
+imports this.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from soulsai_bench import ROOT
+
 RLLIB_PYTHON = ROOT / ".venv-rllib" / "bin" / "python"
+RLLIB_BASELINE = Path(__file__).resolve().parent / "rllib_baseline.py"
+"""Run by path in RLlib's venv, which has neither soulsai_ray nor soulsai_bench installed."""
 
 ENV_IDS = {"lunarlander": ("LunarLander-v3", 200.0), "cartpole": ("CartPole-v1", 475.0)}
 
@@ -118,12 +122,12 @@ def solve_sb3(algo: str, env: str, seed: int, time_limit_s: float) -> dict[str, 
 
 
 def solve_rllib(algo: str, env: str, seed: int, time_limit_s: float) -> dict[str, Any]:
-    """Runs ``scripts/rllib_baseline.py`` in ``.venv-rllib`` and returns its JSON result."""
+    """Runs ``rllib_baseline.py`` (as a file) in ``.venv-rllib`` and returns its JSON result."""
     if not RLLIB_PYTHON.exists():
         raise SystemExit(f"{RLLIB_PYTHON} is missing: run `make bench-rllib` first")
     cmd = [
         str(RLLIB_PYTHON),
-        str(ROOT / "scripts" / "rllib_baseline.py"),
+        str(RLLIB_BASELINE),
         f"--algo={algo}",
         f"--env={env}",
         f"--seed={seed}",

@@ -2,14 +2,15 @@
 """RLlib's DQN or PPO to an env's target return; prints one JSON line. Runs in its own venv.
 
     make bench-rllib        # creates .venv-rllib: ray[rllib] with its own gymnasium pin
-    .venv-rllib/bin/python scripts/rllib_baseline.py --algo ppo --env lunarlander --seed 0
+    .venv-rllib/bin/python soulsai_bench/rllib_baseline.py --algo ppo --env lunarlander --seed 0
 
 ``ray[rllib]`` pins a gymnasium older than the library's, so it lives in ``.venv-rllib``;
-``scripts/benchmark.py solve --baseline rllib`` runs this script there. RLlib (new API stack)
-ships tuned CartPole settings, used here as they are; it ships none for LunarLander, which gets
-the rl-zoo hyperparameters the SB3 baseline uses (``peer_baselines.py``), written in RLlib's
-terms. The target is RLlib's ``episode_return_mean`` over the last 100 training episodes, as in
-the other contenders.
+``python -m soulsai_bench solve --baseline rllib`` runs this file there by its path: that venv
+has neither soulsai_ray nor soulsai_bench installed, so this file imports nothing of theirs.
+RLlib (new API stack) ships tuned CartPole settings, used here as they are; it ships none for
+LunarLander, which gets the rl-zoo hyperparameters the SB3 baseline uses (``peer_baselines.py``),
+written in RLlib's terms. The target is RLlib's ``episode_return_mean`` over the last 100
+training episodes, as in the other contenders.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""``benchmark.py scale --hosts N ...``: DQN across real network hosts (Linux network namespaces).
+"""``python -m soulsai_bench scale --hosts N ...``: DQN across real network hosts (Linux network
+namespaces).
 
-For each N it builds a LAN (see ``lan.py``): a head started with ``start_head.sh`` and N game
-PCs joined with ``join_cluster.sh`` (``{"soulsgym": 1}`` each, so one rollout actor per PC), each
-PC's link impaired as asked (loss through nftables; delay only where the kernel has ``netem``).
+For each N it builds a LAN (see :mod:`soulsai_bench.lan`): a head started with
+``start_head.sh`` and N game PCs joined with ``join_cluster.sh`` (``{"soulsgym": 1}`` each, so
+one rollout actor per PC), each PC's link impaired as asked (loss through nftables; delay only where the kernel has ``netem``).
 ``train.py algo=dqn env=iudex cluster=remote`` then trains on a SoulsGym-shaped env held to a
 game's step rate, and the steady state is read from the run's TensorBoard log: the window starts
 once every actor has sampled and lasts ``seconds``; then the run is stopped with SIGINT.
@@ -23,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lan import Host, Lan, can_build_a_lan
+from soulsai_bench import TRAIN_SCRIPT
+from soulsai_bench.lan import Host, Lan, can_build_a_lan
 
-ROOT = Path(__file__).resolve().parent.parent
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 STARTUP_S = 90.0
 """Longest wait for every actor to sample before the measurement window."""
@@ -65,7 +66,7 @@ def _train(
     run_dir = head.root / "run"
     command = [
         sys.executable,
-        str(ROOT / "scripts" / "train.py"),
+        str(TRAIN_SCRIPT),
         "algo=dqn",
         "env=iudex",
         "cluster=remote",
@@ -188,8 +189,9 @@ def _weight_bytes(run_dir: Path) -> int:
     import numpy as np
     from omegaconf import OmegaConf
 
-    from soulsai_ray.config import DQNConfig, EnvConfig
-    from soulsai_ray.envs import make_env
+    from soulsai_ray.algo_config import DQNConfig
+    from soulsai_ray.config import EnvConfig
+    from soulsai_ray.envs.factory import make_env
     from soulsai_ray.models import q_network, state_dict_to_numpy
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
