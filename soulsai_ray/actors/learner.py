@@ -40,7 +40,8 @@ class TrainReport:
     grad_norm: float | None
     busy_s: float
     nan_rollbacks: int
-    """Updates rolled back so far because the loss or weights became non-finite."""
+    """Updates and publishes rolled back because a number became NaN or inf, since the previous
+    report (`NonFiniteGuard.take_rollbacks`)."""
     publishes: list[tuple[int, float]]
     """(version, wall time) of each publish during the call."""
 
@@ -142,7 +143,7 @@ class LearnerActor:
             q_mean=float(np.mean(qs)) if qs else None,
             grad_norm=float(np.nanmean(norms)) if norms else None,
             busy_s=time.perf_counter() - start,
-            nan_rollbacks=self.learner.nan_rollbacks,
+            nan_rollbacks=self.learner.guard.take_rollbacks(),
             publishes=self._pop_publishes(),
         )
 

@@ -33,6 +33,9 @@ class PPOUpdateReport:
     """Transitions trained on in this update."""
     rejected: dict[str, Any]
     """Batches left out of this update by the inbound checks (`Rejections.as_dict` form)."""
+    nan_rollbacks: int
+    """Updates rolled back because a number became NaN or inf, since the previous report
+    (`NonFiniteGuard.take_rollbacks`)."""
 
 
 @ray.remote(num_cpus=0)
@@ -98,7 +101,7 @@ class PPOLearnerActor:
         samples = 0
         if good:
             metrics = self.learner.update(good, progress)
-            samples = int(metrics.get("samples", 0)) if not metrics.get("nan_rollback") else 0
+            samples = 0 if metrics.get("rolled_back") else int(metrics.get("samples", 0))
             minibatch = self.learner.cfg.minibatch_size
             self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
             self.version += 1
@@ -111,6 +114,7 @@ class PPOLearnerActor:
             time.perf_counter() - start,
             samples,
             rejected.as_dict(),
+            self.learner.guard.take_rollbacks(),
         )
 
     def state(self) -> dict[str, Any]:

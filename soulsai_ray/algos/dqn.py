@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
 from soulsai_ray.algos.optim import make_adam
 from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
 from soulsai_ray.replay import SampledBatch
@@ -97,7 +98,8 @@ class UpdateResult:
     q_mean: float
     grad_norm: float
     rolled_back: bool = False
-    """The loss or gradient was not finite: the learner returned to its last good state."""
+    """The loss or gradient was not finite: the learner returned to its last good state (the
+    numbers above are then NaN)."""
 
 
 class DQNLearner:
@@ -115,16 +117,32 @@ class DQNLearner:
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
         self.updates = 0
-        self.nan_rollbacks = 0
-        self._last_good = self.state_dict()
+        self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
+        """Rolls back to the weights of the last publish when an update meets a NaN or inf."""
 
     def per_beta(self) -> float:
         """Importance-sampling exponent, annealed linearly to 1."""
         fraction = min(self.updates / self.cfg.per_beta_updates, 1.0)
         return self.cfg.per_beta_start + fraction * (1.0 - self.cfg.per_beta_start)
 
+    @property
+    def nan_rollbacks(self) -> int:
+        """Updates and publishes rolled back so far because a number became NaN or inf."""
+        return self.guard.rollbacks
+
     def update(self, sampled: SampledBatch) -> UpdateResult:
-        """One gradient step on ``sampled``; updates the target net on schedule."""
+        """One gradient step on ``sampled``; updates the target net on schedule.
+
+        A non-finite loss or gradient rolls the learner back to its last good state
+        (:meth:`checkpoint_good_state`) instead; the result says so (``rolled_back``).
+        """
+        result = self.guard.run(lambda: self._step(sampled))
+        if result is None:
+            nan = np.full(len(sampled.indices), np.nan, dtype=np.float32)
+            return UpdateResult(sampled.indices, nan, math.nan, math.nan, math.nan, True)
+        return result
+
+    def _step(self, sampled: SampledBatch) -> UpdateResult:
         b = sampled.batch
         as_tensor = self._tensor
         obs, next_obs = as_tensor(b.obs), as_tensor(b.next_obs)
@@ -152,8 +170,7 @@ class DQNLearner:
         loss.backward()
         grad_norm = self._clip_gradients()
         loss_value = float(loss.detach())
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            return self._roll_back(sampled, loss_value, grad_norm)
+        raise_if_not_finite(loss_value, grad_norm)
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
@@ -191,30 +208,12 @@ class DQNLearner:
         )
 
     def checkpoint_good_state(self) -> bool:
-        """Makes the current state the rollback point if all weights are finite.
+        """Makes the current state the rollback point if all weights are finite (before each
+        publish, so that rollout actors never get non-finite weights).
 
         Returns False (after rolling back to the previous good state) if they are not.
         """
-        if all(torch.isfinite(p).all() for p in self.q_net.parameters()):
-            self._last_good = self.state_dict()
-            return True
-        self.load_state_dict(self._last_good)
-        self.nan_rollbacks += 1
-        logger.error("non-finite weights: rolled back to the weights of update %d", self.updates)
-        return False
-
-    def _roll_back(self, sampled: SampledBatch, loss: float, grad_norm: float) -> UpdateResult:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.load_state_dict(self._last_good)
-        self.nan_rollbacks += 1
-        logger.error(
-            "non-finite loss %s / gradient norm %s: rolled back to the weights of update %d",
-            loss,
-            grad_norm,
-            self.updates,
-        )
-        nan = np.full(len(sampled.indices), np.nan, dtype=np.float32)
-        return UpdateResult(sampled.indices, nan, loss, float("nan"), grad_norm, rolled_back=True)
+        return self.guard.mark_good(self.q_net.parameters())
 
     def policy_weights(self) -> dict[str, np.ndarray]:
         """The online network's weights as numpy arrays, for the rollout actors."""

@@ -1,14 +1,10 @@
-"""Optimizer construction and numeric guards shared by the learners."""
+"""Optimizer construction shared by the learners."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import torch
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN or infinite; the update must be rolled back."""
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:

@@ -9,7 +9,6 @@ Order of calls::
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,7 +17,8 @@ import torch
 from torch import nn
 
 from soulsai_ray.algo_config import PPOConfig
-from soulsai_ray.algos.optim import NonFiniteLossError, make_adam
+from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
+from soulsai_ray.algos.optim import make_adam
 from soulsai_ray.algos.ppo_losses import (
     compute_gae,
     explained_variance,
@@ -27,8 +27,6 @@ from soulsai_ray.algos.ppo_losses import (
 from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 from soulsai_ray.transitions import RolloutBatch
-
-logger = logging.getLogger(__name__)
 
 
 class _Samples(NamedTuple):
@@ -73,7 +71,13 @@ class PPOLearner:
         self.optimizer = make_adam(self.model.parameters(), cfg.lr)
         self.rng = np.random.default_rng(seed)
         self.updates = 0
-        self.nan_rollbacks = 0
+        self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
+        """Rolls an iteration back to the weights before it when it meets a NaN or inf."""
+
+    @property
+    def nan_rollbacks(self) -> int:
+        """Iterations rolled back so far because a number became NaN or inf."""
+        return self.guard.rollbacks
 
     def update(self, batches: Sequence[RolloutBatch], progress: float = 0.0) -> dict[str, float]:
         """One PPO iteration: GAE, then ``epochs`` passes of shuffled minibatch steps.
@@ -91,33 +95,33 @@ class PPOLearner:
         Returns:
             Sample-weighted means over all gradient steps of ``policy_loss``, ``value_loss``,
             ``entropy``, ``approx_kl`` and ``clip_fraction``; plus ``explained_variance`` of the
-            acting values, ``lr``, ``epochs_done`` and ``samples`` (transitions in the batches).
+            acting values, ``lr``, ``epochs_done``, ``samples`` (transitions in the batches) and
+            ``rolled_back``: 1.0 if a loss or gradient was not finite and the learner went back
+            to the weights before this iteration (only ``lr``, ``epochs_done`` (0) and
+            ``samples`` are given then).
 
         Raises:
             ValueError: if there are no batches or one fails :meth:`RolloutBatch.validate`.
         """
         samples = self._prepare(batches)
         lr = self._set_lr(progress)
-        last_good = self.state_dict()
-        try:
-            metrics, epochs_done = self._run_epochs(samples)
-        except NonFiniteLossError as err:
-            # Never keep (or publish) weights that a NaN/inf step may have touched.
-            self.load_state_dict(last_good)
-            self.nan_rollbacks += 1
-            logger.error("PPO update rolled back to the last good weights: %s", err)
+        self.guard.mark_good(self.model.parameters())
+        # Never keep (or publish) weights that a NaN/inf step may have touched.
+        outcome = self.guard.run(lambda: self._run_epochs(samples))
+        if outcome is None:
             return {
-                "nan_rollback": 1.0,
+                "rolled_back": 1.0,
                 "lr": lr,
                 "epochs_done": 0.0,
                 "samples": float(len(samples.obs)),
             }
+        metrics, epochs_done = outcome
         if self.model.normalizer is not None:
             self.model.normalizer.update(samples.obs)
         self.updates += 1
         return {
             **metrics,
-            "nan_rollback": 0.0,
+            "rolled_back": 0.0,
             "explained_variance": explained_variance(
                 samples.values.cpu().numpy(), samples.returns.cpu().numpy()
             ),
@@ -223,13 +227,11 @@ class PPOLearner:
             self.cfg.ent_coef,
             self.cfg.vf_coef,
         )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss)} (metrics {metrics})")
+        raise_if_not_finite(loss.detach(), None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm > 0:
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            if not torch.isfinite(norm):
-                raise NonFiniteLossError(f"gradient norm is {float(norm)}")
+            raise_if_not_finite(loss.detach(), norm)
         self.optimizer.step()
         return metrics

@@ -223,7 +223,7 @@ class DQNAsyncLoop(TrainingLoop):
         c, iv = self.counters, self.interval
         c.updates = report.total_updates
         c.weight_version = max(c.weight_version, report.version)
-        c.nan_rollbacks = report.nan_rollbacks
+        c.nan_rollbacks += report.nan_rollbacks
         c.samples_trained += report.updates * self.algo.batch_size
         iv.updates += report.updates
         self.ratio.learned(report.updates)

@@ -158,7 +158,7 @@ class PPOSyncLoop(TrainingLoop):
         c = self.counters
         c.updates = result.gradient_steps
         c.weight_version = result.version
-        c.nan_rollbacks += int(result.metrics.get("nan_rollback", 0))
+        c.nan_rollbacks += result.nan_rollbacks
         c.samples_accepted += sum(r.steps for r in reports)
         c.samples_invalid += sum(r.steps for r in reports) - result.samples
         c.samples_trained += result.samples

@@ -209,7 +209,7 @@ class SerialDQNLoop(SerialLoop):
         iv.updates += done
         c = self.counters
         c.updates = self.learner.updates
-        c.nan_rollbacks = self.learner.nan_rollbacks
+        c.nan_rollbacks += self.learner.guard.take_rollbacks()
         c.samples_trained += done * a.batch_size
 
     def _beta(self) -> float | None:
@@ -324,7 +324,7 @@ class SerialPPOLoop(SerialLoop):
         stop_steps = self.cfg.stop.env_steps
         progress = min(self.counters.env_steps / stop_steps, 1.0) if stop_steps else 0.0
         metrics = self.learner.update(batches, progress)
-        rolled_back = bool(metrics.get("nan_rollback"))
+        rolled_back = bool(metrics.get("rolled_back"))
         samples = 0 if rolled_back else int(metrics.get("samples", 0))
         minibatch = self.algo.minibatch_size
         self.gradient_steps += int(metrics.get("epochs_done", 0)) * -(-samples // minibatch)
@@ -334,7 +334,7 @@ class SerialPPOLoop(SerialLoop):
         c = self.counters
         c.updates = self.gradient_steps
         c.weight_version = self.version
-        c.nan_rollbacks += int(rolled_back)
+        c.nan_rollbacks += self.learner.guard.take_rollbacks()
         c.samples_accepted += sum(len(b) for b in batches)
         c.samples_trained += samples
         if self.logging_due():

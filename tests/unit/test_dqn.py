@@ -120,6 +120,8 @@ def test_nan_loss_rolls_back_to_last_good_weights():
     poisoned.batch.rewards[0] = np.nan
     result = learner.update(poisoned)
     assert result.rolled_back and learner.nan_rollbacks == 1
+    assert np.isnan(result.loss) and np.isnan(result.td_errors).all()
+    assert learner.guard.take_rollbacks() == 1 and learner.guard.take_rollbacks() == 0
     assert learner.updates == 3
     for key, value in learner.policy_weights().items():
         np.testing.assert_array_equal(value, good[key])

@@ -311,7 +311,8 @@ def test_nan_loss_rolls_back_the_whole_iteration():
     batch.rewards[0, 0] = 1e38  # finite input whose squared value error overflows
     batch.rewards[1, 0] = -1e38
     metrics = learner.update([batch])
-    assert metrics["nan_rollback"] == 1.0 and learner.nan_rollbacks == 1
+    assert metrics["rolled_back"] == 1.0 and learner.nan_rollbacks == 1
+    assert learner.guard.take_rollbacks() == 1 and learner.guard.take_rollbacks() == 0
     for key, weights in learner.policy_weights().items():
         np.testing.assert_array_equal(weights, before[key])
-    assert learner.update([_random_batch(seed=2)])["nan_rollback"] == 0.0
+    assert learner.update([_random_batch(seed=2)])["rolled_back"] == 0.0
