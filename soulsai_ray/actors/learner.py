@@ -15,7 +15,7 @@ import torch
 from ray.exceptions import RayError
 
 from soulsai_ray.actors.restore import load_payload
-from soulsai_ray.actors.shell import setup_process
+from soulsai_ray.actors.shell import next_version, setup_process
 from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.replay import SampledBatch
@@ -175,8 +175,8 @@ class LearnerActor:
             held, _ = ray.get(self.weight_store.latest.remote(), timeout=REPUBLISH_TIMEOUT_S)
         except RayError:
             held = -1
-        self.version = max(self.version, floor, held)
-        return self.publish()  # bumps the version above all three
+        self.version = next_version(self.version, max(floor, held))
+        return self.publish(bump=False)
 
     def ready(self) -> int:
         """Returns the published version once construction (and the first publish) is done."""

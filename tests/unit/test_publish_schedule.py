@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from soulsai_ray.actors.learner import PublishSchedule
+from soulsai_ray.actors.shell import next_version
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.typed_config import ConfigError
 
@@ -70,3 +71,12 @@ def test_the_floor_counts_from_the_last_publication_of_any_kind():
 def test_bad_publication_and_sync_intervals_name_their_key(key, value):
     with pytest.raises(ConfigError, match=f"algo.{key}"):
         DQNConfig(**{key: value}).validate("algo")
+
+
+@pytest.mark.parametrize(
+    ("current", "floor", "expected"), [(5, 3, 6), (5, 5, 6), (5, 9, 10), (0, -1, 1)]
+)
+def test_a_republish_goes_above_the_learner_and_every_version_handed_out(current, floor, expected):
+    """Both learner shells republish after a restart with this rule (DQN's floor includes the
+    weight store's version)."""
+    assert next_version(current, floor) == expected
