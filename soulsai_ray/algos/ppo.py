@@ -24,7 +24,6 @@ from soulsai_ray.algos.ppo_losses import (
     explained_variance,
     ppo_loss,
 )
-from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.models import ActorCritic, state_dict_to_numpy
 from soulsai_ray.transitions import RolloutBatch
 
@@ -101,7 +100,8 @@ class PPOLearner:
             ``samples`` are given then).
 
         Raises:
-            ValueError: if there are no batches or one fails :meth:`RolloutBatch.validate`.
+            ValueError: if there are no batches. The batches' contents are checked where they
+                arrive from another process (`soulsai_ray.inbound.check_rollout`).
         """
         samples = self._prepare(batches)
         lr = self._set_lr(progress)
@@ -157,10 +157,7 @@ class PPOLearner:
         if not batches:
             raise ValueError("PPO update needs at least one rollout batch")
         parts: list[tuple[np.ndarray, ...]] = []
-        for i, b in enumerate(batches):
-            problem = check_rollout(b, Limits.of_shapes(self.obs_dim, self.num_actions), None)
-            if problem is not None:
-                raise ValueError(f"rollout batch {i}: {problem.detail}")
+        for b in batches:
             advantages, returns = compute_gae(
                 b.rewards,
                 b.values,
