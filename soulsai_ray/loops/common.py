@@ -67,7 +67,7 @@ class RunCounters:
             "dist/learner_restarts": self.learner_restarts,
             "dist/replay_restarts": self.replay_restarts,
             "dist/weight_store_restarts": self.weight_store_restarts,
-            "dist/samples_rejected": self.samples_stale,
+            "dist/samples_stale": self.samples_stale,
             "dist/samples_invalid": self.samples_invalid,
             **{f"dist/rejected/{reason}": n for reason, n in self.batches_rejected.items()},
             "dist/weight_version": self.weight_version,

@@ -26,7 +26,7 @@ REQUIRED_SCALARS = {
     "perf/env_steps_per_s",
     "perf/updates_per_s",
     "dist/model_lag_mean",
-    "dist/samples_rejected",
+    "dist/samples_stale",
     "dist/actors_alive",
     "dist/nodes_alive",
 }

@@ -32,7 +32,7 @@ SYSTEM_KEYS = (
     "dist/learner_restarts",
     "dist/replay_restarts",
     "dist/weight_store_restarts",
-    "dist/samples_rejected",
+    "dist/samples_stale",
     "dist/samples_invalid",
     "dist/weight_version",
     "env/errors",

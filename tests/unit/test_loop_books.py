@@ -62,3 +62,11 @@ def test_the_fleet_sleeps_when_nothing_is_in_flight():
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert time.monotonic() - start >= 1.0 and cpu < 0.1
+
+
+def test_stale_samples_and_rejected_batches_are_written_under_their_own_names():
+    counters = RunCounters(samples_stale=5, samples_invalid=3, batches_rejected={"obs": 2})
+    scalars = counters.scalars()
+    assert scalars["dist/samples_stale"] == 5 and scalars["dist/samples_invalid"] == 3
+    assert scalars["dist/rejected/obs"] == 2
+    assert not [name for name in scalars if "samples_rejected" in name]
