@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from soulsai_ray import metric_names as mn
+
 logger = logging.getLogger(__name__)
 
 MAX_TRACKED_METRICS = 16
@@ -88,12 +90,12 @@ class EpisodeWindow:
         (e.g. ``episode/win_rate``); empty before the first episode."""
         if not self.returns:
             return {}
-        means = {"episode/return_mean": float(np.mean(self.returns))}
+        means = {mn.EPISODE_RETURN_MEAN: float(np.mean(self.returns))}
         if self.lengths:
-            means["episode/length_mean"] = float(np.mean(self.lengths))
+            means[mn.EPISODE_LENGTH_MEAN] = float(np.mean(self.lengths))
         for name, values in self.metrics.items():
             if values:
-                means[f"episode/{metric_summary_name(name)}"] = float(np.mean(values))
+                means[mn.episode_metric(metric_summary_name(name))] = float(np.mean(values))
         return means
 
     def state(self) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint_folder import write_text_atomic
 from soulsai_ray.console import ConsoleProgress
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
@@ -121,10 +122,10 @@ class Telemetry:
             )
         writer = self._open_writer()
         for ret, length, numbers in zip(returns, lengths, metrics, strict=True):
-            writer.add_scalar("episode/return", float(ret), env_step)
-            writer.add_scalar("episode/length", int(length), env_step)
+            writer.add_scalar(mn.EPISODE_RETURN, float(ret), env_step)
+            writer.add_scalar(mn.EPISODE_LENGTH, int(length), env_step)
             for name, value in numbers.items():
-                writer.add_scalar(f"episode/{name}", float(value), env_step)
+                writer.add_scalar(mn.episode_metric(name), float(value), env_step)
             self._recent.add(ret, length, numbers)
         self._curve.extend(np.full(len(returns), int(env_step)), returns)
         if len(returns) > 0:

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.calls import NodeMembership
 from soulsai_ray.cluster import actor_status, alive_nodes
 from soulsai_ray.config import TrainConfig
@@ -201,8 +202,8 @@ class TrainingLoop(RunLoop):
     def common_scalars(self) -> dict[str, float | int]:
         """Telemetry every loop writes: fleet and node health, then the counters' own."""
         return {
-            "dist/actors_alive": self.fleet.num_alive,
-            "dist/actors": len(self.fleet),
-            "dist/nodes_alive": self.nodes.num_alive,
+            mn.DIST_ACTORS_ALIVE: self.fleet.num_alive,
+            mn.DIST_ACTORS: len(self.fleet),
+            mn.DIST_NODES_ALIVE: self.nodes.num_alive,
             **self.counters.scalars(),
         }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import StopConfig, TelemetryConfig, TrainConfig
 from soulsai_ray.telemetry import Telemetry
@@ -59,25 +59,25 @@ class RunCounters:
     def scalars(self) -> dict[str, int]:
         """The telemetry every loop writes from these counts: faults, bad data, progress."""
         return {
-            "dist/nodes_joined": self.nodes_joined,
-            "dist/nodes_lost": self.nodes_lost,
-            "dist/actor_failures": self.actor_failures,
-            "dist/learner_failures": self.learner_failures,
-            "dist/actor_restarts": self.actor_restarts,
-            "dist/learner_restarts": self.learner_restarts,
-            "dist/replay_restarts": self.replay_restarts,
-            "dist/weight_store_restarts": self.weight_store_restarts,
-            "dist/samples_stale": self.samples_stale,
-            "dist/samples_invalid": self.samples_invalid,
-            **{f"dist/rejected/{reason}": n for reason, n in self.batches_rejected.items()},
-            "dist/weight_version": self.weight_version,
-            "train/nan_rollbacks": self.nan_rollbacks,
-            "env/errors": self.env_errors,
-            "env/invalid_steps": self.env_invalid_steps,
-            "env/stalls": self.env_stalls,
-            "checkpoint/failures": self.checkpoint_failures,
-            "progress/updates": self.updates,
-            "progress/episodes": self.episodes,
+            mn.DIST_NODES_JOINED: self.nodes_joined,
+            mn.DIST_NODES_LOST: self.nodes_lost,
+            mn.DIST_ACTOR_FAILURES: self.actor_failures,
+            mn.DIST_LEARNER_FAILURES: self.learner_failures,
+            mn.DIST_ACTOR_RESTARTS: self.actor_restarts,
+            mn.DIST_LEARNER_RESTARTS: self.learner_restarts,
+            mn.DIST_REPLAY_RESTARTS: self.replay_restarts,
+            mn.DIST_WEIGHT_STORE_RESTARTS: self.weight_store_restarts,
+            mn.DIST_SAMPLES_STALE: self.samples_stale,
+            mn.DIST_SAMPLES_INVALID: self.samples_invalid,
+            **{mn.rejected(reason): n for reason, n in self.batches_rejected.items()},
+            mn.DIST_WEIGHT_VERSION: self.weight_version,
+            mn.TRAIN_NAN_ROLLBACKS: self.nan_rollbacks,
+            mn.ENV_ERRORS: self.env_errors,
+            mn.ENV_INVALID_STEPS: self.env_invalid_steps,
+            mn.ENV_STALLS: self.env_stalls,
+            mn.CHECKPOINT_FAILURES: self.checkpoint_failures,
+            mn.PROGRESS_UPDATES: self.updates,
+            mn.PROGRESS_EPISODES: self.episodes,
         }
 
 
@@ -137,21 +137,10 @@ def stop_reason(
     return None
 
 
-NODE_SAMPLES = "dist/node_samples"
-
-
-def prometheus_name(key: str) -> str:
-    """The gauge name a metric key is exported under (``train/loss`` -> ``soulsai_train_loss``).
-
-    Ray's metrics endpoint shows it with Ray's prefix: ``ray_soulsai_train_loss``.
-    """
-    return "soulsai_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-
-
 class MetricsExporter:
     """Mirrors scalar metrics to Prometheus through ``ray.util.metrics`` gauges.
 
-    Names become ``soulsai_<group>_<name>`` (``train/loss`` -> ``soulsai_train_loss``).
+    Names become ``soulsai_<group>_<name>`` (`metric_names.prometheus_name`).
     """
 
     def __init__(self, enabled: bool, run_name: str) -> None:
@@ -171,7 +160,7 @@ class MetricsExporter:
         for key, value in scalars.items():
             if value is not None and math.isfinite(value):
                 self._gauge(key, ("run",)).set(float(value), tags=self.tags)
-        gauge = self._gauge(NODE_SAMPLES, ("run", "node"))
+        gauge = self._gauge(mn.DIST_NODE_SAMPLES, ("run", "node"))
         for node, samples in (node_samples or {}).items():
             gauge.set(float(samples), tags={**self.tags, "node": node[:12]})
 
@@ -180,7 +169,7 @@ class MetricsExporter:
 
         gauge = self._gauges.get(key)
         if gauge is None:
-            gauge = Gauge(prometheus_name(key), description=key, tag_keys=tag_keys)
+            gauge = Gauge(mn.prometheus_name(key), description=key, tag_keys=tag_keys)
             self._gauges[key] = gauge
         return gauge
 
@@ -251,7 +240,7 @@ class RunRecorder:
         Prometheus also gets the episode window's means (``episode/return_mean``,
         ``episode/win_rate``, ...), which TensorBoard receives as episodes finish.
         """
-        per_node = {f"{NODE_SAMPLES}/{n[:12]}": v for n, v in (node_samples or {}).items()}
+        per_node = {mn.node_samples(n): v for n, v in (node_samples or {}).items()}
         self.telemetry.log_scalars(env_steps, {**scalars, **per_node})
         self.metrics.export({**scalars, **self.telemetry.episode_means()}, node_samples)
 
@@ -314,7 +303,7 @@ class RunRecorder:
             "wall_s": round(self.elapsed_s, 3),
             "return_mean": self.telemetry.return_mean,
             "episode_metrics": {
-                tag.removeprefix("episode/"): value
+                tag.removeprefix(mn.EPISODE): value
                 for tag, value in self.telemetry.episode_means().items()
             },
             "return_target": self.stop_cfg.return_mean,

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.learner import LearnerActor, TrainReport
 from soulsai_ray.actors.replay import ReplayActor
 from soulsai_ray.actors.rollout import CollectReport, RolloutActor
@@ -285,17 +286,17 @@ class DQNAsyncLoop(TrainingLoop):
         )
         self._last_lag = (c.model_lag_sum, c.model_lag_samples)
         scalars: dict[str, float | int | None] = {
-            "train/loss": mean_or_none(iv.losses),
-            "train/q_mean": mean_or_none(iv.q_means),
-            "train/grad_norm": mean_or_none(iv.grad_norms),
-            "train/epsilon": mean_or_none(iv.epsilons),
-            "train/n_step": self.algo.n_step_at(c.env_steps),
-            "train/resets": self.algo.resets_at(c.updates),
-            "perf/env_steps_per_s": iv.env_steps / dt,
-            "perf/updates_per_s": iv.updates / dt,
-            "dist/model_lag_mean": lag_sum / lag_samples if lag_samples > 0 else None,
-            "dist/weight_sync_latency_s": mean_or_none(iv.sync_latencies),
-            "dist/replay_lead_steps": self.ratio.lead_steps(),
+            mn.TRAIN_LOSS: mean_or_none(iv.losses),
+            mn.TRAIN_Q_MEAN: mean_or_none(iv.q_means),
+            mn.TRAIN_GRAD_NORM: mean_or_none(iv.grad_norms),
+            mn.TRAIN_EPSILON: mean_or_none(iv.epsilons),
+            mn.TRAIN_N_STEP: self.algo.n_step_at(c.env_steps),
+            mn.TRAIN_RESETS: self.algo.resets_at(c.updates),
+            mn.PERF_ENV_STEPS_PER_S: iv.env_steps / dt,
+            mn.PERF_UPDATES_PER_S: iv.updates / dt,
+            mn.DIST_MODEL_LAG_MEAN: lag_sum / lag_samples if lag_samples > 0 else None,
+            mn.DIST_WEIGHT_SYNC_LATENCY_S: mean_or_none(iv.sync_latencies),
+            mn.DIST_REPLAY_LEAD_STEPS: self.ratio.lead_steps(),
             **self.common_scalars(),
         }
         self.record_scalars(scalars)
@@ -303,12 +304,12 @@ class DQNAsyncLoop(TrainingLoop):
             c.env_steps,
             {
                 **self.console_head(),
-                "eps": scalars["train/epsilon"],
+                "eps": scalars[mn.TRAIN_EPSILON],
                 "upd": c.updates,
-                "sps": scalars["perf/env_steps_per_s"],
-                "ups": scalars["perf/updates_per_s"],
-                "loss": scalars["train/loss"],
-                "lag": scalars["dist/model_lag_mean"],
+                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
+                "ups": scalars[mn.PERF_UPDATES_PER_S],
+                "loss": scalars[mn.TRAIN_LOSS],
+                "lag": scalars[mn.DIST_MODEL_LAG_MEAN],
             },
         )
         self.interval = IntervalStats(start=now)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint import checkpoint_score
 from soulsai_ray.config import EvalConfig
 from soulsai_ray.episode_window import summarize_episodes
@@ -149,7 +150,8 @@ class RunEvaluation:
             checkpoint_score(best) if best is not None else None,
             cfg.checkpoint.best_min_interval_s,
         )
-        self.metric = f"{'eval' if self.schedule.enabled else 'episode'}/{self.cfg.metric}"
+        name = mn.evaluation if self.schedule.enabled else mn.episode_metric
+        self.metric = name(self.cfg.metric)
         """The best-checkpoint metric, e.g. ``eval/return_mean`` or ``episode/win_rate``."""
         self.last: dict[str, Any] | None = None
         """The last evaluation's summary (with its ``version``)."""
@@ -214,7 +216,7 @@ class RunEvaluation:
             return
         loop.counters.evaluations += 1
         self.last = {"version": version, **summary}
-        loop.record_scalars({f"eval/{k}": v for k, v in summary.items()})
+        loop.record_scalars({mn.evaluation(k): v for k, v in summary.items()})
         logger.info(
             "evaluation of weights %d on rollout actor %d: %s",
             version,

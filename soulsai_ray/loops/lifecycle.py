@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.inbound import Rejection, Rejections, finite_episodes
@@ -191,9 +192,9 @@ class RunLoop:
         """The console fields every loop shows first: return and win rate (where the env reports
         wins), the last evaluation's score, and rollout actors alive."""
         means = self.recorder.telemetry.episode_means()
-        head: dict[str, float | int | None] = {"ret": means.get("episode/return_mean")}
-        if "episode/win_rate" in means:
-            head["win"] = means["episode/win_rate"]
+        head: dict[str, float | int | None] = {"ret": means.get(mn.EPISODE_RETURN_MEAN)}
+        if mn.EPISODE_WIN_RATE in means:
+            head["win"] = means[mn.EPISODE_WIN_RATE]
         if self.evaluation.last is not None:
             head["eval"] = self.evaluation.last.get(self.cfg.eval.metric)
         return {**head, "alive": self.actors_alive()}

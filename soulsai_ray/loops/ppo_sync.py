@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPOUpdateReport
 from soulsai_ray.actors.ppo_rollout import PPORolloutActor, RolloutReport
 from soulsai_ray.cluster import on_this_node
@@ -187,17 +188,17 @@ class PPOSyncLoop(TrainingLoop):
         iteration_s = max(now - self._last_log, 1e-9)
         m, c = result.metrics, self.counters
         scalars: dict[str, float | int | None] = {
-            "train/policy_loss": m.get("policy_loss"),
-            "train/value_loss": m.get("value_loss"),
-            "train/entropy": m.get("entropy"),
-            "train/approx_kl": m.get("approx_kl"),
-            "train/clip_fraction": m.get("clip_fraction"),
-            "train/explained_variance": m.get("explained_variance"),
-            "train/lr": m.get("lr"),
-            "perf/env_steps_per_s": (c.env_steps - self._last_log_steps) / iteration_s,
-            "perf/update_s": update_s,
-            "dist/iteration_workers": workers,
-            "progress/iterations": self.iteration,
+            mn.TRAIN_POLICY_LOSS: m.get("policy_loss"),
+            mn.TRAIN_VALUE_LOSS: m.get("value_loss"),
+            mn.TRAIN_ENTROPY: m.get("entropy"),
+            mn.TRAIN_APPROX_KL: m.get("approx_kl"),
+            mn.TRAIN_CLIP_FRACTION: m.get("clip_fraction"),
+            mn.TRAIN_EXPLAINED_VARIANCE: m.get("explained_variance"),
+            mn.TRAIN_LR: m.get("lr"),
+            mn.PERF_ENV_STEPS_PER_S: (c.env_steps - self._last_log_steps) / iteration_s,
+            mn.PERF_UPDATE_S: update_s,
+            mn.DIST_ITERATION_WORKERS: workers,
+            mn.PROGRESS_ITERATIONS: self.iteration,
             **self.common_scalars(),
         }
         self.record_scalars(scalars)
@@ -207,9 +208,9 @@ class PPOSyncLoop(TrainingLoop):
                 **self.console_head(),
                 "it": self.iteration,
                 "workers": workers,
-                "sps": scalars["perf/env_steps_per_s"],
-                "kl": scalars["train/approx_kl"],
-                "ev": scalars["train/explained_variance"],
+                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
+                "kl": scalars[mn.TRAIN_APPROX_KL],
+                "ev": scalars[mn.TRAIN_EXPLAINED_VARIANCE],
             },
         )
         self._last_log, self._last_log_steps = now, c.env_steps

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.shell import EvalReport
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs.factory import make_env
@@ -94,8 +95,8 @@ class SerialLoop(RunLoop):
     def common_scalars(self) -> dict[str, float | int]:
         """Telemetry every serial loop writes: samplers and the counters' own."""
         return {
-            "dist/actors_alive": len(self.samplers),
-            "dist/actors": len(self.samplers),
+            mn.DIST_ACTORS_ALIVE: len(self.samplers),
+            mn.DIST_ACTORS: len(self.samplers),
             **self.counters.scalars(),
         }
 
@@ -227,14 +228,14 @@ class SerialDQNLoop(SerialLoop):
         iv, c = self.interval, self.counters
         dt = max(now - iv.start, 1e-9)
         scalars: dict[str, float | int | None] = {
-            "train/loss": mean_or_none(iv.losses),
-            "train/q_mean": mean_or_none(iv.q_means),
-            "train/grad_norm": mean_or_none(iv.grad_norms),
-            "train/epsilon": mean_or_none(iv.epsilons),
-            "train/n_step": self.algo.n_step_at(c.env_steps),
-            "train/resets": self.algo.resets_at(c.updates),
-            "perf/env_steps_per_s": iv.env_steps / dt,
-            "perf/updates_per_s": iv.updates / dt,
+            mn.TRAIN_LOSS: mean_or_none(iv.losses),
+            mn.TRAIN_Q_MEAN: mean_or_none(iv.q_means),
+            mn.TRAIN_GRAD_NORM: mean_or_none(iv.grad_norms),
+            mn.TRAIN_EPSILON: mean_or_none(iv.epsilons),
+            mn.TRAIN_N_STEP: self.algo.n_step_at(c.env_steps),
+            mn.TRAIN_RESETS: self.algo.resets_at(c.updates),
+            mn.PERF_ENV_STEPS_PER_S: iv.env_steps / dt,
+            mn.PERF_UPDATES_PER_S: iv.updates / dt,
             **self.common_scalars(),
         }
         self.record_scalars(scalars)
@@ -242,11 +243,11 @@ class SerialDQNLoop(SerialLoop):
             c.env_steps,
             {
                 **self.console_head(),
-                "eps": scalars["train/epsilon"],
+                "eps": scalars[mn.TRAIN_EPSILON],
                 "upd": c.updates,
-                "sps": scalars["perf/env_steps_per_s"],
-                "ups": scalars["perf/updates_per_s"],
-                "loss": scalars["train/loss"],
+                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
+                "ups": scalars[mn.PERF_UPDATES_PER_S],
+                "loss": scalars[mn.TRAIN_LOSS],
             },
         )
         self.interval = IntervalStats(start=now)
@@ -344,18 +345,18 @@ class SerialPPOLoop(SerialLoop):
         now = time.monotonic()
         c = self.counters
         scalars: dict[str, float | int | None] = {
-            "train/policy_loss": m.get("policy_loss"),
-            "train/value_loss": m.get("value_loss"),
-            "train/entropy": m.get("entropy"),
-            "train/approx_kl": m.get("approx_kl"),
-            "train/clip_fraction": m.get("clip_fraction"),
-            "train/explained_variance": m.get("explained_variance"),
-            "train/lr": m.get("lr"),
-            "perf/env_steps_per_s": (c.env_steps - self._last_log_steps)
+            mn.TRAIN_POLICY_LOSS: m.get("policy_loss"),
+            mn.TRAIN_VALUE_LOSS: m.get("value_loss"),
+            mn.TRAIN_ENTROPY: m.get("entropy"),
+            mn.TRAIN_APPROX_KL: m.get("approx_kl"),
+            mn.TRAIN_CLIP_FRACTION: m.get("clip_fraction"),
+            mn.TRAIN_EXPLAINED_VARIANCE: m.get("explained_variance"),
+            mn.TRAIN_LR: m.get("lr"),
+            mn.PERF_ENV_STEPS_PER_S: (c.env_steps - self._last_log_steps)
             / max(now - self._last_log, 1e-9),
-            "perf/update_s": update_s,
-            "dist/iteration_workers": workers,
-            "progress/iterations": self.iteration,
+            mn.PERF_UPDATE_S: update_s,
+            mn.DIST_ITERATION_WORKERS: workers,
+            mn.PROGRESS_ITERATIONS: self.iteration,
             **self.common_scalars(),
         }
         self.record_scalars(scalars)
@@ -364,9 +365,9 @@ class SerialPPOLoop(SerialLoop):
             {
                 **self.console_head(),
                 "it": self.iteration,
-                "sps": scalars["perf/env_steps_per_s"],
-                "kl": scalars["train/approx_kl"],
-                "ev": scalars["train/explained_variance"],
+                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
+                "kl": scalars[mn.TRAIN_APPROX_KL],
+                "ev": scalars[mn.TRAIN_EXPLAINED_VARIANCE],
             },
         )
         self._last_log, self._last_log_steps = now, c.env_steps

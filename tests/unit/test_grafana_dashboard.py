@@ -13,57 +13,33 @@ from typing import Any
 
 import yaml
 
+from soulsai_ray import metric_names as mn
 from soulsai_ray.inbound import REASONS
-from soulsai_ray.loops.common import NODE_SAMPLES, prometheus_name
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "docker" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "soulsai.json"
 RAY_PREFIX = "ray_"
 """Ray 2.60 shows every ``ray.util.metrics`` metric with this prefix on its metrics endpoint."""
-
-SYSTEM_KEYS = (
-    # common_scalars (soulsai_ray/loops/base.py)
-    "dist/actors_alive",
-    "dist/actors",
-    "dist/nodes_alive",
-    "dist/actor_failures",
-    "dist/actor_restarts",
-    "dist/learner_restarts",
-    "dist/replay_restarts",
-    "dist/weight_store_restarts",
-    "dist/samples_stale",
-    "dist/samples_invalid",
-    "dist/weight_version",
-    "env/errors",
-    "env/stalls",
-    "progress/updates",
-    "progress/episodes",
-    # the DQN loop's _maybe_log (soulsai_ray/loops/dqn_async.py)
-    "perf/env_steps_per_s",
-    "perf/updates_per_s",
-    "dist/model_lag_mean",
-    "dist/weight_sync_latency_s",
-    # the PPO loop's _log (soulsai_ray/loops/ppo_sync.py)
-    "perf/update_s",
+SOULSGYM_EPISODE_KEYS = (
+    mn.episode_metric("boss_hp_final_mean"),
+    mn.episode_metric("player_hp_final_mean"),
 )
-"""Fleet, fault and throughput keys the training loops write (each one literally in the code)."""
-AGENT_KEYS = (
-    # episode and evaluation statistics (win rate and HP only for envs that report them; the HP
-    # keys are built from the env's info names, so not every one is a literal in the code)
-    "episode/return_mean",
-    "episode/length_mean",
-    "episode/win_rate",
-    "episode/boss_hp_final_mean",
-    "episode/player_hp_final_mean",
-    "eval/return_mean",
-    "eval/win_rate",
-)
-EXPORTED_KEYS = (*SYSTEM_KEYS, *AGENT_KEYS, NODE_SAMPLES)
-"""Metric keys exported as Prometheus gauges (a dashboard may use any of them); NODE_SAMPLES is
-one gauge tagged by node."""
-REJECTED_KEYS = tuple(f"dist/rejected/{reason}" for reason in REASONS)
+"""Window means of the episode metrics the SoulsGym adapter reports (`envs.soulsgym`), which the
+dashboard shows for boss fights."""
+REJECTED_KEYS = tuple(mn.rejected(reason) for reason in REASONS)
 """Exported once a batch is rejected for that reason."""
+
+
+def exported(key: str) -> str:
+    """The name a metric key has on Ray's metrics endpoint."""
+    return RAY_PREFIX + mn.prometheus_name(key)
+
+
+def exported_names() -> set[str]:
+    """Every fixed metric name of the registry, and the family members above, as Ray shows them."""
+    return {exported(key) for key in (*mn.ALL, *SOULSGYM_EPISODE_KEYS, *REJECTED_KEYS)}
+
 
 PROMQL_WORDS = {
     *("by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"),
@@ -76,11 +52,6 @@ PROMQL_WORDS = {
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 RUN_MATCHER = ("run", "=~", "$run")
-
-
-def exported_names() -> set[str]:
-    """Every metric name the code can show on Ray's metrics endpoint."""
-    return {RAY_PREFIX + prometheus_name(key) for key in (*EXPORTED_KEYS, *REJECTED_KEYS)}
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -157,37 +128,53 @@ def test_every_panel_has_targets_filtered_by_run():
                 assert RUN_MATCHER in matchers, f"{panel['title']!r}: {name} is not filtered by run"
 
 
-def test_dashboard_queries_only_exported_metrics():
-    exported = exported_names()
+def test_dashboard_queries_only_metrics_of_the_registry():
+    """Every metric the dashboard reads is a name of `soulsai_ray.metric_names` in its Prometheus
+    form; a regex (``__name__=~``) must match exactly the members of one family."""
+    names = exported_names()
     used = set()
     for expr in dashboard_queries(load_dashboard()):
         for name in metric_names(expr):
-            if name in exported:
+            if name in names:
                 used.add(name)
                 continue
-            matched = {n for n in exported if re.fullmatch(name, n)}
-            rejected = {RAY_PREFIX + prometheus_name(key) for key in REJECTED_KEYS}
-            assert matched == rejected, f"{expr!r} reads {name}, which the code does not export"
+            matched = {n for n in names if re.fullmatch(name, n)}
+            rejected = {exported(key) for key in REJECTED_KEYS}
+            assert matched == rejected, f"{expr!r} reads {name}, which is not in the registry"
             used |= matched
-    system = ("perf/env_steps_per_s", "dist/model_lag_mean", "env/stalls", NODE_SAMPLES)
-    agent = ("episode/return_mean", "episode/win_rate", "episode/boss_hp_final_mean")
-    for key in (*system, *agent):
-        assert RAY_PREFIX + prometheus_name(key) in used, f"the dashboard does not show {key}"
+    system = (mn.PERF_ENV_STEPS_PER_S, mn.DIST_MODEL_LAG_MEAN, mn.ENV_STALLS, mn.DIST_SAMPLES_STALE)
+    agent = (mn.EPISODE_RETURN_MEAN, mn.EPISODE_WIN_RATE, *SOULSGYM_EPISODE_KEYS)
+    for key in (*system, mn.DIST_NODE_SAMPLES, *agent):
+        assert exported(key) in used, f"the dashboard does not show {key}"
+
+
+def test_every_registry_name_is_known_and_exported_without_clashes():
+    assert len(set(mn.ALL)) == len(mn.ALL) and all(mn.is_known(name) for name in mn.ALL)
+    gauges = [mn.prometheus_name(name) for name in mn.ALL]
+    assert len(set(gauges)) == len(gauges), "two metric names share a Prometheus gauge"
+    assert mn.prometheus_name(mn.TRAIN_LOSS) == "soulsai_train_loss"
+    assert mn.is_known(mn.rejected("obs")) and mn.is_known(mn.node_samples("ab" * 20))
+    assert not mn.is_known("dist/samples_rejected") and not mn.is_known(mn.DIST_REJECTED)
+
+
+def test_every_fixed_name_is_written_by_the_package():
+    """A name of the registry that nothing writes is a stale name (the dashboard may read it)."""
+    sources = [p for p in (ROOT / "soulsai_ray").rglob("*.py") if p.name != "metric_names.py"]
+    source = "\n".join(p.read_text() for p in sources)
+    constants = [n for n in dir(mn) if n.isupper() and getattr(mn, n) in mn.ALL]
+    built = (mn.EPISODE, mn.EVAL)  # episode and evaluation statistics are named as they arrive
+    unused = [
+        n for n in constants if f"mn.{n}" not in source and not getattr(mn, n).startswith(built)
+    ]
+    assert not unused, f"names nothing writes: {unused}"
 
 
 def test_node_samples_are_shown_as_a_rate_per_node():
     exprs = dashboard_queries(load_dashboard())
-    name = RAY_PREFIX + prometheus_name(NODE_SAMPLES)
+    name = exported(mn.DIST_NODE_SAMPLES)
     (expr,) = [e for e in exprs if name in e]
     assert re.search(rf"rate\({name}\{{[^}}]*\}}\[1m\]\)", expr)
     assert re.search(r"by \([^)]*\bnode\b[^)]*\)", expr)
-
-
-def test_stated_system_keys_are_in_the_code():
-    """Each system key listed here is written by the package, so the list cannot drift from it."""
-    source = "\n".join(p.read_text() for p in (ROOT / "soulsai_ray").rglob("*.py"))
-    missing = [key for key in SYSTEM_KEYS if f'"{key}"' not in source]
-    assert not missing, f"keys the code no longer writes: {missing}"
 
 
 def test_promql_parsing_catches_bare_and_unknown_names():
