@@ -39,6 +39,7 @@ from soulsai_ray.loops.dqn_books import (
     mean_or_none,
 )
 from soulsai_ray.loops.fleet import RolloutFleet
+from soulsai_ray.loops.scalars import dqn_console, dqn_scalars
 from soulsai_ray.replay_ratio import ReplayRatio
 
 logger = logging.getLogger(__name__)
@@ -279,21 +280,13 @@ class DQNAsyncLoop(TrainingLoop):
         if not force and now - self._last_log < self.cfg.telemetry.log_every_s:
             return
         iv, c = self.interval, self.counters
-        dt = max(now - iv.start, 1e-9)
         lag_sum, lag_samples = (
             c.model_lag_sum - self._last_lag[0],
             c.model_lag_samples - self._last_lag[1],
         )
         self._last_lag = (c.model_lag_sum, c.model_lag_samples)
-        scalars: dict[str, float | int | None] = {
-            mn.TRAIN_LOSS: mean_or_none(iv.losses),
-            mn.TRAIN_Q_MEAN: mean_or_none(iv.q_means),
-            mn.TRAIN_GRAD_NORM: mean_or_none(iv.grad_norms),
-            mn.TRAIN_EPSILON: mean_or_none(iv.epsilons),
-            mn.TRAIN_N_STEP: self.algo.n_step_at(c.env_steps),
-            mn.TRAIN_RESETS: self.algo.resets_at(c.updates),
-            mn.PERF_ENV_STEPS_PER_S: iv.env_steps / dt,
-            mn.PERF_UPDATES_PER_S: iv.updates / dt,
+        scalars = {
+            **dqn_scalars(iv, self.algo, c, now),
             mn.DIST_MODEL_LAG_MEAN: lag_sum / lag_samples if lag_samples > 0 else None,
             mn.DIST_WEIGHT_SYNC_LATENCY_S: mean_or_none(iv.sync_latencies),
             mn.DIST_REPLAY_LEAD_STEPS: self.ratio.lead_steps(),
@@ -304,11 +297,7 @@ class DQNAsyncLoop(TrainingLoop):
             c.env_steps,
             {
                 **self.console_head(),
-                "eps": scalars[mn.TRAIN_EPSILON],
-                "upd": c.updates,
-                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
-                "ups": scalars[mn.PERF_UPDATES_PER_S],
-                "loss": scalars[mn.TRAIN_LOSS],
+                **dqn_console(scalars, c),
                 "lag": scalars[mn.DIST_MODEL_LAG_MEAN],
             },
         )

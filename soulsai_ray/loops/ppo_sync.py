@@ -16,7 +16,6 @@ from typing import Any
 
 import ray
 
-from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.ppo import PPOLearnerActor, PPOUpdateReport
 from soulsai_ray.actors.ppo_rollout import PPORolloutActor, RolloutReport
 from soulsai_ray.cluster import on_this_node
@@ -30,6 +29,7 @@ from soulsai_ray.loops.base import (
 )
 from soulsai_ray.loops.common import Restore, RunRecorder
 from soulsai_ray.loops.fleet import RolloutFleet
+from soulsai_ray.loops.scalars import ppo_console, ppo_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -186,32 +186,12 @@ class PPOSyncLoop(TrainingLoop):
     def _log(self, result: PPOUpdateReport, workers: int, update_s: float) -> None:
         now = time.monotonic()
         iteration_s = max(now - self._last_log, 1e-9)
-        m, c = result.metrics, self.counters
-        scalars: dict[str, float | int | None] = {
-            mn.TRAIN_POLICY_LOSS: m.get("policy_loss"),
-            mn.TRAIN_VALUE_LOSS: m.get("value_loss"),
-            mn.TRAIN_ENTROPY: m.get("entropy"),
-            mn.TRAIN_APPROX_KL: m.get("approx_kl"),
-            mn.TRAIN_CLIP_FRACTION: m.get("clip_fraction"),
-            mn.TRAIN_EXPLAINED_VARIANCE: m.get("explained_variance"),
-            mn.TRAIN_LR: m.get("lr"),
-            mn.PERF_ENV_STEPS_PER_S: (c.env_steps - self._last_log_steps) / iteration_s,
-            mn.PERF_UPDATE_S: update_s,
-            mn.DIST_ITERATION_WORKERS: workers,
-            mn.PROGRESS_ITERATIONS: self.iteration,
-            **self.common_scalars(),
-        }
-        self.record_scalars(scalars)
+        c = self.counters
+        sps = (c.env_steps - self._last_log_steps) / iteration_s
+        scalars = ppo_scalars(result.metrics, sps, update_s, workers, self.iteration)
+        self.record_scalars({**scalars, **self.common_scalars()})
         self.recorder.telemetry.update_console(
-            c.env_steps,
-            {
-                **self.console_head(),
-                "it": self.iteration,
-                "workers": workers,
-                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
-                "kl": scalars[mn.TRAIN_APPROX_KL],
-                "ev": scalars[mn.TRAIN_EXPLAINED_VARIANCE],
-            },
+            c.env_steps, {**self.console_head(), **ppo_console(scalars)}
         )
         self._last_log, self._last_log_steps = now, c.env_steps
 

@@ -31,9 +31,10 @@ from soulsai_ray.envs.factory import make_env
 from soulsai_ray.evaluation import GreedyPolicy, play_episodes
 from soulsai_ray.inbound import Limits
 from soulsai_ray.loops.common import Restore, RunRecorder
-from soulsai_ray.loops.dqn_books import IntervalStats, ReplayCounts, mean_or_none
+from soulsai_ray.loops.dqn_books import IntervalStats, ReplayCounts
 from soulsai_ray.loops.evaluation import RunEvaluation
 from soulsai_ray.loops.lifecycle import RunLoop
+from soulsai_ray.loops.scalars import dqn_console, dqn_scalars, ppo_console, ppo_scalars
 from soulsai_ray.replay_ratio import ReplayRatio
 
 logger = logging.getLogger(__name__)
@@ -225,30 +226,11 @@ class SerialDQNLoop(SerialLoop):
     def _log(self) -> None:
         self._count_samples()
         now = time.monotonic()
-        iv, c = self.interval, self.counters
-        dt = max(now - iv.start, 1e-9)
-        scalars: dict[str, float | int | None] = {
-            mn.TRAIN_LOSS: mean_or_none(iv.losses),
-            mn.TRAIN_Q_MEAN: mean_or_none(iv.q_means),
-            mn.TRAIN_GRAD_NORM: mean_or_none(iv.grad_norms),
-            mn.TRAIN_EPSILON: mean_or_none(iv.epsilons),
-            mn.TRAIN_N_STEP: self.algo.n_step_at(c.env_steps),
-            mn.TRAIN_RESETS: self.algo.resets_at(c.updates),
-            mn.PERF_ENV_STEPS_PER_S: iv.env_steps / dt,
-            mn.PERF_UPDATES_PER_S: iv.updates / dt,
-            **self.common_scalars(),
-        }
-        self.record_scalars(scalars)
+        c = self.counters
+        scalars = dqn_scalars(self.interval, self.algo, c, now)
+        self.record_scalars({**scalars, **self.common_scalars()})
         self.recorder.telemetry.update_console(
-            c.env_steps,
-            {
-                **self.console_head(),
-                "eps": scalars[mn.TRAIN_EPSILON],
-                "upd": c.updates,
-                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
-                "ups": scalars[mn.PERF_UPDATES_PER_S],
-                "loss": scalars[mn.TRAIN_LOSS],
-            },
+            c.env_steps, {**self.console_head(), **dqn_console(scalars, c)}
         )
         self.interval = IntervalStats(start=now)
         self._last_log = now
@@ -344,31 +326,11 @@ class SerialPPOLoop(SerialLoop):
     def _log(self, m: dict[str, float], workers: int, update_s: float | None) -> None:
         now = time.monotonic()
         c = self.counters
-        scalars: dict[str, float | int | None] = {
-            mn.TRAIN_POLICY_LOSS: m.get("policy_loss"),
-            mn.TRAIN_VALUE_LOSS: m.get("value_loss"),
-            mn.TRAIN_ENTROPY: m.get("entropy"),
-            mn.TRAIN_APPROX_KL: m.get("approx_kl"),
-            mn.TRAIN_CLIP_FRACTION: m.get("clip_fraction"),
-            mn.TRAIN_EXPLAINED_VARIANCE: m.get("explained_variance"),
-            mn.TRAIN_LR: m.get("lr"),
-            mn.PERF_ENV_STEPS_PER_S: (c.env_steps - self._last_log_steps)
-            / max(now - self._last_log, 1e-9),
-            mn.PERF_UPDATE_S: update_s,
-            mn.DIST_ITERATION_WORKERS: workers,
-            mn.PROGRESS_ITERATIONS: self.iteration,
-            **self.common_scalars(),
-        }
-        self.record_scalars(scalars)
+        sps = (c.env_steps - self._last_log_steps) / max(now - self._last_log, 1e-9)
+        scalars = ppo_scalars(m, sps, update_s, workers, self.iteration)
+        self.record_scalars({**scalars, **self.common_scalars()})
         self.recorder.telemetry.update_console(
-            c.env_steps,
-            {
-                **self.console_head(),
-                "it": self.iteration,
-                "sps": scalars[mn.PERF_ENV_STEPS_PER_S],
-                "kl": scalars[mn.TRAIN_APPROX_KL],
-                "ev": scalars[mn.TRAIN_EXPLAINED_VARIANCE],
-            },
+            c.env_steps, {**self.console_head(), **ppo_console(scalars)}
         )
         self._last_log, self._last_log_steps = now, c.env_steps
 

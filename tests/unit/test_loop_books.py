@@ -70,3 +70,29 @@ def test_stale_samples_and_rejected_batches_are_written_under_their_own_names():
     assert scalars["dist/samples_stale"] == 5 and scalars["dist/samples_invalid"] == 3
     assert scalars["dist/rejected/obs"] == 2
     assert not [name for name in scalars if "samples_rejected" in name]
+
+
+def test_dqn_and_ppo_loops_write_the_same_scalars_on_ray_and_in_one_process():
+    from soulsai_ray import metric_names as mn
+    from soulsai_ray.loops.dqn_books import IntervalStats
+    from soulsai_ray.loops.scalars import dqn_console, dqn_scalars, ppo_console, ppo_scalars
+
+    iv = IntervalStats(start=10.0, env_steps=400, updates=100, losses=[1.0, 3.0], epsilons=[0.5])
+    counters = RunCounters(env_steps=5000, updates=100)
+    scalars = dqn_scalars(iv, DQNConfig(), counters, now=12.0)
+    assert all(mn.is_known(name) for name in scalars)
+    assert scalars[mn.TRAIN_LOSS] == 2.0 and scalars[mn.TRAIN_Q_MEAN] is None
+    assert scalars[mn.PERF_ENV_STEPS_PER_S] == 200.0 and scalars[mn.PERF_UPDATES_PER_S] == 50.0
+    assert dqn_console(scalars, counters) == {
+        "eps": 0.5,
+        "upd": 100,
+        "sps": 200.0,
+        "ups": 50.0,
+        "loss": 2.0,
+    }
+    metrics = {"policy_loss": 0.1, "approx_kl": 0.01, "lr": 3e-4, "samples": 2048.0}
+    scalars = ppo_scalars(metrics, env_steps_per_s=900.0, update_s=0.5, workers=2, iterations=7)
+    assert all(mn.is_known(name) for name in scalars)
+    assert scalars[mn.TRAIN_POLICY_LOSS] == 0.1 and scalars[mn.TRAIN_ENTROPY] is None
+    assert scalars[mn.PROGRESS_ITERATIONS] == 7 and scalars[mn.DIST_ITERATION_WORKERS] == 2
+    assert ppo_console(scalars) == {"it": 7, "workers": 2, "sps": 900.0, "kl": 0.01, "ev": None}
