@@ -11,7 +11,6 @@ import ray
 
 from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs.factory import make_env
 from soulsai_ray.sampling.episodes import EpisodeStats
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 from soulsai_ray.transitions import RolloutBatch
@@ -35,16 +34,7 @@ class PPORolloutActor(RolloutShell):
     def __init__(self, cfg: TrainConfig, index: int) -> None:
         self._setup(cfg, index)
         self.n_steps = cfg.algo.n_steps
-        env_cfg = cfg.env
-        self.sampler = OnPolicySampler(
-            lambda: make_env(env_cfg),
-            env_cfg.num_envs_per_actor,
-            cfg.algo,
-            seed=rollout_seed(cfg, index),
-            hard_reset_every_s=env_cfg.hard_reset_every_s,
-            max_abs_obs=env_cfg.max_abs_obs,
-            max_abs_reward=env_cfg.max_abs_reward,
-        )
+        self.sampler = OnPolicySampler.for_run(cfg, rollout_seed(cfg, index))
 
     @ray.method(num_returns=2)
     def collect(

@@ -11,7 +11,6 @@ from soulsai_ray.actors.shell import HEALTH_GROUPS, RolloutShell, rollout_seed
 from soulsai_ray.actors.weight_client import WEIGHTS_TIMEOUT_S, WeightClient
 from soulsai_ray.algos.exploration import actor_epsilon
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs.factory import make_env
 from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
 PUSH_TIMEOUT_S = 60.0
@@ -66,15 +65,7 @@ class RolloutActor(RolloutShell):
         self._replay_name = replay
         self._replay: ray.actor.ActorHandle | None = None
         self.weights = WeightClient(ray.get_actor(weight_store))
-        env_cfg = cfg.env
-        self.sampler = EpsilonGreedySampler(
-            lambda: make_env(env_cfg),
-            cfg.algo,
-            seed=rollout_seed(cfg, index),
-            hard_reset_every_s=env_cfg.hard_reset_every_s,
-            max_abs_obs=env_cfg.max_abs_obs,
-            max_abs_reward=env_cfg.max_abs_reward,
-        )
+        self.sampler = EpsilonGreedySampler.for_run(cfg, rollout_seed(cfg, index))
         self._push_refs: list[ray.ObjectRef] = []
         self._steps_since_sync = 0
         self._synced_at = time.monotonic()

@@ -2,7 +2,7 @@
 
 Order of calls::
 
-    sampler = EpsilonGreedySampler(env_factory, cfg, seed)
+    sampler = EpsilonGreedySampler(env_factory, cfg, seed)   # or .for_run(train_cfg, seed)
     sampler.load_weights(weights, version)        # whenever newer weights arrive
     sampler.set_n_step(n)                         # optional: n for the next episodes
     for _ in range(k):
@@ -22,6 +22,8 @@ import gymnasium as gym
 import numpy as np
 
 from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyQNetwork
@@ -67,6 +69,20 @@ class EpsilonGreedySampler:
         self._episode_return = 0.0
         self._episode_length = 0
         self._resets = 0
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, seed: int) -> EpsilonGreedySampler:
+        """The sampler of one of a run's actors: ``cfg.env`` (made by `make_env`), with its
+        bounds and re-creation schedule, and ``cfg.algo``."""
+        env_cfg = cfg.env
+        return cls(
+            lambda: make_env(env_cfg),
+            cfg.algo,
+            seed=seed,
+            hard_reset_every_s=env_cfg.hard_reset_every_s,
+            max_abs_obs=env_cfg.max_abs_obs,
+            max_abs_reward=env_cfg.max_abs_reward,
+        )
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of the given version."""

@@ -2,7 +2,7 @@
 
 Order of calls::
 
-    sampler = OnPolicySampler(env_factory, num_envs, cfg, seed)
+    sampler = OnPolicySampler(env_factory, num_envs, cfg, seed)   # or .for_run(train_cfg, seed)
     sampler.load_weights(weights, version)
     batch, stats = sampler.collect(n_steps)      # RolloutBatch of [n_steps, num_envs]
 """
@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 
 from soulsai_ray.algo_config import PPOConfig
+from soulsai_ray.config import TrainConfig
+from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyActorCritic
@@ -65,6 +67,21 @@ class OnPolicySampler:
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._first_reset = True
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, seed: int) -> OnPolicySampler:
+        """The sampler of one of a run's actors: ``env.num_envs_per_actor`` copies of ``cfg.env``
+        (made by `make_env`), with its bounds and re-creation schedule, and ``cfg.algo``."""
+        env_cfg = cfg.env
+        return cls(
+            lambda: make_env(env_cfg),
+            env_cfg.num_envs_per_actor,
+            cfg.algo,
+            seed=seed,
+            hard_reset_every_s=env_cfg.hard_reset_every_s,
+            max_abs_obs=env_cfg.max_abs_obs,
+            max_abs_reward=env_cfg.max_abs_reward,
+        )
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of ``version``."""
