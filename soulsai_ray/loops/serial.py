@@ -27,7 +27,6 @@ import numpy as np
 from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.shell import EvalReport
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs.factory import make_env
 from soulsai_ray.evaluation import GreedyPolicy, play_episodes
 from soulsai_ray.inbound import Limits
 from soulsai_ray.loops.common import Restore, RunRecorder
@@ -119,16 +118,9 @@ class SerialDQNLoop(SerialLoop):
         from soulsai_ray.replay_store import ReplayStore
         from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
-        cfg, a, env_cfg = self.cfg, self.algo, self.cfg.env
+        cfg, a = self.cfg, self.algo
         self.samplers = [
-            EpsilonGreedySampler(
-                lambda: make_env(env_cfg),
-                a,
-                seed=cfg.env_seed(index),
-                hard_reset_every_s=env_cfg.hard_reset_every_s,
-                max_abs_obs=env_cfg.max_abs_obs,
-                max_abs_reward=env_cfg.max_abs_reward,
-            )
+            EpsilonGreedySampler.for_run(cfg, cfg.env_seed(index))
             for index in range(self.num_samplers)
         ]
         obs_dim, num_actions = self.samplers[0].obs_dim, self.samplers[0].num_actions
@@ -256,18 +248,9 @@ class SerialPPOLoop(SerialLoop):
         from soulsai_ray.algos.ppo import PPOLearner
         from soulsai_ray.sampling.on_policy import OnPolicySampler
 
-        cfg, env_cfg = self.cfg, self.cfg.env
+        cfg = self.cfg
         self.samplers = [
-            OnPolicySampler(
-                lambda: make_env(env_cfg),
-                env_cfg.num_envs_per_actor,
-                self.algo,
-                seed=cfg.env_seed(index),
-                hard_reset_every_s=env_cfg.hard_reset_every_s,
-                max_abs_obs=env_cfg.max_abs_obs,
-                max_abs_reward=env_cfg.max_abs_reward,
-            )
-            for index in range(self.num_samplers)
+            OnPolicySampler.for_run(cfg, cfg.env_seed(index)) for index in range(self.num_samplers)
         ]
         obs_dim, num_actions = self.samplers[0].obs_dim, self.samplers[0].num_actions
         self.learner = PPOLearner(
