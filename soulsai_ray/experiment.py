@@ -26,7 +26,7 @@ from typing import Any
 from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.checkpoint_folder import load_checkpoint, verify_checkpoint
-from soulsai_ray.config import TrainConfig
+from soulsai_ray.config import TrainConfig, parse_config
 from soulsai_ray.loops.common import MetricsExporter, Restore, RunRecorder
 from soulsai_ray.loops.lifecycle import RunLoop
 from soulsai_ray.typed_config import ConfigError
@@ -97,8 +97,10 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
             every checkpoint); by default ``cfg`` itself as YAML.
 
     Raises:
+        ConfigError: ``cfg`` fails the checks a config from the command line passes.
         CheckpointError: the checkpoint to resume from is missing, partial or corrupt.
     """
+    parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = config_yaml or config_to_yaml(cfg)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")

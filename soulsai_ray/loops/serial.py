@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from soulsai_ray import metric_names as mn
-from soulsai_ray.actors.shell import EvalReport
+from soulsai_ray.actors.shell import EvalReport, setup_process
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.evaluation import GreedyPolicy, play_episodes
 from soulsai_ray.inbound import Limits
@@ -64,6 +64,10 @@ class SerialLoop(RunLoop):
 
     def num_actors(self) -> int:
         return len(self.samplers)
+
+    def setup_process(self) -> None:
+        """What every actor process sets up (torch threads): the learner shares this process."""
+        setup_process(self.cfg)
 
     def actors_alive(self) -> int:
         return len(self.samplers)
@@ -248,6 +252,7 @@ class SerialPPOLoop(SerialLoop):
         from soulsai_ray.algos.ppo import PPOLearner
         from soulsai_ray.sampling.on_policy import OnPolicySampler
 
+        self.setup_process()
         cfg = self.cfg
         self.samplers = [
             OnPolicySampler.for_run(cfg, cfg.env_seed(index)) for index in range(self.num_samplers)
