@@ -7,7 +7,10 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    from soulsai_ray.config import EnvConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,23 @@ class EpisodeStats:
     env_errors: int = 0
     invalid_steps: int = 0
     """Steps dropped because the env returned a NaN/inf observation or reward."""
+
+
+class EnvGuards(TypedDict):
+    """The keyword arguments of both samplers that an env config sets (:func:`env_guards`)."""
+
+    hard_reset_every_s: float | None
+    max_abs_obs: float
+    max_abs_reward: float
+
+
+def env_guards(env_cfg: EnvConfig) -> EnvGuards:
+    """The bounds on what the env returns and its re-creation schedule, from ``env_cfg``."""
+    return EnvGuards(
+        hard_reset_every_s=env_cfg.hard_reset_every_s,
+        max_abs_obs=env_cfg.max_abs_obs,
+        max_abs_reward=env_cfg.max_abs_reward,
+    )
 
 
 def backoff_s(failures_in_row: int, cap_s: float, base_s: float = 0.1) -> float:

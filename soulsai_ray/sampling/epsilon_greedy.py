@@ -27,7 +27,7 @@ from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyQNetwork
-from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
+from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
 from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
 
 logger = logging.getLogger(__name__)
@@ -75,14 +75,7 @@ class EpsilonGreedySampler:
         """The sampler of one of a run's actors: ``cfg.env`` (made by `make_env`), with its
         bounds and re-creation schedule, and ``cfg.algo``."""
         env_cfg = cfg.env
-        return cls(
-            lambda: make_env(env_cfg),
-            cfg.algo,
-            seed=seed,
-            hard_reset_every_s=env_cfg.hard_reset_every_s,
-            max_abs_obs=env_cfg.max_abs_obs,
-            max_abs_reward=env_cfg.max_abs_reward,
-        )
+        return cls(lambda: make_env(env_cfg), cfg.algo, seed=seed, **env_guards(env_cfg))
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of the given version."""

@@ -23,7 +23,7 @@ from soulsai_ray.envs.factory import make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import NumpyActorCritic
-from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats
+from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
 from soulsai_ray.transitions import RolloutBatch
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,8 @@ class OnPolicySampler:
         """The sampler of one of a run's actors: ``env.num_envs_per_actor`` copies of ``cfg.env``
         (made by `make_env`), with its bounds and re-creation schedule, and ``cfg.algo``."""
         env_cfg = cfg.env
-        return cls(
-            lambda: make_env(env_cfg),
-            env_cfg.num_envs_per_actor,
-            cfg.algo,
-            seed=seed,
-            hard_reset_every_s=env_cfg.hard_reset_every_s,
-            max_abs_obs=env_cfg.max_abs_obs,
-            max_abs_reward=env_cfg.max_abs_reward,
-        )
+        envs = env_cfg.num_envs_per_actor
+        return cls(lambda: make_env(env_cfg), envs, cfg.algo, seed=seed, **env_guards(env_cfg))
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of ``version``."""

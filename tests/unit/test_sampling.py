@@ -171,3 +171,20 @@ def test_ppo_sampler_stops_the_rollout_before_corrupt_env_data(glitch):
         if batch is not None:
             assert np.isfinite(batch.rewards).all() and np.abs(batch.obs).max() < 1e6
     assert invalid > 0 and returns and all(r == 12.0 for r in returns)
+
+
+def test_a_runs_samplers_take_the_env_and_its_guards_from_the_config():
+    from soulsai_ray.config import EnvConfig, TrainConfig
+
+    env = EnvConfig(
+        id="CartPole-v1",
+        num_envs_per_actor=3,
+        hard_reset_every_s=60.0,
+        max_abs_obs=7.0,
+        max_abs_reward=9.0,
+    )
+    dqn = EpsilonGreedySampler.for_run(TrainConfig(algo=DQNConfig(hidden_sizes=[8]), env=env), 1)
+    ppo = OnPolicySampler.for_run(TrainConfig(algo=PPOConfig(hidden_sizes=[8]), env=env), 1)
+    assert (dqn.obs_dim, dqn.num_actions) == (ppo.obs_dim, ppo.num_actions) == (4, 2)
+    assert dqn._bounds == ppo._bounds == (7.0, 9.0) and ppo.num_envs == 3
+    assert dqn._recovery.hard_reset_every_s == ppo._recovery.hard_reset_every_s == 60.0
