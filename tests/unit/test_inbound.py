@@ -46,17 +46,16 @@ def test_good_batches_pass():
     assert check_transitions(edge, LIMITS, CURRENT_VERSION) is None
 
 
-@pytest.mark.parametrize(("name", "batch", "reason"), transition_cases(), ids=lambda v: str(v)[:30])
-def test_every_malformed_transition_batch_is_rejected_with_its_reason(name, batch, reason):
-    rejection = check_transitions(batch, LIMITS, CURRENT_VERSION)
-    assert rejection is not None, name
-    assert rejection.reason == reason, rejection
-    assert rejection.reason in REASONS and rejection.detail
-
-
-@pytest.mark.parametrize(("name", "batch", "reason"), rollout_cases(), ids=lambda v: str(v)[:30])
-def test_every_malformed_rollout_is_rejected_with_its_reason(name, batch, reason):
-    rejection = check_rollout(batch, LIMITS, CURRENT_VERSION)
+@pytest.mark.parametrize(
+    ("check", "name", "batch", "reason"),
+    [
+        *((check_transitions, *case) for case in transition_cases()),
+        *((check_rollout, *case) for case in rollout_cases()),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)[:30]),
+)
+def test_every_malformed_batch_is_rejected_with_its_reason(check, name, batch, reason):
+    rejection = check(batch, LIMITS, CURRENT_VERSION)
     assert rejection is not None, name
     assert rejection.reason == reason, rejection
     assert rejection.reason in REASONS and rejection.detail

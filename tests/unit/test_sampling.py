@@ -49,19 +49,23 @@ def _factory() -> gym.Env:
     return Float32Observation(CrashingCounterEnv())
 
 
+def _run(sampler: EpsilonGreedySampler, steps: int, epsilon: float):
+    """Steps ``sampler`` ``steps`` times; returns all its transitions as one batch, and its stats."""
+    batches = []
+    for _ in range(steps):
+        sampler.step(epsilon)
+        chunk = sampler.pop_transitions()
+        if chunk is not None:
+            batches.append(chunk)
+    return batches[0].concat(batches), sampler.pop_stats()
+
+
 def test_dqn_sampler_transitions_never_cross_a_crash():
     sampler = EpsilonGreedySampler(
         _factory, DQNConfig(hidden_sizes=[8], n_step=3), seed=0, max_backoff_s=0.0
     )
-    batches = []
-    for _ in range(3000):
-        sampler.step(epsilon=0.5)
-        chunk = sampler.pop_transitions()
-        if chunk is not None:
-            batches.append(chunk)
-    stats = sampler.pop_stats()
+    b, stats = _run(sampler, 3000, epsilon=0.5)
     assert stats.env_errors > 20  # crashes happened and were survived
-    b = batches[0].concat(batches)
     same_episode = b.obs[:, 0] == b.next_obs[:, 0]
     assert same_episode.all()
     span = b.next_obs[:, 1] - b.obs[:, 1]
@@ -136,18 +140,11 @@ def test_dqn_sampler_drops_episodes_with_corrupt_env_data(glitch):
         max_abs_obs=1e6,
         max_abs_reward=1e6,
     )
-    batches = []
-    for _ in range(2000):
-        sampler.step(epsilon=1.0)
-        chunk = sampler.pop_transitions()
-        if chunk is not None:
-            batches.append(chunk)
-    stats = sampler.pop_stats()
+    b, stats = _run(sampler, 2000, epsilon=1.0)
     assert stats.invalid_steps > 20 and stats.env_errors == 0
     assert stats.env_steps == 2000  # corrupt steps were taken too: they cost game time
     assert set(stats.lengths) == {12}  # only whole, clean episodes are reported
     assert stats.returns and all(r == 12.0 for r in stats.returns)
-    b = batches[0].concat(batches)
     assert np.isfinite(b.rewards).all() and np.abs(b.rewards).max() <= 3.0
     assert np.abs(b.next_obs).max() < 1e6 and (b.obs[:, 0] == b.next_obs[:, 0]).all()
 
