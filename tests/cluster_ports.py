@@ -92,3 +92,17 @@ def numbers_of(ports: dict[str, Port], port: Port) -> set[int]:
 def port_numbers(ports: dict[str, Port]) -> set[int]:
     """Every port number the file names, ranges expanded."""
     return {n for port in ports.values() for n in numbers_of(ports, port)}
+
+
+def ray_start_port_options() -> set[str]:
+    """Every port option of the installed ``ray start`` (without ``--``), which the ports file and
+    the scripts must pin."""
+    from ray.scripts.scripts import start
+
+    return {
+        opt[2:]
+        for param in start.params
+        if not getattr(param, "hidden", False)
+        for opt in param.opts
+        if opt.endswith("port") and opt != "--worker-port-list"
+    }

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cluster_ports import ray_start_port_options
 from ray_settings import REFUSED_AFTER_3_TRIES
 
 from soulsai_ray.cluster import init_ray
@@ -317,15 +318,7 @@ def test_head_tightens_an_existing_token_and_passes_every_pin_to_ray_start(tmp_p
 
 
 def test_scripts_pin_every_port_option_of_ray_start():
-    from ray.scripts.scripts import start
-
-    options = {
-        opt[2:]
-        for param in start.params
-        if not getattr(param, "hidden", False)
-        for opt in param.opts
-        if opt.endswith("port") and opt != "--worker-port-list"
-    }
+    options = ray_start_port_options()
     head_text, join_text = START_HEAD.read_text(), JOIN_CLUSTER.read_text()
     for option in options:
         assert f"[{option}]=" in head_text, f"start_head.sh does not pin --{option}"

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_ports import ENV_VARIABLES, PORTS_FILE, Port, numbers_of, port_rows, read_ports
+from cluster_ports import (
+    ENV_VARIABLES,
+    PORTS_FILE,
+    Port,
+    numbers_of,
+    port_rows,
+    ray_start_port_options,
+    read_ports,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -180,16 +188,7 @@ def test_ports_file_is_well_formed(ports):
 
 
 def test_ports_file_pins_every_port_option_of_ray_start(ports):
-    from ray.scripts.scripts import start
-
-    options = {
-        opt[2:]
-        for param in start.params
-        if not getattr(param, "hidden", False)
-        for opt in param.opts
-        if opt.endswith("port") and opt != "--worker-port-list"
-    }
-    assert set(_flags(ports)) == options
+    assert set(_flags(ports)) == ray_start_port_options()
 
 
 def test_security_doc_table_is_the_ports_file(ports):
@@ -306,33 +305,26 @@ def test_docker_env_is_git_ignored_and_created_private():
             assert "chmod 600 docker/.env" in lines[i - 1] + lines[i], f"{doc}:{i + 1}"
 
 
-def test_join_script_reports_unreachable_head_clearly(tmp_path):
-    token = tmp_path / "token"
-    token.write_text("x" * 32)
-    proc = subprocess.run(
-        [
-            "bash",
-            str(ROOT / "scripts" / "join_cluster.sh"),
-            "127.0.0.1:1",
-            "--token-file",
-            str(token),
-        ],
+def _join(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Runs scripts/join_cluster.sh with ``args`` in a bare environment (HOME is ``tmp_path``)."""
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "join_cluster.sh"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)},
     )
+
+
+def test_join_script_reports_unreachable_head_clearly(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    proc = _join(tmp_path, "127.0.0.1:1", "--token-file", str(token))
     assert proc.returncode == 1
     assert "cannot reach the head at 127.0.0.1:1" in proc.stderr
 
 
 def test_join_script_reports_missing_token(tmp_path):
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "join_cluster.sh"), "127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
+    proc = _join(tmp_path, "127.0.0.1:1")
     assert proc.returncode == 1
     assert "no cluster token" in proc.stderr
