@@ -105,9 +105,8 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
     from soulsai_ray.loops.dqn_async import DQNAsyncLoop
 
     per_node = -(-actors // nodes)
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"}
-    )
+    head = {"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
         for _ in range(nodes):
             cluster.add_node(

@@ -30,6 +30,9 @@ from soulsai_bench.lan import Host, Lan, can_build_a_lan
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 STARTUP_S = 90.0
 """Longest wait for every actor to sample before the measurement window."""
+LOG_EVERY_S = 2.0
+"""The driver's telemetry interval (the config's default), shortened for windows under 16 s so
+that every window holds at least 8 points to fit rates to."""
 
 
 def scale_hosts_once(
@@ -77,6 +80,7 @@ def _train(
         "checkpoint.every_updates=1000000000",
         "telemetry.console=false",
         "telemetry.prometheus=false",
+        f"telemetry.log_every_s={min(LOG_EVERY_S, seconds / 8)}",
         "stop.env_steps=null",
         "stop.time_s=3600",  # ended by SIGINT after the window
         f"hydra.run.dir={run_dir}",
