@@ -122,6 +122,7 @@ class SerialDQNLoop(SerialLoop):
         from soulsai_ray.replay_store import ReplayStore
         from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
+        self.setup_process()
         cfg, a = self.cfg, self.algo
         self.samplers = [
             EpsilonGreedySampler.for_run(cfg, cfg.env_seed(index))
