@@ -48,11 +48,12 @@ def main(cfg: DictConfig) -> None:
         fail(str(err))
     except OmegaConfBaseException as err:
         fail(omegaconf_message(err))
-    from soulsai_ray.loops import run_training  # torch, Ray: after the config is known to be sound
+    from soulsai_ray.experiment import build_experiment  # torch, Ray: once the config is sound
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = run_training(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+        experiment = build_experiment(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+        summary = experiment.run()
     except CheckpointError as err:
         print(f"resume error: {err}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)

@@ -85,6 +85,9 @@ class ClusterConfig:
 
     address: str | None = None
     """None starts an embedded local Ray; ``auto`` or ``HOST:PORT`` joins a running cluster."""
+    serial: bool = False
+    """Run the samplers, replay and learner in this process, without Ray (``cluster=serial``):
+    for debugging an env and for fast tests. ``num_rollout_actors`` samplers take turns."""
     num_rollout_actors: int | Literal["auto"] = 2
     """Rollout actors to keep alive; ``auto``: one per slot of ``env.actor_resources``."""
     rollout_num_cpus: float = 1.0
@@ -112,6 +115,13 @@ class ClusterConfig:
         )
         require(self.torch_threads > 0, f"{key}.torch_threads", "must be > 0")
         require(self.actor_max_restarts >= -1, f"{key}.actor_max_restarts", "must be >= -1")
+        if self.serial:
+            require(self.address is None, f"{key}.address", "must be null with cluster.serial")
+            require(
+                self.num_rollout_actors != "auto",
+                f"{key}.num_rollout_actors",
+                "must be a number with cluster.serial (there are no nodes to count slots on)",
+            )
 
 
 @dataclass
