@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
-import torch
 from ray.exceptions import RayError
 
 from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.actors.shell import next_version, setup_process
 from soulsai_ray.algos.dqn import DQNLearner
+from soulsai_ray.algos.publish import PublishSchedule, resolve_device
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.replay import SampledBatch
 
@@ -44,40 +42,6 @@ class TrainReport:
     report (`NonFiniteGuard.take_rollbacks`)."""
     publishes: list[tuple[int, float]]
     """(version, wall time) of each publish during the call."""
-
-
-class PublishSchedule:
-    """When the learner publishes: ``every`` updates after the last publication, and no sooner
-    than ``min_interval_s`` after it.
-
-    The time floor keeps the version rate bounded however fast the learner runs, so a sample's
-    lag in versions stays a measure of wall time (``algo.max_model_lag``) and actors on slow
-    links are not flooded with weights.
-    """
-
-    def __init__(
-        self, every: int, min_interval_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.every, self.min_interval_s, self.clock = every, min_interval_s, clock
-        self._updates = 0
-        self._at = -math.inf
-
-    def due(self, updates: int) -> bool:
-        """Whether to publish now, with the learner at ``updates``."""
-        return (
-            updates - self._updates >= self.every and self.clock() - self._at >= self.min_interval_s
-        )
-
-    def published(self, updates: int) -> None:
-        """Records a publication at ``updates``."""
-        self._updates, self._at = updates, self.clock()
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @ray.remote(num_cpus=0)

@@ -49,7 +49,7 @@ class PPOLearnerActor:
         checkpoint_dir: str,
         resume_path: str | None = None,
     ) -> None:
-        from soulsai_ray.actors.learner import resolve_device
+        from soulsai_ray.algos.publish import resolve_device
 
         setup_process(cfg)
         self.limits = limits

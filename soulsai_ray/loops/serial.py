@@ -117,8 +117,8 @@ class SerialDQNLoop(SerialLoop):
     algo_name = "dqn"
 
     def build(self) -> None:
-        from soulsai_ray.actors.learner import PublishSchedule, resolve_device
         from soulsai_ray.algos.dqn import DQNLearner
+        from soulsai_ray.algos.publish import PublishSchedule, resolve_device
         from soulsai_ray.replay_store import ReplayStore
         from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
@@ -249,8 +249,8 @@ class SerialPPOLoop(SerialLoop):
     algo_name = "ppo"
 
     def build(self) -> None:
-        from soulsai_ray.actors.learner import resolve_device
         from soulsai_ray.algos.ppo import PPOLearner
+        from soulsai_ray.algos.publish import resolve_device
         from soulsai_ray.sampling.on_policy import OnPolicySampler
 
         self.setup_process()

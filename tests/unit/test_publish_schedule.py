@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from soulsai_ray.actors.learner import PublishSchedule
 from soulsai_ray.actors.shell import next_version
 from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.algos.publish import PublishSchedule
 from soulsai_ray.typed_config import ConfigError
 
 
