@@ -21,8 +21,7 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -55,10 +54,10 @@ def test_every_switch_works_through_the_actors(tmp_path: Path):
         checkpoint=CheckpointConfig(every_updates=10**9, save_replay=True),
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.2),
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
-    loop = DQNAsyncLoop(cfg, recorder)
+    experiment = build_experiment(cfg, tmp_path)
+    loop = experiment.loop
     try:
-        summary = loop.run()
+        summary = experiment.run()
         version, refs = ray.get(loop.weight_store.latest.remote())
         published = ray.get(refs[0])
     finally:
@@ -118,12 +117,11 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
         checkpoint=CheckpointConfig(every_updates=10**9),
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
-    loop = DQNAsyncLoop(cfg, recorder)
+    experiment = build_experiment(cfg, tmp_path)
     try:
-        summary = loop.run()
+        summary = experiment.run()
     finally:
-        for actor in loop.all_actors():
+        for actor in experiment.loop.all_actors():
             ray.kill(actor)
     counters = summary["counters"]
     stale = counters["samples_stale"] / summary["env_steps"]

@@ -20,10 +20,8 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.experiment import Experiment, build_experiment
 from soulsai_ray.loops.evaluation import EvalCall
-from soulsai_ray.loops.ppo_sync import PPOSyncLoop
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -31,10 +29,9 @@ FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 ANGLES = ["player_pose[3]", "boss_pose[3]"]
 DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=16)
 PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
-ALGOS = [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)]
 
 
-def _loop(loop_cls, algo, tmp_path, env: EnvConfig, seconds: float):
+def _experiment(algo, tmp_path, env: EnvConfig, seconds: float) -> Experiment:
     cfg = TrainConfig(
         algo=algo,
         env=env,
@@ -45,8 +42,7 @@ def _loop(loop_cls, algo, tmp_path, env: EnvConfig, seconds: float):
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
         seed=5,
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
-    return loop_cls(cfg, recorder)
+    return build_experiment(cfg, tmp_path)
 
 
 def _evaluating(loop) -> int | None:
@@ -60,14 +56,13 @@ def _evaluating(loop) -> int | None:
     return None
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo", "seed"), [(*ALGOS[0], 11), (*ALGOS[1], 12)], ids=["dqn", "ppo"]
-)
-def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp_path):
+@pytest.mark.parametrize(("algo", "seed"), [(DQN, 11), (PPO, 12)], ids=["dqn", "ppo"])
+def test_the_evaluating_actor_killed_at_random_moments(algo, seed, tmp_path):
     """SIGKILL-like kills of whichever actor evaluates, after a seeded random delay into the
     evaluation: the run goes on, evaluations resume on the restarted fleet, nothing is lost."""
     env = EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES, step_latency_s=0.002)
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=120)
+    experiment = _experiment(algo, tmp_path, env, seconds=120)
+    loop = experiment.loop
     rng = np.random.default_rng(seed)
     kills: list[int] = []
     evals_at_last_kill = [0]
@@ -87,13 +82,13 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
         # as a signal would: the loop finishes normally once evaluations went on after the kills
         while not stop.wait(0.2):
             if loop.counters.evaluations >= max(2, evals_at_last_kill[0] + 1):
-                loop.stop_requested = "enough"
+                experiment.stop("enough")
                 return
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        summary = loop.run()
+        summary = experiment.run()
     finally:
         stop.set()
         thread.join(timeout=10)
@@ -108,8 +103,8 @@ def test_the_evaluating_actor_killed_at_random_moments(loop_cls, algo, seed, tmp
     assert counters["batches_rejected"] == {}
 
 
-@pytest.mark.parametrize(("loop_cls", "algo"), ALGOS, ids=["dqn", "ppo"])
-def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(loop_cls, algo, tmp_path):
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(algo, tmp_path):
     """Crashes and freezes strike at seeded random steps, sampling and evaluating alike: the
     watchdog kills frozen actors, crashed evaluation episodes are played again, and evaluations
     keep finishing (an evaluation lost with a killed actor once stopped all later ones)."""
@@ -119,20 +114,21 @@ def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(loop_cls, a
         kwargs={"step_error_prob": 0.003, "step_hang_prob": 0.0003},
         step_timeout_s=2.0,
     )
-    loop = _loop(loop_cls, algo, tmp_path, env, seconds=120)
+    experiment = _experiment(algo, tmp_path, env, seconds=120)
+    loop = experiment.loop
     done = threading.Event()
 
     def stop_once_seen_enough() -> None:  # as a signal would: the loop finishes normally
         while not done.wait(0.2):
             c = loop.counters
             if c.evaluations >= 3 and c.env_stalls >= 1 and c.env_errors >= 1:
-                loop.stop_requested = "enough"
+                experiment.stop("enough")
                 return
 
     watcher = threading.Thread(target=stop_once_seen_enough, daemon=True)
     watcher.start()
     try:
-        summary = loop.run()
+        summary = experiment.run()
     finally:
         done.set()
         watcher.join(timeout=10)

@@ -22,9 +22,7 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
-from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -59,6 +57,7 @@ def _pid(actor, timeout_s: float = 60.0) -> int:
 
 
 RECOVERY_TIMEOUT_S = 90.0
+FAULTS_DONE = "fault injection over"
 
 
 def _wait_for_recovery(loop) -> float:
@@ -81,8 +80,9 @@ def _wait_for_recovery(loop) -> float:
     raise AssertionError(f"no recovery within {RECOVERY_TIMEOUT_S:.0f}s: {loop.counters}")
 
 
-def _inject_faults(loop, stop_cfg: StopConfig, kinds: list[str], log: dict) -> None:
-    """Kills a random actor of a random kind every 1-4 s, each kind at least once."""
+def _inject_faults(loop, kinds: list[str], log: dict) -> None:
+    """Kills a random actor of a random kind every 1-4 s, each kind at least once, waits for
+    the recovery, then stops the run."""
     rng = random.Random(SEED)
     try:
         while not loop.singletons.get("learner") or loop.counters.updates == 0:
@@ -103,10 +103,10 @@ def _inject_faults(loop, stop_cfg: StopConfig, kinds: list[str], log: dict) -> N
     except Exception as err:  # noqa: BLE001 - reported by the test
         log["error"] = f"{err!r}\n{traceback.format_exc()}"
     finally:
-        stop_cfg.time_s = 0.001
+        loop.stop(FAULTS_DONE)
 
 
-def _run_with_faults(loop_cls, algo, kinds: list[str], tmp_path) -> tuple[dict, dict, object]:
+def _run_with_faults(algo, kinds: list[str], tmp_path) -> tuple[dict, dict, object]:
     cfg = TrainConfig(
         algo=algo,
         env=EnvConfig(id="CartPole-v1"),
@@ -115,16 +115,15 @@ def _run_with_faults(loop_cls, algo, kinds: list[str], tmp_path) -> tuple[dict, 
         checkpoint=CheckpointConfig(every_updates=200, keep_last=2),
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
     )
-    recorder = RunRecorder(
-        tmp_path, cfg.telemetry, cfg.stop, 2, "", MetricsExporter(False, "faults")
-    )
-    loop = loop_cls(cfg, recorder)
+    experiment = build_experiment(cfg, tmp_path)
+    loop = experiment.loop
     log = {"kills": dict.fromkeys(kinds, 0), "timeline": []}
-    thread = threading.Thread(target=_inject_faults, args=(loop, cfg.stop, kinds, log), daemon=True)
+    thread = threading.Thread(target=_inject_faults, args=(loop, kinds, log), daemon=True)
     thread.start()
-    summary = loop.run()
+    summary = experiment.run()
     thread.join(timeout=60)
     assert "error" not in log, log["error"]
+    assert summary["stop_reason"] == FAULTS_DONE, summary  # not the 600 s limit
     return summary, log, loop
 
 
@@ -149,7 +148,7 @@ def _assert_every_restart_counted(summary: dict, log: dict, tmp_path) -> None:
 def test_dqn_survives_killed_actors_of_every_kind(tmp_path):
     algo = DQNConfig(hidden_sizes=[64], learning_starts=500, batch_size=64, replay_ratio=32)
     kinds = ["rollout", "learner", "replay", "weights"]
-    summary, log, loop = _run_with_faults(DQNAsyncLoop, algo, kinds, tmp_path)
+    summary, log, loop = _run_with_faults(algo, kinds, tmp_path)
     _assert_every_restart_counted(summary, log, tmp_path)
     counters = summary["counters"]
     assert _last(tmp_path, "dist/replay_restarts") == log["kills"]["replay"]
@@ -168,7 +167,7 @@ def test_ppo_survives_killed_actors_and_learner(tmp_path):
     algo = PPOConfig(
         hidden_sizes=[32], n_steps=128, epochs=2, minibatch_size=128, iteration_timeout_s=20
     )
-    summary, log, loop = _run_with_faults(PPOSyncLoop, algo, ["rollout", "learner"], tmp_path)
+    summary, log, loop = _run_with_faults(algo, ["rollout", "learner"], tmp_path)
     _assert_every_restart_counted(summary, log, tmp_path)
     counters = summary["counters"]
     # every accepted rollout step was trained on exactly once

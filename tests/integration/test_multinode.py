@@ -28,8 +28,7 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.experiment import build_experiment
 
 LOOPBACK = "127.0.0.1"
 GAME_PC = {"num_cpus": 1, "resources": {"soulsgym": 1}, "node_ip_address": LOOPBACK}
@@ -72,8 +71,8 @@ def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
         checkpoint=CheckpointConfig(every_updates=10**9),
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.25),
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "test"))
-    loop = DQNAsyncLoop(cfg, recorder)
+    experiment = build_experiment(cfg, tmp_path)  # joins the test's cluster: Ray is up already
+    loop = experiment.loop
     events: dict[str, object] = {}
 
     def samples_from(node) -> int:
@@ -101,17 +100,18 @@ def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
         except AssertionError as err:
             events["error"] = str(err)
         finally:
-            cfg.stop.time_s = 0.001
+            experiment.stop("scenario over")
 
     # Ray's node helpers install signal handlers, so the scenario runs in the main thread and
     # the training loop beside it.
     result: dict[str, dict] = {}
-    thread = threading.Thread(target=lambda: result.update(summary=loop.run()), daemon=True)
+    thread = threading.Thread(target=lambda: result.update(summary=experiment.run()), daemon=True)
     thread.start()
     scenario()
     thread.join(timeout=120)
     summary = result["summary"]
     assert "error" not in events, events.get("error")
+    assert summary["stop_reason"] == "scenario over"  # not the 170 s limit
     head = cluster.head_node.node_id
     assert {_node_of(a) for a in (loop.learner, loop.replay, loop.weight_store)} == {head}
     assert events["actors_after_join"] == 2

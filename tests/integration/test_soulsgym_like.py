@@ -19,9 +19,7 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
-from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -30,7 +28,6 @@ ANGLES = ["player_pose[3]", "boss_pose[3]"]
 
 
 def _run(
-    loop_cls,
     algo,
     tmp_path,
     steps: int,
@@ -56,12 +53,11 @@ def _run(
         checkpoint=CheckpointConfig(every_updates=10**9),
         telemetry=TelemetryConfig(console=False, prometheus=False),
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "test"))
-    loop = loop_cls(cfg, recorder)
-    summary = loop.run()
+    experiment = build_experiment(cfg, tmp_path)
+    summary = experiment.run()
     import ray
 
-    for actor in loop.all_actors():
+    for actor in experiment.loop.all_actors():
         ray.kill(actor)
     return summary
 
@@ -77,22 +73,18 @@ DQN = DQNConfig(
 PPO = PPOConfig(hidden_sizes=[64], n_steps=128, epochs=2, minibatch_size=128)
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
-)
-def test_masked_actions_are_never_taken(loop_cls, algo, tmp_path):
-    summary = _run(loop_cls, algo, tmp_path, steps=3000, error_prob=0.0)
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_masked_actions_are_never_taken(algo, tmp_path):
+    summary = _run(algo, tmp_path, steps=3000, error_prob=0.0)
     counters = summary["counters"]
     assert counters["env_errors"] == 0  # a masked action would have raised inside the env
     assert counters["batches_rejected"] == {} and counters["env_invalid_steps"] == 0
     assert summary["env_steps"] >= 3000 and summary["episodes"] > 0 and summary["updates"] > 0
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
-)
-def test_injected_game_crashes_are_recovered_and_counted(loop_cls, algo, tmp_path):
-    summary = _run(loop_cls, algo, tmp_path, steps=3000, error_prob=0.005)
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_injected_game_crashes_are_recovered_and_counted(algo, tmp_path):
+    summary = _run(algo, tmp_path, steps=3000, error_prob=0.005)
     counters = summary["counters"]
     assert counters["env_errors"] > 0
     assert counters["actor_failures"] == 0  # crashes never kill a rollout actor
@@ -101,16 +93,13 @@ def test_injected_game_crashes_are_recovered_and_counted(loop_cls, algo, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("loop_cls", "algo", "glitch"),
-    [(DQNAsyncLoop, DQN, math.inf), (PPOSyncLoop, PPO, math.nan), (DQNAsyncLoop, DQN, 3.4e38)],
+    ("algo", "glitch"),
+    [(DQN, math.inf), (PPO, math.nan), (DQN, 3.4e38)],
     ids=["dqn-inf", "ppo-nan", "dqn-float32-max"],
 )
-def test_corrupt_rewards_are_dropped_counted_and_never_solve_a_run(
-    loop_cls, algo, glitch, tmp_path
-):
+def test_corrupt_rewards_are_dropped_counted_and_never_solve_a_run(algo, glitch, tmp_path):
     """Only a corrupt reward could reach the return target: the run must end at its step limit."""
     summary = _run(
-        loop_cls,
         algo,
         tmp_path,
         steps=3000,
@@ -136,10 +125,8 @@ def _tags(run_dir) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
-)
-def test_fight_outcomes_are_logged_and_evaluations_keep_the_best_agent(loop_cls, algo, tmp_path):
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_fight_outcomes_are_logged_and_evaluations_keep_the_best_agent(algo, tmp_path):
     """Wins and boss HP reach TensorBoard and summary.json; every new best evaluation writes a
     checkpoint holding exactly the evaluated weights, and ``best`` names the top one."""
     import json
@@ -159,10 +146,9 @@ def test_fight_outcomes_are_logged_and_evaluations_keep_the_best_agent(loop_cls,
         eval=EvalConfig(every_updates=20, episodes=2),
         telemetry=TelemetryConfig(console=False, prometheus=False, window=5),
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "t"))
-    loop = loop_cls(cfg, recorder)
-    summary = loop.run()
-    for actor in loop.all_actors():
+    experiment = build_experiment(cfg, tmp_path)
+    summary = experiment.run()
+    for actor in experiment.loop.all_actors():
         ray.kill(actor)
 
     tags = _tags(tmp_path)

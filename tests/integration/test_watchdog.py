@@ -21,9 +21,7 @@ from soulsai_ray.config import (
     TelemetryConfig,
     TrainConfig,
 )
-from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-from soulsai_ray.loops.dqn_async import DQNAsyncLoop
-from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+from soulsai_ray.experiment import Experiment, build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -32,7 +30,7 @@ DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ra
 PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
 
 
-def _loop(loop_cls, algo, tmp_path, env: EnvConfig, stop: StopConfig, **cluster):
+def _experiment(algo, tmp_path, env: EnvConfig, stop: StopConfig, **cluster) -> Experiment:
     cfg = TrainConfig(
         algo=algo,
         env=env,
@@ -42,8 +40,7 @@ def _loop(loop_cls, algo, tmp_path, env: EnvConfig, stop: StopConfig, **cluster)
         telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
         seed=3,
     )
-    recorder = RunRecorder(tmp_path, cfg.telemetry, cfg.stop, 2, "", MetricsExporter(False, "t"))
-    return loop_cls(cfg, recorder)
+    return build_experiment(cfg, tmp_path)
 
 
 def _kill_all(loop) -> None:
@@ -51,13 +48,11 @@ def _kill_all(loop) -> None:
         ray.kill(actor)
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
-)
-def test_a_hanging_env_step_is_killed_restarted_and_counted(loop_cls, algo, tmp_path):
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
     env = EnvConfig(id=FAKE_SOULS, kwargs={"step_hang_prob": 0.001}, step_timeout_s=2.0)
-    loop = _loop(loop_cls, algo, tmp_path, env, StopConfig(env_steps=3000, time_s=240))
-    summary = loop.run()
+    experiment = _experiment(algo, tmp_path, env, StopConfig(env_steps=3000, time_s=240))
+    summary = experiment.run()
     counters = summary["counters"]
     assert summary["stop_reason"] == "env_steps", summary
     print("stall test counters", summary["wall_s"], counters)
@@ -65,12 +60,13 @@ def test_a_hanging_env_step_is_killed_restarted_and_counted(loop_cls, algo, tmp_
     # a killed actor is restarted by Ray, and the GCS counts it
     assert counters["actor_restarts"] >= counters["env_stalls"] - 1
     assert summary["updates"] > 0
-    _kill_all(loop)
+    _kill_all(experiment.loop)
 
 
 def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
     env = EnvConfig(id="CartPole-v1", step_timeout_s=2.0)
-    loop = _loop(DQNAsyncLoop, DQN, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    experiment = _experiment(DQN, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    loop = experiment.loop
     frozen = {}
 
     def freeze_one() -> None:
@@ -89,12 +85,13 @@ def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
                 time.sleep(0.1)
             frozen["back_s"] = time.monotonic() - frozen["at"]
         finally:
-            loop.cfg.stop.time_s = 0.001
+            experiment.stop("recovery watched")
 
     thread = threading.Thread(target=freeze_one, daemon=True)
     thread.start()
-    summary = loop.run()
+    summary = experiment.run()
     thread.join(timeout=30)
+    assert summary["stop_reason"] == "recovery watched", summary  # not the 120 s limit
     assert summary["counters"]["env_stalls"] == 1
     assert frozen["noticed_s"] < 2.0 * 1.25 + 2.0, frozen  # timeout, probe interval, a poll
     new_pid = ray.get(loop.fleet.actors[0].pid.remote(), timeout=60)
@@ -102,14 +99,12 @@ def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
     _kill_all(loop)
 
 
-@pytest.mark.parametrize(
-    ("loop_cls", "algo"), [(DQNAsyncLoop, DQN), (PPOSyncLoop, PPO)], ids=["dqn", "ppo"]
-)
-def test_a_learner_gone_for_good_ends_the_run_with_a_summary(loop_cls, algo, tmp_path):
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_a_learner_gone_for_good_ends_the_run_with_a_summary(algo, tmp_path):
     env = EnvConfig(id="CartPole-v1")
-    loop = _loop(
-        loop_cls, algo, tmp_path, env, StopConfig(env_steps=None, time_s=300), actor_max_restarts=0
-    )
+    stop = StopConfig(env_steps=None, time_s=300)
+    experiment = _experiment(algo, tmp_path, env, stop, actor_max_restarts=0)
+    loop = experiment.loop
     killed = {}
 
     def kill_learner() -> None:
@@ -121,7 +116,7 @@ def test_a_learner_gone_for_good_ends_the_run_with_a_summary(loop_cls, algo, tmp
 
     thread = threading.Thread(target=kill_learner, daemon=True)
     thread.start()
-    summary = loop.run()
+    summary = experiment.run()
     ended_after = time.monotonic() - killed["at"]
     assert summary["stop_reason"] == "learner_lost"
     assert summary["exit_status"] == 1
@@ -131,10 +126,8 @@ def test_a_learner_gone_for_good_ends_the_run_with_a_summary(loop_cls, algo, tmp
 
 
 def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
-    loop = _loop(
-        DQNAsyncLoop, DQN, tmp_path, EnvConfig(id="CartPole-v1"), StopConfig(env_steps=6000)
-    )
-    manager, calls = loop.recorder.checkpoints, {"n": 0}
+    experiment = _experiment(DQN, tmp_path, EnvConfig(id="CartPole-v1"), StopConfig(env_steps=6000))
+    manager, calls = experiment.loop.recorder.checkpoints, {"n": 0}
     real_save = manager.save
 
     def disk_full_twice(*args, **kwargs):
@@ -144,13 +137,13 @@ def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
         return real_save(*args, **kwargs)
 
     manager.save = disk_full_twice
-    summary = loop.run()
+    summary = experiment.run()
     assert summary["counters"]["checkpoint_failures"] == 2
     assert summary["stop_reason"] == "env_steps"
     assert calls["n"] >= 4  # retried at the next interval and at the end
     latest = manager.latest()
     assert latest is not None and latest.meta["env_steps"] == summary["env_steps"]
-    _kill_all(loop)
+    _kill_all(experiment.loop)
 
 
 def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data(tmp_path):
@@ -159,7 +152,8 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
     wait without spinning."""
     env = EnvConfig(id=FAKE_SOULS, kwargs={"nan_reward_prob": 1.0})
     algo = DQNConfig(hidden_sizes=[32], learning_starts=100, batch_size=32, ratio_slack_steps=200)
-    loop = _loop(DQNAsyncLoop, algo, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    experiment = _experiment(algo, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    loop = experiment.loop
     measured = {}
 
     def measure() -> None:
@@ -172,12 +166,13 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
             used = (end.ru_utime - cpu.ru_utime) + (end.ru_stime - cpu.ru_stime)
             measured["cpu_share"] = used / (time.monotonic() - start)
         finally:
-            loop.cfg.stop.time_s = 0.001  # measured: stop now rather than at the time limit
+            experiment.stop("measured")  # stop now rather than at the time limit
 
     thread = threading.Thread(target=measure, daemon=True)
     thread.start()
-    summary = loop.run()
+    summary = experiment.run()
     thread.join(timeout=30)
+    assert summary["stop_reason"] == "measured", summary
     assert summary["counters"]["env_invalid_steps"] > 0 and summary["updates"] == 0
     assert measured["cpu_share"] < 0.15, measured
     _kill_all(loop)

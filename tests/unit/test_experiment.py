@@ -1,0 +1,120 @@
+"""``build_experiment``: the loop a config asks for, the run folder it prepares, and ``stop``.
+
+Nothing here starts Ray: building a run only constructs its loop, and a serial run trains in
+this process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+from omegaconf import OmegaConf
+
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.config import (
+    CheckpointConfig,
+    ClusterConfig,
+    EnvConfig,
+    StopConfig,
+    TelemetryConfig,
+    TrainConfig,
+)
+from soulsai_ray.experiment import build_experiment, config_to_yaml
+from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+from soulsai_ray.loops.ppo_sync import PPOSyncLoop
+from soulsai_ray.loops.serial import SerialDQNLoop, SerialPPOLoop
+
+DQN = DQNConfig(hidden_sizes=[16], learning_starts=64, batch_size=16, buffer_size=1000)
+PPO = PPOConfig(hidden_sizes=[16], n_steps=32, epochs=1, minibatch_size=32)
+
+
+def _cfg(algo, serial: bool) -> TrainConfig:
+    cfg = TrainConfig(
+        algo=algo,
+        env=EnvConfig(id="CartPole-v1"),
+        cluster=ClusterConfig(serial=serial, num_rollout_actors=1),
+        stop=StopConfig(env_steps=10_000),
+        checkpoint=CheckpointConfig(keep_last=2),
+        telemetry=TelemetryConfig(console=False, prometheus=False),
+    )
+    cfg.validate()
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("algo", "serial", "loop_cls"),
+    [
+        (DQN, True, SerialDQNLoop),
+        (PPO, True, SerialPPOLoop),
+        (DQN, False, DQNAsyncLoop),
+        (PPO, False, PPOSyncLoop),
+    ],
+    ids=["serial-dqn", "serial-ppo", "local-dqn", "local-ppo"],
+)
+def test_the_builder_picks_the_loop_the_config_asks_for(algo, serial, loop_cls, tmp_path):
+    run_dir = tmp_path / "run"  # created by the builder
+    cfg = _cfg(algo, serial)
+    experiment = build_experiment(cfg, run_dir)
+    try:
+        assert type(experiment.loop) is loop_cls
+        assert experiment.cfg is cfg and experiment.run_dir == run_dir
+        assert experiment.loop.recorder.run_dir == run_dir
+        assert experiment.loop.recorder.checkpoints.keep_last == 2  # cfg.checkpoint.keep_last
+        assert not ray.is_initialized()  # building starts nothing
+        written = (run_dir / "config.yaml").read_text()
+        assert written == config_to_yaml(cfg)
+        saved = OmegaConf.create(written)
+        assert saved.cluster.serial is serial and saved.algo.hidden_sizes == [16]
+    finally:
+        experiment.loop.recorder.telemetry.close()
+
+
+def test_the_config_the_user_composed_is_saved_as_given(tmp_path):
+    composed = "# as Hydra resolved it\nalgo:\n  name: dqn\n"
+    experiment = build_experiment(_cfg(DQN, serial=True), tmp_path, composed)
+    experiment.loop.recorder.telemetry.close()
+    assert (tmp_path / "config.yaml").read_text() == composed
+    assert experiment.loop.recorder.config_yaml == composed  # and into every checkpoint
+
+
+def test_stop_keeps_the_first_reason(tmp_path):
+    experiment = build_experiment(_cfg(DQN, serial=True), tmp_path)
+    loop = experiment.loop
+    experiment.loop.recorder.telemetry.close()
+    assert loop.stop_requested is None
+    assert loop.stop("first") is True
+    assert loop.stop("second") is False
+    experiment.stop("third")
+    assert loop.stop_requested == "first"
+
+
+@pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
+def test_a_stopped_run_ends_after_its_step_with_a_checkpoint_and_the_reason(algo, tmp_path):
+    """Stopped during its first step, a serial run finishes that step, writes a final
+    checkpoint and a summary naming the reason, long before its 10k-step limit."""
+    experiment = build_experiment(_cfg(algo, serial=True), tmp_path)
+    loop = experiment.loop
+    step = loop.step
+
+    def step_then_stop() -> None:
+        step()
+        experiment.stop("enough")
+
+    loop.step = step_then_stop
+    summary = experiment.run()
+    assert summary["stop_reason"] == "enough"
+    assert 0 < summary["env_steps"] < 10_000
+    assert summary["checkpoint"] is not None
+    assert json.loads((tmp_path / "summary.json").read_text())["stop_reason"] == "enough"
+    assert not ray.is_initialized()
+
+
+def test_a_run_stopped_before_it_starts_writes_a_summary_but_no_checkpoint(tmp_path):
+    experiment = build_experiment(_cfg(DQN, serial=True), tmp_path)
+    experiment.stop("SIGTERM")
+    summary = experiment.run()
+    assert summary["stop_reason"] == "SIGTERM"
+    assert summary["env_steps"] == 0 and summary["checkpoint"] is None
+    assert (tmp_path / "summary.json").is_file()
