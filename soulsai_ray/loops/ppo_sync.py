@@ -72,7 +72,8 @@ class PPOSyncLoop(TrainingLoop):
     def step(self) -> None:
         """One iteration: collect rollouts, then update on the current-version batches."""
         batches, reports = self._collect()
-        if batches:
+        cut_short = self.stop_requested is not None and len(batches) < self.algo.min_workers
+        if batches and not cut_short:  # a stop mid-iteration never trains below min_workers
             self._update(batches, reports)
 
     def on_restart(self, role: str) -> None:
