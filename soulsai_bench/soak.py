@@ -122,7 +122,7 @@ class Soak:
             "checkpoint.keep_last=2",
             "stop.env_steps=null",
             "stop.return_mean=null",
-            f"stop.time_s={self.duration_s * 3}",
+            f"stop.time_s={self.driver_time_limit_s()}",
             "telemetry.console=false",
             "telemetry.log_every_s=1.0",
             f"seed={self.seed}",
@@ -202,8 +202,14 @@ class Soak:
         return (newest[0], int(newest[1])) if newest else (0, 0)
 
     def wait_until(self, ok, since: float) -> float | None:
-        """Seconds from ``since`` until ``ok()`` holds, or None after ``RECOVERY_TIMEOUT_S``."""
+        """Seconds from ``since`` until ``ok()`` holds, or None after ``RECOVERY_TIMEOUT_S``.
+
+        Raises:
+            RuntimeError: the driver exited on its own meanwhile (nothing can recover then).
+        """
         while time.monotonic() - since < RECOVERY_TIMEOUT_S:
+            if self.driver is not None and self.driver.poll() is not None:
+                raise RuntimeError(f"the driver exited on its own (exit {self.driver.returncode})")
             if ok():
                 return time.monotonic() - since
             self.sample_rss()
@@ -296,10 +302,19 @@ class Soak:
             since,
         )
 
+    def fault_count(self) -> int:
+        """Faults the soak strikes with: every kind once, and one per 75 s of a longer soak."""
+        return max(len(self.kinds), int(self.duration_s / 75))
+
+    def driver_time_limit_s(self) -> float:
+        """The driver's own time limit, a safety net should the soak die: the soak ends it with
+        SIGINT first, after its duration and the recovery waits of every fault."""
+        return self.duration_s * 3 + RECOVERY_TIMEOUT_S * self.fault_count()
+
     def schedule(self) -> list[tuple[float, str]]:
         """Fault times and kinds: every kind at least once, driver kills in the first half."""
         kinds = list(self.kinds)
-        count = max(len(kinds), int(self.duration_s / 75))
+        count = self.fault_count()
         chosen = kinds + [self.rng.choice(kinds) for _ in range(count - len(kinds))]
         self.rng.shuffle(chosen)
         quiet = min(QUIET_S, self.duration_s / 4)
@@ -320,7 +335,11 @@ class Soak:
 
         cluster = Cluster(
             initialize_head=True,
-            head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"},
+            head_node_args={
+                "num_cpus": 2,
+                "node_ip_address": "127.0.0.1",
+                "include_dashboard": False,
+            },
         )
         try:
             for _ in range(self.nodes):
