@@ -1,0 +1,40 @@
+"""The counts of a SoulsGym-shaped fight arrive from Ray's rollout actors: game crashes, fight
+outcomes and evaluations (the samplers' own behaviour, corrupt rewards included, is checked in
+one process by ``tests/unit/test_souls_fight_runs.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from run_configs import (
+    FIGHT_TAGS,
+    SOULS_DQN,
+    SOULS_PPO,
+    fake_souls,
+    run_config,
+    scalar_tags,
+)
+
+from soulsai_ray.experiment import build_experiment
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.mark.parametrize("algo", [SOULS_DQN, SOULS_PPO], ids=["dqn", "ppo"])
+def test_crashes_fight_outcomes_and_evaluations_are_counted_through_ray(algo, tmp_path):
+    env = fake_souls(step_error_prob=0.002, reset_error_prob=0.002)
+    cfg = run_config(algo, env, steps=4000, return_mean=1e6, eval_every=20, window=5)
+    experiment = build_experiment(cfg, tmp_path)
+    try:
+        summary = experiment.run()
+    finally:
+        for actor in experiment.loop.all_actors():
+            ray.kill(actor)
+    counters = summary["counters"]
+    assert summary["stop_reason"] == "env_steps" and summary["updates"] > 0
+    assert counters["env_errors"] > 0
+    assert counters["actor_failures"] == 0  # crashes never kill a rollout actor
+    assert counters["batches_rejected"] == {} and counters["samples_invalid"] == 0
+    assert counters["evaluations"] >= 1 and summary["last_eval"]["episodes"] == 2
+    assert 0.0 <= summary["episode_metrics"]["win_rate"] <= 1.0
+    assert set(FIGHT_TAGS) <= scalar_tags(tmp_path)
