@@ -23,35 +23,36 @@ WARMUP_S = 2.0
 
 def scale_config(actors: int, rate: float, address: str) -> Any:
     """DQN on a game-rate Acrobot with ``actors`` rollout actors on ``soulsgym`` nodes."""
-    from soulsai_ray.algo_config import DQNConfig
-    from soulsai_ray.config import (
-        CheckpointConfig,
-        ClusterConfig,
-        EnvConfig,
-        StopConfig,
-        TelemetryConfig,
-        TrainConfig,
-    )
+    from soulsai_ray.compose import compose_config
 
-    return TrainConfig(
-        # settings for a real-time env, as in conf/algo_env/dqn_iudex.yaml
-        algo=DQNConfig(
-            hidden_sizes=[128, 128],
-            learning_starts=500,
-            batch_size=64,
-            replay_ratio=64,
-            weight_sync_every=1,
-            push_every=16,
-            collect_steps=64,
-            collect_time_s=0.5,  # short calls: the measurement sees steps within 0.5 s
-            ratio_slack_steps=None,
-        ),
-        # Acrobot: 500-step episodes even for a poor policy, so resets hardly count
-        env=EnvConfig(id="Acrobot-v1", step_latency_s=1.0 / rate, actor_resources={"soulsgym": 1}),
-        cluster=ClusterConfig(address=address, num_rollout_actors=actors, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=None, time_s=3600.0),
-        checkpoint=CheckpointConfig(every_updates=10**9),
-        telemetry=TelemetryConfig(console=False, prometheus=False),
+    return compose_config(
+        "dqn",
+        "cartpole",
+        [
+            # Acrobot: 500-step episodes even for a poor policy, so resets hardly count
+            "env.id=Acrobot-v1",
+            f"env.step_latency_s={1.0 / rate}",
+            "env.actor_resources={soulsgym: 1}",
+            # settings for a real-time env, as in conf/algo_env/dqn_iudex.yaml
+            "algo.hidden_sizes=[128,128]",
+            "algo.learning_starts=500",
+            "algo.batch_size=64",
+            "algo.replay_ratio=64",
+            "algo.weight_sync_every=1",
+            "algo.push_every=16",
+            "algo.collect_steps=64",
+            "algo.collect_time_s=0.5",  # short calls: the measurement sees steps within 0.5 s
+            "algo.ratio_slack_steps=null",
+            f"cluster.address={address}",
+            f"cluster.num_rollout_actors={actors}",
+            "cluster.rollout_num_cpus=0",
+            "stop.env_steps=null",
+            "stop.time_s=3600",
+            "stop.return_mean=null",
+            "checkpoint.every_updates=1000000000",
+            "telemetry.console=false",
+            "telemetry.prometheus=false",
+        ],
     )
 
 
@@ -93,7 +94,7 @@ class SteadyWindow:
         except BaseException as err:  # reported by the caller once the run has ended
             self.error = err
         finally:
-            loop.stop_requested = loop.stop_requested or "benchmark window over"
+            loop.stop("benchmark window over")
 
 
 def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str, Any]:
@@ -101,8 +102,7 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
     import ray
     from ray.cluster_utils import Cluster
 
-    from soulsai_ray.loops.common import MetricsExporter, RunRecorder
-    from soulsai_ray.loops.dqn_async import DQNAsyncLoop
+    from soulsai_ray.experiment import build_experiment
 
     per_node = -(-actors // nodes)
     head = {"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False}
@@ -115,11 +115,10 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
         ray.init(address=cluster.address)
         cfg = scale_config(actors, rate, cluster.address)
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench_scale_{actors}_"))
-        recorder = RunRecorder(run_dir, cfg.telemetry, cfg.stop, 1, "", MetricsExporter(False, "b"))
-        loop = DQNAsyncLoop(cfg, recorder)
-        window = SteadyWindow(loop, actors, seconds)
+        experiment = build_experiment(cfg, run_dir)  # joins the cluster this process is on
+        window = SteadyWindow(experiment.loop, actors, seconds)
         window.start()
-        summary = loop.run()
+        summary = experiment.run()
     finally:
         ray.shutdown()
         cluster.shutdown()
