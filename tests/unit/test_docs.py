@@ -84,3 +84,27 @@ def test_benchmarks_page_documents_every_subcommand():
     commands = page_commands(ROOT / "docs" / "benchmarks.md")
     documented = {sub for command in commands for sub in BENCH.findall(command)}
     assert documented == bench_subcommands()
+
+
+METRIC = re.compile(r"`((?:episode|eval|train|perf|dist|env|checkpoint|progress)/[\w/<>]+)`")
+PROMETHEUS_METRIC = re.compile(r"`ray_(soulsai_\w+)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_metric_names_in_the_docs_are_the_ones_runs_write(page):
+    """Every metric a page names is in soulsai_ray/metric_names.py (a family's placeholder such
+    as ``dist/rejected/<reason>`` stands for its members)."""
+    from soulsai_ray import metric_names as mn
+
+    prometheus = {mn.prometheus_name(name) for name in mn.ALL}
+    families = tuple(mn.prometheus_name(family) for family in mn.FAMILIES)
+    unknown = []
+    text = page.read_text()
+    for name in METRIC.findall(text):
+        concrete = re.sub(r"<\w+>", "x", name)
+        if not mn.is_known(concrete):
+            unknown.append(name)
+    for name in PROMETHEUS_METRIC.findall(text):
+        if name not in prometheus and not name.startswith(families) and not name.endswith("_"):
+            unknown.append(f"ray_{name}")
+    assert not unknown, f"{page_id(page)} names metrics no run writes: {unknown}"
