@@ -66,6 +66,7 @@ def run_config(
     return_mean: float | None = None,
     serial: bool = False,
     actors: int | str = 2,
+    rollout_num_cpus: float = 0,
     checkpoint_every: int = 10**9,
     keep_last: int = 3,
     save_replay: bool = False,
@@ -73,17 +74,23 @@ def run_config(
     eval_episodes: int = 2,
     log_every_s: float = 0.5,
     window: int = 100,
+    prometheus: bool = False,
     seed: int = 0,
+    resume: str | None = None,
     **cluster: Any,
 ) -> TrainConfig:
     """A test run's config: ``algo`` on ``env`` (an id or an `EnvConfig`) until ``steps``,
-    ``time_s`` or ``return_mean``; ``serial`` runs it in one process; ``cluster`` holds more
-    `ClusterConfig` fields (``address``, ``actor_max_restarts``, ...)."""
+    ``time_s`` or ``return_mean``; ``serial`` runs it in one process; ``resume`` is
+    `TrainConfig.resume`; ``cluster`` holds more `ClusterConfig` fields (``address``,
+    ``actor_max_restarts``, ...)."""
     return TrainConfig(
         algo=algo,
         env=EnvConfig(id=env) if isinstance(env, str) else env,
         cluster=ClusterConfig(
-            serial=serial, num_rollout_actors=actors, rollout_num_cpus=0, **cluster
+            serial=serial,
+            num_rollout_actors=actors,
+            rollout_num_cpus=rollout_num_cpus,
+            **cluster,
         ),
         stop=StopConfig(env_steps=steps, time_s=time_s, return_mean=return_mean),
         checkpoint=CheckpointConfig(
@@ -91,7 +98,8 @@ def run_config(
         ),
         eval=EvalConfig(every_updates=eval_every, episodes=eval_episodes),
         telemetry=TelemetryConfig(
-            console=False, prometheus=False, log_every_s=log_every_s, window=window
+            console=False, prometheus=prometheus, log_every_s=log_every_s, window=window
         ),
         seed=seed,
+        resume=resume,
     )

@@ -9,23 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from run_configs import fake_souls, run_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.checkpoint_folder import load_checkpoint
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import EnvConfig
 from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 GAMMA = 0.9
 FLOOR_VERSIONS_PER_S = 4.5  # 4 a second at publish_min_interval_s=0.25, plus rounding at the ends
 
@@ -46,14 +39,7 @@ def test_every_switch_works_through_the_actors(tmp_path: Path):
         n_step_anneal_steps=1200,
         collect_steps=64,
     )
-    cfg = TrainConfig(
-        algo=algo,
-        env=EnvConfig(id=FAKE_SOULS, angle_keys=["player_pose[3]", "boss_pose[3]"]),
-        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=3000),
-        checkpoint=CheckpointConfig(every_updates=10**9, save_replay=True),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.2),
-    )
+    cfg = run_config(algo, fake_souls(), steps=3000, save_replay=True, log_every_s=0.2)
     experiment = build_experiment(cfg, tmp_path)
     loop = experiment.loop
     try:
@@ -109,14 +95,8 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
         collect_time_s=2.0,
         ratio_slack_steps=None,
     )
-    cfg = TrainConfig(
-        algo=algo,
-        env=EnvConfig(id="CartPole-v1", step_latency_s=0.05),  # 20 steps/s per actor
-        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=500),
-        checkpoint=CheckpointConfig(every_updates=10**9),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
-    )
+    env = EnvConfig(id="CartPole-v1", step_latency_s=0.05)  # 20 steps/s per actor
+    cfg = run_config(algo, env, steps=500)
     experiment = build_experiment(cfg, tmp_path)
     try:
         summary = experiment.run()

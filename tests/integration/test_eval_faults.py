@@ -5,44 +5,42 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import ray
+from run_configs import FAKE_SOULS_ID, SOULS_ANGLES, run_config
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    EvalConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import EnvConfig
 from soulsai_ray.experiment import Experiment, build_experiment
 from soulsai_ray.loops.evaluation import EvalCall
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
-ANGLES = ["player_pose[3]", "boss_pose[3]"]
 DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=16)
 PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
 
 
 def _experiment(algo, tmp_path, env: EnvConfig, seconds: float) -> Experiment:
-    cfg = TrainConfig(
-        algo=algo,
-        env=env,
-        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=None, time_s=seconds),
-        checkpoint=CheckpointConfig(every_updates=10**9, keep_last=1),
-        eval=EvalConfig(every_updates=5, episodes=2),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
-        seed=5,
-    )
+    cfg = run_config(algo, env, time_s=seconds, keep_last=1, eval_every=5, eval_episodes=2, seed=5)
     return build_experiment(cfg, tmp_path)
+
+
+def _run_watched(experiment: Experiment, watch: Callable[[threading.Event], None]) -> dict:
+    """Runs ``experiment`` with ``watch(done)`` in a thread beside it (``done`` is set once the
+    run ends), then kills the run's actors; returns the run's summary."""
+    done = threading.Event()
+    thread = threading.Thread(target=watch, args=(done,), daemon=True)
+    thread.start()
+    try:
+        return experiment.run()
+    finally:
+        done.set()
+        thread.join(timeout=10)
+        for actor in experiment.loop.all_actors():
+            ray.kill(actor)
 
 
 def _evaluating(loop) -> int | None:
@@ -60,15 +58,14 @@ def _evaluating(loop) -> int | None:
 def test_the_evaluating_actor_killed_at_random_moments(algo, seed, tmp_path):
     """SIGKILL-like kills of whichever actor evaluates, after a seeded random delay into the
     evaluation: the run goes on, evaluations resume on the restarted fleet, nothing is lost."""
-    env = EnvConfig(id=FAKE_SOULS, angle_keys=ANGLES, step_latency_s=0.002)
+    env = EnvConfig(id=FAKE_SOULS_ID, angle_keys=SOULS_ANGLES, step_latency_s=0.002)
     experiment = _experiment(algo, tmp_path, env, seconds=120)
     loop = experiment.loop
     rng = np.random.default_rng(seed)
     kills: list[int] = []
     evals_at_last_kill = [0]
-    stop = threading.Event()
 
-    def killer() -> None:
+    def killer(stop: threading.Event) -> None:
         while not stop.is_set() and len(kills) < 3:
             index = _evaluating(loop)
             if index is None:
@@ -85,15 +82,7 @@ def test_the_evaluating_actor_killed_at_random_moments(algo, seed, tmp_path):
                 experiment.stop("enough")
                 return
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
-        summary = experiment.run()
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        for actor in loop.all_actors():
-            ray.kill(actor)
+    summary = _run_watched(experiment, killer)
     counters = summary["counters"]
     assert len(kills) == 3, "evaluations were not running often enough to be killed 3 times"
     assert summary["stop_reason"] == "enough", counters  # not the 120 s limit
@@ -109,31 +98,22 @@ def test_a_game_freezing_or_crashing_during_evaluations_is_recovered(algo, tmp_p
     watchdog kills frozen actors, crashed evaluation episodes are played again, and evaluations
     keep finishing (an evaluation lost with a killed actor once stopped all later ones)."""
     env = EnvConfig(
-        id=FAKE_SOULS,
-        angle_keys=ANGLES,
+        id=FAKE_SOULS_ID,
+        angle_keys=SOULS_ANGLES,
         kwargs={"step_error_prob": 0.003, "step_hang_prob": 0.0003},
         step_timeout_s=2.0,
     )
     experiment = _experiment(algo, tmp_path, env, seconds=120)
     loop = experiment.loop
-    done = threading.Event()
 
-    def stop_once_seen_enough() -> None:  # as a signal would: the loop finishes normally
+    def stop_once_seen_enough(done: threading.Event) -> None:  # as a signal would: the loop ends
         while not done.wait(0.2):
             c = loop.counters
             if c.evaluations >= 3 and c.env_stalls >= 1 and c.env_errors >= 1:
                 experiment.stop("enough")
                 return
 
-    watcher = threading.Thread(target=stop_once_seen_enough, daemon=True)
-    watcher.start()
-    try:
-        summary = experiment.run()
-    finally:
-        done.set()
-        watcher.join(timeout=10)
-        for actor in loop.all_actors():
-            ray.kill(actor)
+    summary = _run_watched(experiment, stop_once_seen_enough)
     counters = summary["counters"]
     assert summary["stop_reason"] == "enough", counters  # not the 120 s limit
     assert counters["evaluations"] >= 3 and counters["env_stalls"] >= 1

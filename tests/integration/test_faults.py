@@ -11,17 +11,10 @@ import traceback
 
 import pytest
 import ray
+from run_configs import run_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
 from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -107,14 +100,7 @@ def _inject_faults(loop, kinds: list[str], log: dict) -> None:
 
 
 def _run_with_faults(algo, kinds: list[str], tmp_path) -> tuple[dict, dict, object]:
-    cfg = TrainConfig(
-        algo=algo,
-        env=EnvConfig(id="CartPole-v1"),
-        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0),
-        stop=StopConfig(env_steps=None, time_s=600.0),
-        checkpoint=CheckpointConfig(every_updates=200, keep_last=2),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
-    )
+    cfg = run_config(algo, time_s=600.0, checkpoint_every=200, keep_last=2)
     experiment = build_experiment(cfg, tmp_path)
     loop = experiment.loop
     log = {"kills": dict.fromkeys(kinds, 0), "timeline": []}

@@ -17,17 +17,11 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray_settings import REFUSED_AFTER_3_TRIES
+from run_configs import run_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import EnvConfig
 from soulsai_ray.experiment import build_experiment
 
 LOOPBACK = "127.0.0.1"
@@ -61,15 +55,16 @@ def _node_of(actor) -> str:
 
 def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
     pc1 = cluster.add_node(**GAME_PC)
-    cfg = TrainConfig(
-        algo=DQNConfig(
+    cfg = run_config(
+        DQNConfig(
             hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=8, collect_steps=64
         ),
-        env=EnvConfig(id="CartPole-v1", actor_resources={"soulsgym": 1}),
-        cluster=ClusterConfig(address=cluster.address, num_rollout_actors="auto"),
-        stop=StopConfig(env_steps=None, time_s=170.0),
-        checkpoint=CheckpointConfig(every_updates=10**9),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.25),
+        EnvConfig(id="CartPole-v1", actor_resources={"soulsgym": 1}),
+        time_s=170.0,
+        actors="auto",
+        rollout_num_cpus=1.0,  # as in a real run (ClusterConfig default): one CPU per actor
+        log_every_s=0.25,
+        address=cluster.address,
     )
     experiment = build_experiment(cfg, tmp_path)  # joins the test's cluster: Ray is up already
     loop = experiment.loop

@@ -11,35 +11,21 @@ import time
 
 import pytest
 import ray
+from run_configs import FAKE_SOULS_ID, run_config
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import EnvConfig
 from soulsai_ray.experiment import Experiment, build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
 DQN = DQNConfig(hidden_sizes=[32], learning_starts=300, batch_size=32, replay_ratio=16)
 PPO = PPOConfig(hidden_sizes=[32], n_steps=64, epochs=1, minibatch_size=64, iteration_timeout_s=5)
 
 
-def _experiment(algo, tmp_path, env: EnvConfig, stop: StopConfig, **cluster) -> Experiment:
-    cfg = TrainConfig(
-        algo=algo,
-        env=env,
-        cluster=ClusterConfig(num_rollout_actors=2, rollout_num_cpus=0, **cluster),
-        stop=stop,
-        checkpoint=CheckpointConfig(every_updates=100, keep_last=2),
-        telemetry=TelemetryConfig(console=False, prometheus=False, log_every_s=0.5),
-        seed=3,
-    )
+def _experiment(algo, tmp_path, env: EnvConfig | str, **run) -> Experiment:
+    """A run of ``algo`` on ``env`` with ``run``'s stop and cluster settings (see `run_config`)."""
+    cfg = run_config(algo, env, checkpoint_every=100, keep_last=2, seed=3, **run)
     return build_experiment(cfg, tmp_path)
 
 
@@ -50,8 +36,8 @@ def _kill_all(loop) -> None:
 
 @pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
 def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
-    env = EnvConfig(id=FAKE_SOULS, kwargs={"step_hang_prob": 0.001}, step_timeout_s=2.0)
-    experiment = _experiment(algo, tmp_path, env, StopConfig(env_steps=3000, time_s=240))
+    env = EnvConfig(id=FAKE_SOULS_ID, kwargs={"step_hang_prob": 0.001}, step_timeout_s=2.0)
+    experiment = _experiment(algo, tmp_path, env, steps=3000, time_s=240)
     summary = experiment.run()
     counters = summary["counters"]
     assert summary["stop_reason"] == "env_steps", summary
@@ -65,7 +51,7 @@ def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
 
 def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
     env = EnvConfig(id="CartPole-v1", step_timeout_s=2.0)
-    experiment = _experiment(DQN, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    experiment = _experiment(DQN, tmp_path, env, time_s=120)
     loop = experiment.loop
     frozen = {}
 
@@ -101,9 +87,7 @@ def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
 
 @pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
 def test_a_learner_gone_for_good_ends_the_run_with_a_summary(algo, tmp_path):
-    env = EnvConfig(id="CartPole-v1")
-    stop = StopConfig(env_steps=None, time_s=300)
-    experiment = _experiment(algo, tmp_path, env, stop, actor_max_restarts=0)
+    experiment = _experiment(algo, tmp_path, "CartPole-v1", time_s=300, actor_max_restarts=0)
     loop = experiment.loop
     killed = {}
 
@@ -126,7 +110,7 @@ def test_a_learner_gone_for_good_ends_the_run_with_a_summary(algo, tmp_path):
 
 
 def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
-    experiment = _experiment(DQN, tmp_path, EnvConfig(id="CartPole-v1"), StopConfig(env_steps=6000))
+    experiment = _experiment(DQN, tmp_path, "CartPole-v1", steps=6000)
     manager, calls = experiment.loop.recorder.checkpoints, {"n": 0}
     real_save = manager.save
 
@@ -150,9 +134,9 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
     """Every step is corrupt (NaN rewards), so replay stays empty: sampling runs past the
     slack and pauses, and every learner call returns at once with no update. The driver must
     wait without spinning."""
-    env = EnvConfig(id=FAKE_SOULS, kwargs={"nan_reward_prob": 1.0})
+    env = EnvConfig(id=FAKE_SOULS_ID, kwargs={"nan_reward_prob": 1.0})
     algo = DQNConfig(hidden_sizes=[32], learning_starts=100, batch_size=32, ratio_slack_steps=200)
-    experiment = _experiment(algo, tmp_path, env, StopConfig(env_steps=None, time_s=120))
+    experiment = _experiment(algo, tmp_path, env, time_s=120)
     loop = experiment.loop
     measured = {}
 

@@ -11,16 +11,10 @@ import json
 import pytest
 import ray
 from omegaconf import OmegaConf
+from run_configs import run_config
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import TrainConfig
 from soulsai_ray.experiment import build_experiment, config_to_yaml
 from soulsai_ray.loops.dqn_async import DQNAsyncLoop
 from soulsai_ray.loops.ppo_sync import PPOSyncLoop
@@ -31,14 +25,7 @@ PPO = PPOConfig(hidden_sizes=[16], n_steps=32, epochs=1, minibatch_size=32)
 
 
 def _cfg(algo, serial: bool) -> TrainConfig:
-    cfg = TrainConfig(
-        algo=algo,
-        env=EnvConfig(id="CartPole-v1"),
-        cluster=ClusterConfig(serial=serial, num_rollout_actors=1),
-        stop=StopConfig(env_steps=10_000),
-        checkpoint=CheckpointConfig(keep_last=2),
-        telemetry=TelemetryConfig(console=False, prometheus=False),
-    )
+    cfg = run_config(algo, steps=10_000, serial=serial, actors=1, keep_last=2)
     cfg.validate()
     return cfg
 

@@ -8,20 +8,13 @@ import threading
 import time
 
 import pytest
+from run_configs import run_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.checkpoint_folder import load_checkpoint
-from soulsai_ray.config import (
-    CheckpointConfig,
-    ClusterConfig,
-    EnvConfig,
-    EvalConfig,
-    StopConfig,
-    TelemetryConfig,
-    TrainConfig,
-)
+from soulsai_ray.config import TrainConfig
 from soulsai_ray.evaluation import load_trained_policy
 from soulsai_ray.experiment import build_experiment
 
@@ -31,13 +24,15 @@ ALGOS = pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
 
 
 def _cfg(algo, steps: int = 1500, **kwargs) -> TrainConfig:
-    return TrainConfig(
-        algo=algo,
-        env=EnvConfig(id="CartPole-v1"),
-        cluster=ClusterConfig(serial=True, num_rollout_actors=2),
-        stop=StopConfig(env_steps=steps),
-        checkpoint=CheckpointConfig(every_updates=50, keep_last=2),
-        telemetry=TelemetryConfig(console=False, prometheus=True, log_every_s=0.01),
+    """A serial CartPole run that asks for Prometheus (which a serial run must not start)."""
+    return run_config(
+        algo,
+        steps=steps,
+        serial=True,
+        checkpoint_every=50,
+        keep_last=2,
+        log_every_s=0.01,
+        prometheus=True,
         **kwargs,
     )
 
@@ -100,7 +95,7 @@ def test_stop_from_another_thread_ends_the_run_with_a_final_checkpoint(algo, tmp
 
 
 def test_evaluations_in_a_serial_run_keep_the_best_agent(tmp_path):
-    cfg = _cfg(DQN, steps=2500, eval=EvalConfig(every_updates=100, episodes=2))
+    cfg = _cfg(DQN, steps=2500, eval_every=100, eval_episodes=2)
     summary = build_experiment(cfg, tmp_path).run()
     assert summary["counters"]["evaluations"] >= 2
     assert summary["best_metric"] == "eval/return_mean"
