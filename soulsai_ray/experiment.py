@@ -6,6 +6,9 @@ Order of calls::
     summary = experiment.run()                    # starts or joins Ray (not for cluster=serial),
                                                   # trains, stops what it started
     experiment.stop()                             # from another thread: end after this step
+    experiment.close()                            # ends the run's actors on a Ray it joined
+
+``with build_experiment(cfg, run_dir) as experiment:`` closes it on the way out.
 
 ``cluster=local`` (embedded Ray), ``cluster=remote`` (join a head) and ``cluster=serial`` (one
 process, no Ray) share every part: only the loop's shells differ. A run started while this
@@ -47,6 +50,18 @@ class Experiment:
     def stop(self, reason: str = "stopped") -> None:
         """Ends the run gracefully after the current step: final checkpoint, summary."""
         self.loop.stop(reason)
+
+    def close(self) -> None:
+        """Ends every actor the run started. A run on a Ray it started stops that Ray at its end
+        anyway; one on a Ray it joined (a test's, a tool's) leaves its actors to be inspected
+        until this is called."""
+        self.loop.close()
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self) -> dict[str, Any]:
         """Trains until a stop condition, :meth:`stop` or a signal; returns the run summary.

@@ -115,6 +115,11 @@ class TrainingLoop(RunLoop):
         fleet = self.fleet.actors if hasattr(self, "fleet") else []
         return [*fleet, *self.singletons.values()]
 
+    def close(self) -> None:
+        """Ends every actor of the run (for good: Ray does not restart them)."""
+        for actor in self.all_actors():
+            ray.kill(actor)
+
     # --- start-up -----------------------------------------------------------------------------
 
     def wait_for(self, ref: ray.ObjectRef, what: str) -> Any:

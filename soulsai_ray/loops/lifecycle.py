@@ -12,6 +12,7 @@ A loop subclasses :class:`RunLoop` and fills in these hooks::
     actors_alive()      how many of them are up now
     summary_extra()     algorithm-specific entries of summary.json
     log_final()         the last scalars, written when the run ends
+    close()             end what outlives the run (a Ray loop's actors)
 
 :meth:`RunLoop.stop` is the one way to end a run early (signals, tests, tools): the loop finishes
 the current step, writes a final checkpoint and the summary.
@@ -98,6 +99,9 @@ class RunLoop:
 
     def log_final(self) -> None:
         """Writes the last scalars, once the final counts are in (called by :meth:`finish`)."""
+
+    def close(self) -> None:
+        """Ends what the run started that outlives :meth:`run` (nothing in one process)."""
 
     # --- the run ------------------------------------------------------------------------------
 

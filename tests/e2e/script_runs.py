@@ -13,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs ``scripts/<script>`` with this interpreter; returns the finished process."""
+    return run_python(str(ROOT / "scripts" / script), *args, timeout=timeout)
+
+
+def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs ``python ARGS`` (this interpreter) from the checkout, Ray kept on loopback."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

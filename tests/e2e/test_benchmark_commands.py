@@ -7,27 +7,19 @@ about a minute (a head started and a PC joined by the cluster scripts, a driver,
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from script_runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs ``python -m soulsai_bench ARGS`` from the checkout; returns the finished process."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "soulsai_bench", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_python("-m", "soulsai_bench", *args, timeout=timeout)
 
 
 def succeeded(proc: subprocess.CompletedProcess) -> str:

@@ -47,8 +47,7 @@ def test_every_switch_works_through_the_actors(tmp_path: Path):
         version, refs = ray.get(loop.weight_store.latest.remote())
         published = ray.get(refs[0])
     finally:
-        for actor in loop.all_actors():
-            ray.kill(actor)
+        loop.close()
     assert summary["exit_status"] == 0 and summary["counters"]["batches_rejected"] == {}
     assert summary["updates"] >= 3 * 300  # at least 3 resets happened
 
@@ -101,8 +100,7 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
     try:
         summary = experiment.run()
     finally:
-        for actor in experiment.loop.all_actors():
-            ray.kill(actor)
+        experiment.close()
     counters = summary["counters"]
     stale = counters["samples_stale"] / summary["env_steps"]
     versions_per_s = counters["weight_version"] / summary["wall_s"]

@@ -39,8 +39,7 @@ def _run_watched(experiment: Experiment, watch: Callable[[threading.Event], None
     finally:
         done.set()
         thread.join(timeout=10)
-        for actor in experiment.loop.all_actors():
-            ray.kill(actor)
+        experiment.close()
 
 
 def _evaluating(loop) -> int | None:

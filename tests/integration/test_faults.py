@@ -145,8 +145,7 @@ def test_dqn_survives_killed_actors_of_every_kind(tmp_path):
     assert stats["incarnation"] == loop._replay_counts.incarnation
     assert counters["samples_accepted"] >= stats["accepted"] > 0
     assert sum(stats["accepted_by_node"].values()) == stats["accepted"]
-    for actor in loop.all_actors():
-        ray.kill(actor)
+    loop.close()
 
 
 def test_ppo_survives_killed_actors_and_learner(tmp_path):
@@ -159,5 +158,4 @@ def test_ppo_survives_killed_actors_and_learner(tmp_path):
     # every accepted rollout step was trained on exactly once
     assert counters["samples_trained"] == counters["samples_accepted"] - counters["samples_invalid"]
     assert counters["samples_trained"] > 0
-    for actor in loop.all_actors():
-        ray.kill(actor)
+    loop.close()

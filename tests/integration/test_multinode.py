@@ -119,8 +119,7 @@ def test_game_pcs_join_leave_and_return_during_dqn_training(cluster, tmp_path):
     tb.Reload()
     alive = [int(e.value) for e in tb.Scalars("dist/actors_alive")]
     assert 1 in alive[alive.index(2) :] and alive[-1] == 2, alive
-    for actor in loop.all_actors():
-        ray.kill(actor)
+    loop.close()
 
 
 def _connect(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -101,5 +101,4 @@ def test_iteration_finishes_without_a_killed_actor_and_the_actor_rejoins(tmp_pat
     # the fleet ends whole: the last iteration finished before the stop ran on all three (a
     # stop cuts the iteration under way short, so one more may follow with fewer workers)
     assert workers[killed["logged_at_stop"] - 1] == 3, workers
-    for actor in loop.all_actors():
-        ray.kill(actor)
+    loop.close()

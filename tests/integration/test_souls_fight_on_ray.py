@@ -5,7 +5,6 @@ one process by ``tests/unit/test_souls_fight_runs.py``)."""
 from __future__ import annotations
 
 import pytest
-import ray
 from run_configs import (
     FIGHT_TAGS,
     SOULS_DQN,
@@ -28,8 +27,7 @@ def test_crashes_fight_outcomes_and_evaluations_are_counted_through_ray(algo, tm
     try:
         summary = experiment.run()
     finally:
-        for actor in experiment.loop.all_actors():
-            ray.kill(actor)
+        experiment.close()
     counters = summary["counters"]
     assert summary["stop_reason"] == "env_steps" and summary["updates"] > 0
     assert counters["env_errors"] > 0

@@ -29,11 +29,6 @@ def _experiment(algo, tmp_path, env: EnvConfig | str, **run) -> Experiment:
     return build_experiment(cfg, tmp_path)
 
 
-def _kill_all(loop) -> None:
-    for actor in loop.all_actors():
-        ray.kill(actor)
-
-
 @pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
 def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
     env = EnvConfig(id=FAKE_SOULS_ID, kwargs={"step_hang_prob": 0.001}, step_timeout_s=2.0)
@@ -46,7 +41,7 @@ def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
     # a killed actor is restarted by Ray, and the GCS counts it
     assert counters["actor_restarts"] >= counters["env_stalls"] - 1
     assert summary["updates"] > 0
-    _kill_all(experiment.loop)
+    experiment.close()
 
 
 def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
@@ -82,7 +77,7 @@ def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
     assert frozen["noticed_s"] < 2.0 * 1.25 + 2.0, frozen  # timeout, probe interval, a poll
     new_pid = ray.get(loop.fleet.actors[0].pid.remote(), timeout=60)
     assert new_pid != frozen["pid"] and loop.fleet.num_alive == 2
-    _kill_all(loop)
+    loop.close()
 
 
 @pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
@@ -106,7 +101,7 @@ def test_a_learner_gone_for_good_ends_the_run_with_a_summary(algo, tmp_path):
     assert summary["exit_status"] == 1
     assert ended_after < 45, ended_after
     assert (tmp_path / "summary.json").is_file()
-    _kill_all(loop)
+    loop.close()
 
 
 def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
@@ -127,7 +122,7 @@ def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
     assert calls["n"] >= 4  # retried at the next interval and at the end
     latest = manager.latest()
     assert latest is not None and latest.meta["env_steps"] == summary["env_steps"]
-    _kill_all(experiment.loop)
+    experiment.close()
 
 
 def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data(tmp_path):
@@ -159,4 +154,4 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
     assert summary["stop_reason"] == "measured", summary
     assert summary["counters"]["env_invalid_steps"] > 0 and summary["updates"] == 0
     assert measured["cpu_share"] < 0.15, measured
-    _kill_all(loop)
+    loop.close()
