@@ -153,18 +153,24 @@ def _assert_continues(
     assert steps and min(steps) >= was["env_steps"]  # the TensorBoard axis did not restart at 0
 
 
+SERIAL = "cluster=serial"
+"""Tests of what the driver does with checkpoints alone run in one process: the same driver code,
+without Ray's start-up (the Ray-side restore is the SIGKILL tests' above)."""
+
+
 def test_sigkill_before_learning_starts_then_resume(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "stop.env_steps=200000", "algo.learning_starts=100000")
+    no_best = "telemetry.window=5000"  # no full window: no new-best checkpoint before the kill
+    proc = _start(run_dir, SERIAL, no_best, "stop.env_steps=200000", "algo.learning_starts=100000")
     deadline = time.monotonic() + 120
     while not (run_dir / "tb").is_dir() or not list((run_dir / "tb").glob("events.*")):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
-    time.sleep(3)
+    time.sleep(1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert CheckpointManager(run_dir / "checkpoints").latest() is None
-    proc = _start(run_dir, "resume=auto", "stop.env_steps=3000")
+    proc = _start(run_dir, SERIAL, "resume=auto", "stop.env_steps=3000")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "no checkpoint" in out
@@ -173,7 +179,7 @@ def test_sigkill_before_learning_starts_then_resume(tmp_path):
 
 def test_sigint_stops_with_a_checkpoint_and_a_corrupt_one_is_refused_and_auto_falls_back(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "stop.env_steps=500000")
+    proc = _start(run_dir, SERIAL, "stop.env_steps=500000")
     _wait_for_checkpoints(run_dir, 2, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
@@ -191,12 +197,13 @@ def test_sigint_stops_with_a_checkpoint_and_a_corrupt_one_is_refused_and_auto_fa
     data[len(data) // 2] ^= 0xFF
     state.write_bytes(bytes(data))
 
-    proc = _start(tmp_path / "other", f"resume={newest.path}", "stop.env_steps=1")
+    proc = _start(tmp_path / "other", SERIAL, f"resume={newest.path}", "stop.env_steps=1")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out[-2000:]
     assert str(newest.path) in out and "sha256" in out
 
-    proc = _start(run_dir, "resume=auto", f"stop.env_steps={older.meta['env_steps'] + 500}")
+    target = older.meta["env_steps"] + 500
+    proc = _start(run_dir, SERIAL, "resume=auto", f"stop.env_steps={target}")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert f"resuming from {older.path}" in out
@@ -205,7 +212,7 @@ def test_sigint_stops_with_a_checkpoint_and_a_corrupt_one_is_refused_and_auto_fa
 def test_a_forged_checkpoint_is_refused_by_resume_and_runs_nothing(tmp_path, forge_checkpoint):
     marker = tmp_path / "marker"
     forged = forge_checkpoint(tmp_path / "shared" / "ckpt_000000100_00000001000", marker)
-    proc = _start(tmp_path / "run", f"resume={forged}", "stop.env_steps=1")
+    proc = _start(tmp_path / "run", SERIAL, f"resume={forged}", "stop.env_steps=1")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out[-2000:]
     errors = [line for line in out.splitlines() if line.startswith("resume error:")]
