@@ -86,6 +86,9 @@ class Experiment:
 
         cfg, loop = self.cfg, self.loop
         owns_ray = not ray_running()
+        local = cfg.cluster.address is None
+        if local:  # before Ray starts: a local Ray offers only what the machine has
+            check_local_placement(cfg.env.actor_resources, joined=not owns_ray)
         actors = cfg.cluster.num_rollout_actors
         cpus = cfg.cluster.rollout_num_cpus * (actors if isinstance(actors, int) else 1)
         with _stop_on_signals(loop):  # a signal during Ray's start-up stops the run right after it
@@ -93,8 +96,6 @@ class Experiment:
                 _log_operator_addresses(init_ray(cfg.cluster, extra_cpus_needed=cpus))
             try:
                 with _stop_on_signals(loop):  # again: Ray's core worker installs a native one
-                    if cfg.cluster.address is None:
-                        check_local_placement(cfg.env.actor_resources)
                     return loop.run()
             finally:
                 if owns_ray:
@@ -170,15 +171,23 @@ def find_resume_checkpoint(resume: str | None, checkpoint_dir: Path) -> Path | N
     return path
 
 
-def check_local_placement(actor_resources: dict[str, float]) -> None:
-    """Fails fast when an embedded local Ray cannot host a single rollout actor.
+LOCAL_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+"""What an embedded local Ray offers: the machine's own resources, no custom ones."""
+
+
+def check_local_placement(actor_resources: dict[str, float], joined: bool = False) -> None:
+    """Fails fast when a local Ray cannot host a single rollout actor: before an embedded Ray
+    starts (it offers only `LOCAL_RESOURCES`), or against the local Ray this process ``joined``.
 
     Raises:
         ConfigError: naming ``env.actor_resources`` and the two ways out.
     """
-    from soulsai_ray.cluster import missing_local_resources
+    if joined:
+        from soulsai_ray.cluster import missing_local_resources
 
-    missing = missing_local_resources(dict(actor_resources))
+        missing = missing_local_resources(dict(actor_resources))
+    else:
+        missing = {k: v for k, v in actor_resources.items() if k not in LOCAL_RESOURCES}
     if missing:
         raise ConfigError(
             "env.actor_resources",
