@@ -8,6 +8,7 @@ TORCH ?= auto
 TORCH_CPU_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: install train test test-fast lint format clean bench bench-rllib
 
@@ -55,11 +56,14 @@ $(RLLIB_VENV)/.installed: requirements-rllib.txt
 train: install
 	$(PY) scripts/train.py $(ARGS)
 
+# Test modules run on TEST_WORKERS workers, each module whole on one (its shared Ray with it):
+# most of the suite waits on Ray's start-up, game-rate envs and faults, not on the CPU.
 test: install
-	$(PY) -m pytest -q -ra --durations=25 $(ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
 
+# The inner loop: tests/unit (no Ray; serial runs of the real samplers, replay and learners).
 test-fast: install
-	$(PY) -m pytest -q -ra -m "not learning" $(ARGS)
+	$(PY) -m pytest -q -ra -n 2 tests/unit $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
