@@ -141,7 +141,9 @@ class SerialDQNLoop(SerialLoop):
         self.ratio = ReplayRatio(a.replay_ratio, a.batch_size, a.learning_starts, None)
         self.ratio.reset(held=len(self.replay))
         self.replay_counts = ReplayCounts(self.counters)
-        self.schedule = PublishSchedule(a.publish_every, a.publish_min_interval_s)
+        # Every publish_every updates, without the wall-time floor of a distributed run (which
+        # bounds the version rate for max_model_lag): a serial run is the same at any speed.
+        self.schedule = PublishSchedule(a.publish_every, 0.0)
         self.interval = IntervalStats()
         self._synced = [0] * len(self.samplers)
         self._publish(bump=False)
