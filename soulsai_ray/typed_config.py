@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -59,6 +60,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # inf passes every "> 0" check and overflows mid-run; nan fails no comparison at all
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
