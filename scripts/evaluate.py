@@ -49,13 +49,17 @@ OmegaConf.register_new_resolver("eval_dir", eval_dir, replace=True)
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    if not cfg.checkpoint:
+        fail("checkpoint: missing; give the checkpoint to play with checkpoint=PATH")
+    for key, value in (("episodes", cfg.episodes), ("seed", cfg.seed)):  # before any env exists
+        low = 1 if key == "episodes" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            fail(f"{key}: must be an integer >= {low}, got {value!r}")
     from soulsai_ray.checkpoint_folder import CheckpointError
     from soulsai_ray.config import parse_config
     from soulsai_ray.evaluation import PlaySetup, load_trained_policy, play_checkpoints
     from soulsai_ray.typed_config import ConfigError
 
-    if not cfg.checkpoint:
-        fail("checkpoint: missing; give the checkpoint to play with checkpoint=PATH")
     try:
         trained, run_config = load_trained_policy(cfg.checkpoint)
         policies = {1: trained}

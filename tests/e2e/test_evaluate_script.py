@@ -231,3 +231,13 @@ def test_a_real_tensorboard_server_lists_the_run_tags(cartpole_run: Path) -> Non
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("arg", ["episodes=0", "episodes=-3", "episodes=2.5", "seed=-1"])
+def test_bad_episodes_or_seed_exit_2_before_any_env_is_built(cartpole_run, arg) -> None:
+    start = time.monotonic()
+    proc = _evaluate(f"checkpoint={cartpole_run / 'checkpoints' / 'latest'}", arg)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    key = arg.split("=")[0]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"config error: {key}: must be")
+    assert time.monotonic() - start < 10
