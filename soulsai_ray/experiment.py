@@ -117,6 +117,8 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
         CheckpointError: the checkpoint to resume from is missing, partial or corrupt.
     """
     parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
+    if cfg.cluster.address is None:  # the env runs on this machine: a wrong id fails before Ray
+        _check_env_id(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = config_yaml or config_to_yaml(cfg)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
@@ -195,6 +197,15 @@ def check_local_placement(actor_resources: dict[str, float], joined: bool = Fals
             "not offer; train on game PCs with cluster=remote, or run the env on this machine "
             "with env.actor_resources=null",
         )
+
+
+def _check_env_id(cfg: TrainConfig) -> None:
+    from soulsai_ray.envs.factory import check_env_id
+
+    try:
+        check_env_id(cfg.env)
+    except ValueError as err:
+        raise ConfigError("env.id", str(err).removeprefix(f"env.id={cfg.env.id!r}: ")) from err
 
 
 def _loop_class(cfg: TrainConfig) -> type[RunLoop]:

@@ -91,6 +91,22 @@ def probe_env_spec(cfg: EnvConfig) -> EnvSpec:
         env.close()
 
 
+def check_env_id(cfg: EnvConfig) -> None:
+    """Fails fast unless ``cfg.id`` names an env gymnasium knows (after importing the module of
+    a ``module:EnvId`` id); SoulsGym's envs are checked where they run, on the game PCs.
+
+    Raises:
+        ValueError: naming the id, with gymnasium's reason (e.g. no such env or version).
+    """
+    env_id = _import_env_module(cfg.id)
+    if is_soulsgym_id(env_id):
+        return
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ValueError(f"env.id={cfg.id!r}: {err}") from err
+
+
 def _import_env_module(config_id: str) -> str:
     """Imports the module of a ``module:EnvId`` id; returns the gymnasium id to make."""
     if ":" not in config_id:

@@ -86,6 +86,9 @@ def test_short_cartpole_run_writes_everything(train, tmp_path):
         ("algo.batch_sise=64", "algo.batch_sise"),
         ("+algo.batch_sise=64", "algo.batch_sise"),
         ("cluster.num_rollout_actors=-1", "cluster.num_rollout_actors"),
+        ("stop.time_s=inf", "stop.time_s"),
+        ("env.id=NoSuchEnv-v0", "env.id"),  # before Ray starts
+        ("env.id=CartPole-v9", "env.id"),
     ],
 )
 def test_bad_override_exits_2_naming_the_key(train, tmp_path, override, key):
