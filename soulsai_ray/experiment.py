@@ -119,6 +119,7 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
     if cfg.cluster.address is None:  # the env runs on this machine: a wrong id fails before Ray
         _check_env_id(cfg)
+    _check_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = config_yaml or config_to_yaml(cfg)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
@@ -206,6 +207,20 @@ def _check_env_id(cfg: TrainConfig) -> None:
         check_env_id(cfg.env)
     except ValueError as err:
         raise ConfigError("env.id", str(err).removeprefix(f"env.id={cfg.env.id!r}: ")) from err
+
+
+def _check_device(device: str) -> None:
+    """``device=cuda`` needs a GPU that torch sees here: the learner runs on this machine."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "device",
+            "cuda was asked for, but torch sees no CUDA device on this machine (the learner "
+            "runs here); use device=cpu, or device=auto to take a GPU when there is one",
+        )
 
 
 def _loop_class(cfg: TrainConfig) -> type[RunLoop]:

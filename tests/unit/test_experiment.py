@@ -7,6 +7,7 @@ this process.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import ray
@@ -105,3 +106,26 @@ def test_a_run_stopped_before_it_starts_writes_a_summary_but_no_checkpoint(tmp_p
     assert summary["stop_reason"] == "SIGTERM"
     assert summary["env_steps"] == 0 and summary["checkpoint"] is None
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_device_cuda_without_a_gpu_is_a_config_error_before_anything_starts(tmp_path):
+    import torch
+
+    from soulsai_ray.typed_config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = replace(run_config(DQNConfig(hidden_sizes=[8]), steps=100, serial=True), device="cuda")
+    with pytest.raises(ConfigError, match="^device: cuda was asked for"):
+        build_experiment(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_env_id_is_a_config_error_before_anything_starts(tmp_path):
+    from soulsai_ray.typed_config import ConfigError
+
+    for env_id in ("NoSuchEnv-v0", "CartPole-v9", "no_such_module:X-v0"):
+        cfg = run_config(DQNConfig(hidden_sizes=[8]), env_id, steps=100, serial=True)
+        with pytest.raises(ConfigError, match="^env.id: "):
+            build_experiment(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
