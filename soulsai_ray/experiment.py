@@ -32,6 +32,7 @@ from soulsai_ray.checkpoint_folder import load_checkpoint, verify_checkpoint
 from soulsai_ray.config import TrainConfig, parse_config
 from soulsai_ray.loops.common import MetricsExporter, Restore, RunRecorder
 from soulsai_ray.loops.lifecycle import RunLoop
+from soulsai_ray.run_lock import RunFolderLock
 from soulsai_ray.typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Experiment:
     """A built run: its config, folder and loop (see the module doc)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, loop: RunLoop) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, loop: RunLoop, lock: RunFolderLock) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.loop = loop
+        self.lock = lock
+        """Held from the build to the end of :meth:`run`: the run is its folder's one writer."""
 
     def stop(self, reason: str = "stopped") -> None:
         """Ends the run gracefully after the current step: final checkpoint, summary."""
@@ -54,8 +57,9 @@ class Experiment:
     def close(self) -> None:
         """Ends every actor the run started. A run on a Ray it started stops that Ray at its end
         anyway; one on a Ray it joined (a test's, a tool's) leaves its actors to be inspected
-        until this is called."""
+        until this is called. Also lets another run use the folder."""
         self.loop.close()
+        self.lock.release()
 
     def __enter__(self) -> Experiment:
         return self
@@ -73,11 +77,14 @@ class Experiment:
         Raises:
             ConfigError: a local Ray cannot offer ``env.actor_resources``.
         """
-        if self.cfg.cluster.serial:
-            with _stop_on_signals(self.loop):
-                summary = self.loop.run()
-        else:
-            summary = self._run_on_ray()
+        try:
+            if self.cfg.cluster.serial:
+                with _stop_on_signals(self.loop):
+                    summary = self.loop.run()
+            else:
+                summary = self._run_on_ray()
+        finally:
+            self.lock.release()
         _log_finished(summary, self.run_dir)
         return summary
 
@@ -113,7 +120,8 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
             every checkpoint); by default ``cfg`` itself as YAML.
 
     Raises:
-        ConfigError: ``cfg`` fails the checks a config from the command line passes.
+        ConfigError: ``cfg`` fails the checks a config from the command line passes, or another
+            run holds ``run_dir``.
         CheckpointError: the checkpoint to resume from is missing, partial or corrupt.
     """
     parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
@@ -121,6 +129,7 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
         _check_env_id(cfg)
     _check_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunFolderLock(run_dir)  # before anything is written there
     config_yaml = config_yaml or config_to_yaml(cfg)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
     restore = None
@@ -140,7 +149,7 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
         MetricsExporter(export, run_dir.name),
     )
     loop = _loop_class(cfg)(cfg, recorder, restore)
-    return Experiment(cfg, run_dir, loop)
+    return Experiment(cfg, run_dir, loop, lock)
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:

@@ -7,6 +7,7 @@ this process.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -129,3 +130,37 @@ def test_an_unknown_env_id_is_a_config_error_before_anything_starts(tmp_path):
         with pytest.raises(ConfigError, match="^env.id: "):
             build_experiment(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_has_one_writer_and_a_finished_or_killed_run_frees_it(tmp_path):
+    import subprocess
+    import sys
+
+    from soulsai_ray.typed_config import ConfigError
+
+    cfg = run_config(DQNConfig(hidden_sizes=[8], learning_starts=50), steps=200, serial=True)
+    first = build_experiment(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=rf"in use by another run \(pid {os.getpid()}\)"):
+        build_experiment(cfg, tmp_path)
+    first.run()  # the end of a run frees its folder
+    build_experiment(cfg, tmp_path).close()
+    # a holder killed with SIGKILL leaves the lock file, but not the lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ConfigError, match=rf"pid {holder.pid}\)"):
+        build_experiment(cfg, tmp_path)
+    holder.kill()
+    holder.wait(timeout=10)
+    assert build_experiment(cfg, tmp_path).run()["env_steps"] >= 200
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from soulsai_ray.run_lock import RunFolderLock
+lock = RunFolderLock(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(60)
+"""
