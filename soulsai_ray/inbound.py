@@ -140,6 +140,9 @@ def check_transitions(
     floats = (batch.obs, batch.next_obs, batch.rewards, batch.discounts)
     if not all(np.isfinite(x).all() for x in floats):
         return Rejection("non_finite", "NaN or inf in obs, next_obs, rewards or discounts")
+    # a target bootstraps from the best valid next action: it needs one unless the episode ended
+    if not batch.next_masks.any(axis=-1)[batch.discounts > 0].all():
+        return Rejection("mask", "a transition that bootstraps has no valid next action")
     return (
         _bounded("obs", max(_abs_max(batch.obs), _abs_max(batch.next_obs)), limits.max_abs_obs)
         or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
@@ -207,7 +210,7 @@ def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> R
 MAX_EPISODE_METRICS = 16
 """Most names one episode may report in ``info["episode_metrics"]`` (telemetry stays bounded)."""
 MAX_ABS_EPISODE_METRIC = 1e9
-_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+_METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")  # fullmatch: "$" would admit "win\n"
 
 
 def finite_episodes(
@@ -254,7 +257,7 @@ def episode_metrics_problem(metrics: Any) -> str | None:
     if len(metrics) > MAX_EPISODE_METRICS:
         return f"{len(metrics)} episode metrics, more than {MAX_EPISODE_METRICS}"
     for name, value in metrics.items():
-        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
             return f"episode metric name {name!r} is not a plain identifier"
         if not (_is_number(value) or isinstance(value, bool | np.bool_)):
             return f"episode metric {name} is a {type(value).__name__}, not a number"
@@ -339,7 +342,7 @@ def _check_arrays(
     rows = None
     for name, (dtype, shape) in fields.items():
         value = getattr(batch, name, None)
-        if not isinstance(value, np.ndarray):
+        if type(value) is not np.ndarray:  # a subclass (MaskedArray, matrix) hides its values
             return Rejection("type", f"{name} is a {type(value).__name__}, expected np.ndarray")
         if value.dtype != dtype:
             return Rejection("dtype", f"{name} has dtype {value.dtype}, expected {np.dtype(dtype)}")

@@ -93,6 +93,11 @@ TRANSITION_FAULTS: dict[str, tuple[str, Fault]] = {
     "negative version": ("version", lambda b: _poke(b, "versions", 0, -3)),
     "future version": ("version", lambda b: _poke(b, "versions", 0, CURRENT_VERSION + 1)),
     "absurd version": ("version", lambda b: _poke(b, "versions", 0, 2**62)),
+    "no valid next action": ("mask", lambda b: _poke(b, "next_masks", 2, False)),
+    "masked array hiding NaN": (
+        "type",
+        lambda b: _set(b, "obs", np.ma.masked_invalid(_poke(b, "obs", (0, 0), np.nan).obs)),
+    ),
 }
 
 ROLLOUT_FAULTS: dict[str, tuple[str, Fault]] = {

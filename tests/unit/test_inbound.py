@@ -134,6 +134,7 @@ BAD_METRICS = [
     {"9lives": 1.0},
     {"x" * 41: 1.0},
     {"a/b": 1.0},
+    {"win\n": 1.0},
     {f"m{i}": 1.0 for i in range(17)},
 ]
 
@@ -191,3 +192,15 @@ def test_rejected_actor_is_logged_again_with_a_count_of_what_was_suppressed(capl
     with caplog.at_level(logging.ERROR, logger="soulsai_ray.inbound"):
         rejections.record(Rejection("rows", "x"), 1, 0, "n")
     assert "41 more like it" in caplog.records[-1].getMessage()
+
+
+def test_a_terminal_transition_may_have_no_valid_next_action():
+    """Only a transition that bootstraps (discount > 0) needs a valid next action."""
+    from malformed import LIMITS, good_transitions
+
+    from soulsai_ray.inbound import check_transitions
+
+    batch = good_transitions()
+    batch.next_masks[2] = False
+    batch.discounts[2] = 0.0
+    assert check_transitions(batch, LIMITS, 5) is None
