@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray._private.services as ray_services
 import ray._private.utils as ray_utils
 from ray._raylet import Config as RayConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -66,8 +67,34 @@ def init_ray(cfg: ClusterConfig, extra_cpus_needed: float = 0.0) -> dict[str, An
     Raises:
         ConfigError: ``cluster.address`` is set but no cluster token can be found.
     """
-    with _keep_own_sigterm_handler():
+    with _keep_own_sigterm_handler(), _ray_processes_in_their_own_session():
         return _init_ray(cfg, extra_cpus_needed)
+
+
+class _OwnSessionPopen(ray_services.ConsolePopen):
+    """Ray's process launcher, starting each process in a session of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["start_new_session"] = True
+        super().__init__(*args, **kwargs)
+
+
+@contextmanager
+def _ray_processes_in_their_own_session() -> Iterator[None]:
+    """Starts a local Ray's processes (GCS, raylet, agents; workers inherit the raylet's) outside
+    the driver's process group and session.
+
+    A signal to the driver's group (systemd's KillMode=control-group, ``timeout``, Slurm, a closed
+    terminal's SIGHUP) then reaches the driver alone, which stops gracefully and shuts Ray down
+    after its final checkpoint; in the group, Ray would die first and the driver hang on it.
+    Ray's own fate-sharing still ends them if the driver is killed.
+    """
+    launcher = ray_services.ConsolePopen
+    ray_services.ConsolePopen = _OwnSessionPopen
+    try:
+        yield
+    finally:
+        ray_services.ConsolePopen = launcher
 
 
 @contextmanager

@@ -37,7 +37,8 @@ from soulsai_ray.typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each asks for the same graceful stop (a closed terminal or SSH session sends SIGHUP)."""
 
 
 class Experiment:
@@ -70,7 +71,7 @@ class Experiment:
     def run(self) -> dict[str, Any]:
         """Trains until a stop condition, :meth:`stop` or a signal; returns the run summary.
 
-        SIGINT and SIGTERM stop the run gracefully in any phase: a summary is written, and a
+        SIGINT, SIGTERM and SIGHUP stop the run gracefully in any phase: a summary is written, and a
         final checkpoint once training has begun. ``summary["exit_status"]`` is 1 when the run
         ended because an actor it needs was lost for good.
 
@@ -281,7 +282,8 @@ def _log_operator_addresses(address: dict[str, Any]) -> None:
 
 @contextmanager
 def _stop_on_signals(loop: RunLoop) -> Iterator[None]:
-    """Turns the first SIGINT/SIGTERM into a graceful stop; a second one interrupts at once."""
+    """Turns the first SIGINT/SIGTERM/SIGHUP into a graceful stop; a second one interrupts at
+    once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
