@@ -123,9 +123,15 @@ class BestScore:
         return not throttled or time.monotonic() - self._saved_at >= self.min_interval_s
 
     def saved(self, score: float) -> None:
-        """A checkpoint with ``score`` was written."""
+        """A new-best checkpoint with ``score`` was written."""
         self.best = max(self.best, score)
         self._saved_at = time.monotonic()
+
+    def written(self, score: float | None) -> None:
+        """Any checkpoint with ``score`` was written (a periodic or the final one): the best
+        score stays the one `CheckpointManager.best` ranks first."""
+        if score is not None and math.isfinite(score):
+            self.best = max(self.best, score)
 
 
 class RunEvaluation:

@@ -246,6 +246,7 @@ class RunLoop:
                 self.cfg.checkpoint.every_updates,
             )
             return False
+        self.evaluation.best.written(score)  # summary.json's best_score names checkpoints/best
         return True
 
     def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:

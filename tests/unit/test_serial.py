@@ -39,7 +39,7 @@ def _cfg(algo, steps: int = 1500, **kwargs) -> TrainConfig:
 
 @ALGOS
 def test_a_serial_run_writes_what_a_ray_run_writes_and_never_imports_ray_runtime(algo, tmp_path):
-    summary = build_experiment(_cfg(algo), tmp_path).run()
+    summary = build_experiment(_cfg(algo, window=10), tmp_path).run()
     assert summary["stop_reason"] == "env_steps"
     assert summary["env_steps"] >= 1500 and summary["episodes"] > 0 and summary["updates"] > 0
     assert summary["actors"] == 2 and summary["algo"] == algo.name
@@ -52,6 +52,8 @@ def test_a_serial_run_writes_what_a_ray_run_writes_and_never_imports_ray_runtime
     assert latest is not None and latest.meta["updates"] == summary["updates"]
     payload, _ = load_checkpoint(latest.path)
     assert set(payload) >= {"learner", "version", "telemetry"}
+    best = checkpoints.best()  # summary.json's best score is checkpoints/best's
+    assert best is not None and summary["best_score"] == best.meta["score"]
     policy, config = load_trained_policy(latest.path)  # what scripts/evaluate.py plays
     assert config["env"]["id"] == "CartPole-v1"
     events = EventAccumulator(str(tmp_path / "tb"))
