@@ -26,6 +26,7 @@ import numpy as np
 
 from soulsai_ray import metric_names as mn
 from soulsai_ray.actors.shell import EvalReport, setup_process
+from soulsai_ray.algos.exploration import actor_epsilon
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.evaluation import GreedyPolicy, play_episodes
 from soulsai_ray.inbound import Limits
@@ -59,15 +60,11 @@ class SerialLoop(RunLoop):
 
     @property
     def num_samplers(self) -> int:
-        actors = self.cfg.cluster.num_rollout_actors
-        return actors if isinstance(actors, int) else 1
+        """``cluster.num_rollout_actors``: a number in a serial config (validated)."""
+        return int(self.cfg.cluster.num_rollout_actors)
 
     def num_actors(self) -> int:
         return len(self.samplers)
-
-    def setup_process(self) -> None:
-        """What every actor process sets up (torch threads): the learner shares this process."""
-        setup_process(self.cfg)
 
     def actors_alive(self) -> int:
         return len(self.samplers)
@@ -122,7 +119,7 @@ class SerialDQNLoop(SerialLoop):
         from soulsai_ray.replay_store import ReplayStore
         from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 
-        self.setup_process()
+        setup_process(self.cfg)  # torch threads, as in an actor: the learner shares this process
         cfg, a = self.cfg, self.algo
         self.samplers = [
             EpsilonGreedySampler.for_run(cfg, cfg.env_seed(index))
@@ -163,8 +160,6 @@ class SerialDQNLoop(SerialLoop):
 
     def step(self) -> None:
         """One env step of every sampler, each followed by the updates the ratio allows."""
-        from soulsai_ray.algos.exploration import actor_epsilon
-
         a, c = self.algo, self.counters
         for index, sampler in enumerate(self.samplers):
             sampler.set_n_step(a.n_step_at(c.env_steps))  # applies from the next episode
@@ -255,7 +250,7 @@ class SerialPPOLoop(SerialLoop):
         from soulsai_ray.algos.publish import resolve_device
         from soulsai_ray.sampling.on_policy import OnPolicySampler
 
-        self.setup_process()
+        setup_process(self.cfg)  # torch threads, as in an actor: the learner shares this process
         cfg = self.cfg
         self.samplers = [
             OnPolicySampler.for_run(cfg, cfg.env_seed(index)) for index in range(self.num_samplers)

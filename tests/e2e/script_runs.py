@@ -28,3 +28,17 @@ def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         timeout=timeout,
         check=False,
     )
+
+
+def start_script(script: str, *args: str, **popen: object) -> subprocess.Popen:
+    """Starts ``scripts/<script>`` with this interpreter, its output (stdout and stderr) in a pipe;
+    ``popen`` adds to or replaces the `subprocess.Popen` arguments."""
+    options = {
+        "cwd": ROOT,
+        "env": {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+        "text": True,
+        **popen,
+    }
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), *args], **options)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from script_runs import start_script
 
 from soulsai_ray.checkpoint import CheckpointManager
 
@@ -31,16 +30,8 @@ def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path
         "cluster.include_dashboard=false",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    proc = subprocess.Popen(  # a group of its own, as a terminal or systemd unit gives it
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # a session of its own, as a terminal or a systemd unit gives it
+    proc = start_script("train.py", *args, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while CheckpointManager(run_dir / "checkpoints").latest() is None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from script_runs import start_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.checkpoint import Checkpoint, CheckpointManager
@@ -33,21 +32,7 @@ SHORT_DQN = [
 
 
 def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            *SHORT_DQN,
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_script("train.py", *SHORT_DQN, *overrides, f"hydra.run.dir={run_dir}")
 
 
 def _wait_for_checkpoints(

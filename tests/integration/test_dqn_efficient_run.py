@@ -96,11 +96,8 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
     )
     env = EnvConfig(id="CartPole-v1", step_latency_s=0.05)  # 20 steps/s per actor
     cfg = run_config(algo, env, steps=500)
-    experiment = build_experiment(cfg, tmp_path)
-    try:
+    with build_experiment(cfg, tmp_path) as experiment:
         summary = experiment.run()
-    finally:
-        experiment.close()
     counters = summary["counters"]
     stale = counters["samples_stale"] / summary["env_steps"]
     versions_per_s = counters["weight_version"] / summary["wall_s"]

@@ -23,11 +23,8 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def test_crashes_fight_outcomes_and_evaluations_are_counted_through_ray(algo, tmp_path):
     env = fake_souls(step_error_prob=0.002, reset_error_prob=0.002)
     cfg = run_config(algo, env, steps=4000, return_mean=1e6, eval_every=20, window=5)
-    experiment = build_experiment(cfg, tmp_path)
-    try:
+    with build_experiment(cfg, tmp_path) as experiment:
         summary = experiment.run()
-    finally:
-        experiment.close()
     counters = summary["counters"]
     assert summary["stop_reason"] == "env_steps" and summary["updates"] > 0
     assert counters["env_errors"] > 0
