@@ -286,12 +286,12 @@ class Soak:
         if not self.mounted:
             return None
         filler = self.checkpoints / ".filler"
-        failures = (self.scalar("checkpoint/failures") or (0, 0.0))[1]
+        failures = (self.scalar("io/write_failures/checkpoint") or (0, 0.0))[1]
         with open(filler, "wb") as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * (1 << 20))
         failed = self.wait_until(
-            lambda: (self.scalar("checkpoint/failures") or (0, 0.0))[1] > failures, since
+            lambda: (self.scalar("io/write_failures/checkpoint") or (0, 0.0))[1] > failures, since
         )
         filler.unlink()
         if failed is None:

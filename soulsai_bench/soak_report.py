@@ -67,8 +67,8 @@ def print_report(report: SoakReport) -> None:
         f"{c.get('samples_accepted')}, trained {c.get('samples_trained')}, resumes "
         f"{c.get('resumes')}, restarts: rollout {c.get('actor_restarts')} learner "
         f"{c.get('learner_restarts')} replay {c.get('replay_restarts')} weights "
-        f"{c.get('weight_store_restarts')}, stalls {c.get('env_stalls')}, checkpoint failures "
-        f"{c.get('checkpoint_failures')}"
+        f"{c.get('weight_store_restarts')}, stalls {c.get('env_stalls')}, failed writes "
+        f"{c.get('write_failures')}"
     )
     print("\nprocess  RSS after warm-up MB  RSS at end MB  growth")
     for name, samples in report.rss.items():

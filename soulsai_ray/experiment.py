@@ -78,6 +78,7 @@ class Experiment:
         Raises:
             ConfigError: a local Ray cannot offer ``env.actor_resources``.
         """
+        self.loop.recorder.writes.watch_log_files()  # train.log's failed writes are counted
         try:
             if self.cfg.cluster.serial:
                 with _stop_on_signals(self.loop):
@@ -129,8 +130,7 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     if cfg.cluster.address is None:  # the env runs on this machine: a wrong id fails before Ray
         _check_env_id(cfg)
     _check_device(cfg.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunFolderLock(run_dir)  # before anything is written there
+    lock = RunFolderLock.take(run_dir)  # before anything is written there
     config_yaml = config_yaml or config_to_yaml(cfg)
     checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
     restore = None
@@ -139,7 +139,13 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
         restore = Restore(checkpoint_path, payload, meta)
         del payload
         logger.info("resuming from %s", checkpoint_path)
-    (run_dir / "config.yaml").write_text(config_yaml)
+    try:
+        (run_dir / "config.yaml").write_text(config_yaml)
+    except OSError as err:
+        lock.release()
+        raise ConfigError(
+            "hydra.run.dir", f"cannot write {run_dir / 'config.yaml'}: {err}"
+        ) from err
     export = cfg.telemetry.prometheus and not cfg.cluster.serial  # Prometheus goes through Ray
     recorder = RunRecorder(
         run_dir,

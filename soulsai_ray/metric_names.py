@@ -129,14 +129,15 @@ ENV_INVALID_STEPS = "env/invalid_steps"
 """Env steps whose observation or reward was corrupt or out of bounds (never trained on)."""
 ENV_STALLS = "env/stalls"
 """Rollout actors killed because an env step or reset overran ``env.step_timeout_s``."""
-CHECKPOINT_FAILURES = "checkpoint/failures"
-"""Periodic checkpoints that could not be written (retried later)."""
 PROGRESS_UPDATES = "progress/updates"
 """Learner updates so far (PPO: gradient steps)."""
 PROGRESS_EPISODES = "progress/episodes"
 """Episodes finished so far."""
 PROGRESS_ITERATIONS = "progress/iterations"
 """PPO: iterations so far."""
+IO_WRITE_FAILURES = "io/write_failures/"
+"""Prefix of the count of failed writes into the run folder for each target
+(:data:`soulsai_ray.run_writes.TARGETS`: disk full, folder deleted or read-only)."""
 
 ALL: tuple[str, ...] = tuple(
     value
@@ -144,7 +145,13 @@ ALL: tuple[str, ...] = tuple(
     if name.isupper() and isinstance(value, str) and not value.endswith("/")
 )
 """Every fixed metric name above."""
-FAMILIES: tuple[str, ...] = (EPISODE, EVAL, DIST_REJECTED, f"{DIST_NODE_SAMPLES}/")
+FAMILIES: tuple[str, ...] = (
+    EPISODE,
+    EVAL,
+    DIST_REJECTED,
+    f"{DIST_NODE_SAMPLES}/",
+    IO_WRITE_FAILURES,
+)
 """Prefixes of the names completed at run time."""
 
 
@@ -161,6 +168,11 @@ def evaluation(statistic: str) -> str:
 def rejected(reason: str) -> str:
     """The name of the count of inbound data rejected for ``reason``."""
     return DIST_REJECTED + reason
+
+
+def write_failures(target: str) -> str:
+    """The name of the count of failed writes of ``target`` (``checkpoint``, ``tensorboard``)."""
+    return IO_WRITE_FAILURES + target
 
 
 def node_samples(node: str) -> str:

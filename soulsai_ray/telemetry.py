@@ -14,9 +14,11 @@ Typical order of calls on the driver::
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,8 +34,12 @@ from soulsai_ray.checkpoint_folder import write_text_atomic
 from soulsai_ray.console import ConsoleProgress
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
 from soulsai_ray.episode_window import EpisodeWindow
+from soulsai_ray.run_writes import WriteGuard
 
 _clock = time.monotonic  # module-level so tests can control time
+
+TB_RETRY_S = 30.0
+"""Seconds between attempts to open a new TensorBoard event file after a failed write."""
 
 
 def to_json_safe(value: Any) -> Any:
@@ -70,6 +76,9 @@ class Telemetry:
         curve_points: Most points the learning curve keeps (see `LearningCurve`).
         time_limit_s: Wall-clock limit of the run from now, for the console's ETA; None if
             unlimited.
+        writes: The run's guarded write path; TensorBoard and the console go through it. A
+            failed TensorBoard write drops that event file's writer, and a new event file is
+            opened `TB_RETRY_S` later (TensorBoard reads every event file of the folder).
     """
 
     def __init__(
@@ -81,6 +90,7 @@ class Telemetry:
         tb_subdir: str = "tb",
         curve_points: int = DEFAULT_CURVE_POINTS,
         time_limit_s: float | None = None,
+        writes: WriteGuard | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -90,7 +100,13 @@ class Telemetry:
         self.total_env_steps = total_env_steps
         self.time_limit_s = time_limit_s
         self._start_time = _clock()
-        self._writer: SummaryWriter | None = SummaryWriter(log_dir=str(self.run_dir / tb_subdir))
+        self.writes = writes or WriteGuard()
+        _quiet_event_writer_threads()
+        self._tb_dir = self.run_dir / tb_subdir
+        self._writer: SummaryWriter | None = None
+        self._closed = False
+        self._tb_retry_at = -math.inf
+        self._with_writer(lambda writer: None)  # the event file exists from the start
         self._recent = EpisodeWindow(window)
         self._curve = LearningCurve(curve_points)
         self._console_line: ConsoleProgress | None = None
@@ -120,17 +136,16 @@ class Telemetry:
             raise ValueError(
                 f"got {len(returns)} returns, {len(lengths)} lengths and {len(metrics)} metrics"
             )
-        writer = self._open_writer()
+        self._check_open()
+        scalars: list[tuple[str, float]] = []
         for ret, length, numbers in zip(returns, lengths, metrics, strict=True):
-            writer.add_scalar(mn.EPISODE_RETURN, float(ret), env_step)
-            writer.add_scalar(mn.EPISODE_LENGTH, int(length), env_step)
-            for name, value in numbers.items():
-                writer.add_scalar(mn.episode_metric(name), float(value), env_step)
+            scalars += [(mn.EPISODE_RETURN, float(ret)), (mn.EPISODE_LENGTH, int(length))]
+            scalars += [(mn.episode_metric(k), float(v)) for k, v in numbers.items()]
             self._recent.add(ret, length, numbers)
         self._curve.extend(np.full(len(returns), int(env_step)), returns)
         if len(returns) > 0:
-            for tag, value in self.episode_means().items():
-                writer.add_scalar(tag, value, env_step)
+            scalars += list(self.episode_means().items())
+        self._with_writer(lambda writer: _add_scalars(writer, scalars, env_step))
 
     def log_scalars(self, step: int, scalars: Mapping[str, float | int | None]) -> None:
         """Writes scalars at ``step``; None and non-finite values are skipped.
@@ -139,11 +154,13 @@ class Telemetry:
             step: The x-axis value, usually total env steps.
             scalars: Tag to value, e.g. ``{"train/loss": 0.01, "train/epsilon": 0.1}``.
         """
-        writer = self._open_writer()
-        for tag, value in scalars.items():
-            if value is None or not math.isfinite(float(value)):
-                continue
-            writer.add_scalar(tag, float(value), step)
+        self._check_open()
+        finite = [
+            (tag, float(value))
+            for tag, value in scalars.items()
+            if value is not None and math.isfinite(float(value))
+        ]
+        self._with_writer(lambda writer: _add_scalars(writer, finite, step))
 
     @property
     def return_mean(self) -> float | None:
@@ -212,8 +229,7 @@ class Telemetry:
             env_steps: Total env steps so far.
             fields: Values to show, e.g. ``{"return_mean": 123.4, "loss": 0.0123}``.
         """
-        if self._writer is None:
-            raise RuntimeError("Telemetry is closed")
+        self._check_open()
         if not self.console:
             return
         if self._console_line is None:
@@ -225,7 +241,8 @@ class Telemetry:
                 clock=_clock,
                 start_time=self._start_time,
             )
-        self._console_line.update(env_steps, fields)
+        line = self._console_line
+        self.writes.attempt("console", lambda: line.update(env_steps, fields))
 
     def write_summary(self, path: Path, summary: Mapping[str, Any]) -> None:
         """Writes ``summary`` as JSON atomically; NaN and infinite numbers become null.
@@ -269,13 +286,16 @@ class Telemetry:
         tmp.replace(path)
 
     def close(self) -> None:
-        """Flushes and closes the TensorBoard writer and the console line; safe to call twice."""
+        """Flushes and closes the TensorBoard writer and the console line; safe to call twice.
+
+        A failed flush is counted like any TensorBoard write.
+        """
+        self._closed = True
         if self._console_line is not None:
-            self._console_line.close()
-            self._console_line = None
+            line, self._console_line = self._console_line, None
+            self.writes.attempt("console", line.close)
         if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
+            self._with_writer(lambda writer: writer.close())
             self._writer = None
 
     def __enter__(self) -> Telemetry:
@@ -284,10 +304,55 @@ class Telemetry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _open_writer(self) -> SummaryWriter:
-        if self._writer is None:
+    def _check_open(self) -> None:
+        if self._closed:
             raise RuntimeError("Telemetry is closed")
-        return self._writer
+
+    def _with_writer(self, write: Any) -> None:
+        """Runs ``write(writer)`` through the guard, opening an event file if there is none.
+
+        After a failure the writer is dropped, not closed: its writer thread has died, and
+        closing would wait on that thread's queue. While the next attempt is not yet due
+        (`TB_RETRY_S`), the scalars are dropped and counted.
+        """
+        if self._writer is None and _clock() < self._tb_retry_at:
+            self.writes.failed("tensorboard", None)
+            return
+
+        def run() -> None:
+            if self._writer is not None and not self._tb_dir.is_dir():  # surfaces at once, not
+                # at the writer's next flush
+                raise FileNotFoundError(errno.ENOENT, "folder deleted", str(self._tb_dir))
+            if self._writer is None:
+                self._writer = SummaryWriter(log_dir=str(self._tb_dir))
+            write(self._writer)
+
+        if not self.writes.attempt("tensorboard", run):
+            self._writer = None
+            self._tb_retry_at = _clock() + TB_RETRY_S
+
+
+def _quiet_event_writer_threads() -> None:
+    """Keeps a TensorBoard writer thread's failed write (counted by the run's `WriteGuard` when
+    it surfaces) from printing a traceback; other threads' errors print as before."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "quiets_event_writers", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.quiets_event_writers = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _add_scalars(writer: SummaryWriter, scalars: Sequence[tuple[str, float]], step: int) -> None:
+    for tag, value in scalars:
+        writer.add_scalar(tag, value, step)
 
 
 def _newest_returns(curve: LearningCurve, window: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import StopConfig, TelemetryConfig, TrainConfig
+from soulsai_ray.run_writes import WriteGuard
 from soulsai_ray.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,15 @@ class RunCounters:
     """Nodes that joined the cluster after the run started (a rejoining game PC counts again)."""
     nodes_lost: int = 0
     """Nodes that left the cluster or were declared dead by Ray."""
-    checkpoint_failures: int = 0
-    """Periodic checkpoints that could not be written (disk full, permissions); retried later."""
     nan_rollbacks: int = 0
     resumes: int = 0
     evaluations: int = 0
     """Greedy evaluations finished during training (``eval.every_updates``)."""
     batches_rejected: dict[str, int] = field(default_factory=dict)
     """Batches and reports from rollout actors that failed an inbound check, by reason."""
+    write_failures: dict[str, int] = field(default_factory=dict)
+    """Writes into the run folder that failed (disk full, folder gone), by target
+    (`soulsai_ray.run_writes.TARGETS`); each is tried again later."""
 
     def scalars(self) -> dict[str, int]:
         """The telemetry every loop writes from these counts: faults, bad data, progress."""
@@ -75,7 +77,7 @@ class RunCounters:
             mn.ENV_ERRORS: self.env_errors,
             mn.ENV_INVALID_STEPS: self.env_invalid_steps,
             mn.ENV_STALLS: self.env_stalls,
-            mn.CHECKPOINT_FAILURES: self.checkpoint_failures,
+            **{mn.write_failures(target): n for target, n in self.write_failures.items()},
             mn.PROGRESS_UPDATES: self.updates,
             mn.PROGRESS_EPISODES: self.episodes,
         }
@@ -102,6 +104,9 @@ def counters_from_meta(meta: dict[str, Any]) -> RunCounters:
         elif isinstance(value, dict) and isinstance(default, dict):
             counts = {k: v for k, v in value.items() if isinstance(v, int) and v >= 0}
             setattr(counters, f.name, counts)
+    older = meta.get("checkpoint_failures")  # the count's name before every write was guarded
+    if isinstance(older, int) and not isinstance(older, bool) and older > 0:
+        counters.write_failures.setdefault("checkpoint", older)
     return counters
 
 
@@ -117,11 +122,14 @@ def resume_state(
     run's start.
     """
     if restore is None:
-        return cfg, RunCounters()
-    counters = counters_from_meta(restore.meta)
-    counters.resumes += 1
-    recorder.restore(restore.payload)
-    return replace(cfg, seed=cfg.seed + RESUME_SEED_STRIDE * counters.resumes), counters
+        counters = RunCounters()
+    else:
+        counters = counters_from_meta(restore.meta)
+        counters.resumes += 1
+        recorder.restore(restore.payload)
+        cfg = replace(cfg, seed=cfg.seed + RESUME_SEED_STRIDE * counters.resumes)
+    recorder.writes.count_into(counters.write_failures)
+    return cfg, counters
 
 
 def stop_reason(
@@ -189,12 +197,15 @@ class RunRecorder:
         self.run_dir = run_dir
         self.stop_cfg = stop_cfg
         self.config_yaml = config_yaml
+        self.writes = WriteGuard()
+        """Every write into ``run_dir`` goes through it (see `soulsai_ray.run_writes`)."""
         self.telemetry = Telemetry(
             run_dir,
             window=telemetry_cfg.window,
             console=telemetry_cfg.console,
             total_env_steps=stop_cfg.env_steps,
             time_limit_s=stop_cfg.time_s,
+            writes=self.writes,
         )
         self.checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=keep_last)
         self.metrics = metrics
@@ -314,11 +325,16 @@ class RunRecorder:
             "counters": asdict(counters),
             **extra,
         }
-        self.telemetry.write_summary(self.run_dir / "summary.json", summary)
-        self.telemetry.plot_learning_curve(
-            self.run_dir / "learning_curve.png",
-            title=str(extra.get("title", "")),
-            target=self.stop_cfg.return_mean,
+        self.writes.attempt_final(
+            "summary", lambda: self.telemetry.write_summary(self.run_dir / "summary.json", summary)
+        )
+        self.writes.attempt_final(
+            "learning_curve",
+            lambda: self.telemetry.plot_learning_curve(
+                self.run_dir / "learning_curve.png",
+                title=str(extra.get("title", "")),
+                target=self.stop_cfg.return_mean,
+            ),
         )
         self.telemetry.close()
         return summary

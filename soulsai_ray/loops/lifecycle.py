@@ -212,8 +212,9 @@ class RunLoop:
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Writes a checkpoint every ``checkpoint.every_updates`` updates (or now if ``force``).
 
-        A failed write (disk full, permissions) is logged and counted, and tried again at the
-        next interval; the checkpoints already on disk are never touched by it.
+        A failed write (disk full, permissions) is counted and logged by the run's `WriteGuard`
+        and tried again at the next interval; the checkpoints already on disk are never touched
+        by it.
         """
         if not force and self.counters.updates < self._next_checkpoint:
             return
@@ -234,17 +235,13 @@ class RunLoop:
             logger.error("checkpoint skipped: the learner or replay did not answer (%s)", err)
             return False
         self.counters.weight_version = max(self.counters.weight_version, state["version"])
-        try:
-            self.recorder.save_checkpoint(
+        written = self.recorder.writes.attempt(
+            "checkpoint",
+            lambda: self.recorder.save_checkpoint(
                 self.counters, {**state, **(extra or {})}, score, self.evaluation.metric
-            )
-        except OSError as err:
-            self.counters.checkpoint_failures += 1
-            logger.error(
-                "checkpoint failed (%s); training goes on and the next one is tried in %d updates",
-                err,
-                self.cfg.checkpoint.every_updates,
-            )
+            ),
+        )
+        if not written:
             return False
         self.evaluation.best.written(score)  # summary.json's best_score names checkpoints/best
         return True

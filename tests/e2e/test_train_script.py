@@ -105,6 +105,53 @@ def test_unknown_config_group_option_exits_2(train, tmp_path):
     assert "env" in proc.stderr and "atari" in proc.stderr
 
 
+HOLD_FOLDER = """
+import sys, time
+from pathlib import Path
+from soulsai_ray.run_lock import RunFolderLock
+lock = RunFolderLock(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_folder_held_by_another_run_is_refused_before_anything_is_written(train, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = train("env=cartpole", "cluster=serial", f"hydra.run.dir={tmp_path}", timeout=120)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"config error: hydra.run.dir: {tmp_path} is in use by another run (pid {holder.pid}); "
+        "give this run a folder of its own, or wait for that one to end"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # no .hydra/, no train.log
+
+
+def test_a_read_only_run_folder_is_one_line_and_exit_2(train, tmp_path):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs")
+    try:
+        proc = train("env=cartpole", "cluster=serial", f"hydra.run.dir={disk}/run", timeout=120)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"config error: hydra.run.dir: cannot write the run folder {disk}/run: "
+        "Read-only file system"
+    ]
+
+
 def test_cfg_job_prints_the_composed_config(train):
     proc = train("--cfg", "job", "env=cartpole", timeout=120)
     assert proc.returncode == 0, proc.stderr

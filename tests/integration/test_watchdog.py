@@ -117,7 +117,7 @@ def test_failed_checkpoint_writes_are_counted_and_training_goes_on(tmp_path):
 
     manager.save = disk_full_twice
     summary = experiment.run()
-    assert summary["counters"]["checkpoint_failures"] == 2
+    assert summary["counters"]["write_failures"] == {"checkpoint": 2}
     assert summary["stop_reason"] == "env_steps"
     assert calls["n"] >= 4  # retried at the next interval and at the end
     latest = manager.latest()
