@@ -110,15 +110,31 @@ def _plain(node: object) -> dict:
 
 def _env_config(cfg: DictConfig, run_config: dict) -> dict:
     """The checkpoint's env, unless the command line picks another (``env=NAME``) or changes
-    some of its keys (``env.KEY=VALUE``)."""
-    overrides = [o.lstrip("+~") for o in HydraConfig.get().overrides.task]
-    if any(o.split("=", 1)[0] == "env" for o in overrides):
+    some of its keys (``env.KEY=VALUE``).
+
+    An ``env.id`` that comes from the checkpoint (data someone else may have written) must name
+    an env registered without importing anything; one given on the command line is the user's.
+
+    Raises:
+        ConfigError: naming ``env.id``.
+    """
+    from soulsai_ray.envs.factory import check_data_env_id
+    from soulsai_ray.typed_config import ConfigError
+
+    overrides = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
+    if "env" in overrides:
         return _plain(cfg.env)
-    env = OmegaConf.create(run_config.get("env") or {})
-    changes = [o for o in overrides if o.startswith("env.")]
+    env = OmegaConf.create(run_config.get("env") or {})  # holds no interpolation (read_config)
+    changes = [o.lstrip("+~") for o in HydraConfig.get().overrides.task if o.startswith("env.")]
     if changes:
         env = OmegaConf.merge(env, OmegaConf.from_dotlist(changes)["env"])
-    return _plain(env)
+    data = _plain(env)
+    if "env.id" not in overrides:
+        try:
+            check_data_env_id(str(data.get("id")))
+        except ValueError as err:
+            raise ConfigError("env.id", str(err).split(": ", 1)[-1]) from err
+    return data
 
 
 if __name__ == "__main__":

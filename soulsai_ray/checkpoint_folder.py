@@ -6,7 +6,7 @@ Layout of a checkpoint folder::
       state.pt       the payload dict (model, optimizer, normalizer, ...) as plain data: tensors,
                      numbers and strings, loaded without unpickling code (`checkpoint_data`)
       meta.json      counters (env steps, updates, episodes, weight version, created_at, ...)
-      config.yaml    the resolved run config
+      config.yaml    the resolved run config (read back as data only: `read_config`)
       manifest.json  written last: size and sha256 of every other file
 
 A folder is written under a temporary sibling name and renamed into place only once complete,
@@ -81,6 +81,51 @@ def verify_checkpoint(path: Path) -> None:
             missing or differs in size or sha256 from the manifest.
     """
     check_files(Path(path), hash_files=True)
+
+
+INTERPOLATION = "${"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``config.yaml`` as plain data, whoever wrote it.
+
+    Checkpoints are shared between people and machines, so their config is only data: plain YAML
+    (no tags that build objects), no interpolation resolved (``${oc.env:...}`` would read this
+    machine's environment), nothing imported. The caller checks what it uses (an ``env.id`` with
+    a module to import is refused by `soulsai_ray.envs.factory.check_data_env_id`).
+
+    Raises:
+        CheckpointError: the file is missing or not YAML, is not a mapping, or a value holds an
+            interpolation (the message names its key).
+    """
+    import yaml
+
+    folder = Path(path)
+    try:
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CheckpointError(f"{folder}: unreadable {CONFIG_FILE} ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{folder}: {CONFIG_FILE} is not a mapping of config keys")
+    for key, value in _leaves(config, ""):
+        if isinstance(value, str) and INTERPOLATION in value:
+            raise CheckpointError(
+                f"{folder}: {CONFIG_FILE} key {key} holds an interpolation ({value!r}); a "
+                "checkpoint's config is data and is never resolved"
+            )
+    return config
+
+
+def _leaves(data: Any, key: str) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every value in nested mappings and lists (keys included)."""
+    if isinstance(data, dict):
+        out: list[tuple[str, Any]] = [(f"{key}.{k}".lstrip("."), k) for k in data]
+        for k, v in data.items():
+            out += _leaves(v, f"{key}.{k}".lstrip("."))
+        return out
+    if isinstance(data, list):
+        return [leaf for i, v in enumerate(data) for leaf in _leaves(v, f"{key}[{i}]")]
+    return [(key, data)]
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:

@@ -310,15 +310,14 @@ def load_trained_policy(path: str | Path) -> tuple[TrainedPolicy, dict[str, Any]
             file naming one.
 
     Returns:
-        The policy, and the checkpoint's resolved run config (a plain dict).
+        The policy, and the checkpoint's run config as data (`read_config`: a plain dict,
+        nothing resolved or imported; check its ``env.id`` before making the env).
 
     Raises:
         CheckpointError: the checkpoint is missing, partial or corrupt, or holds no policy, or
-            its config is unreadable; the message names the path.
+            its config is unreadable or holds an interpolation; the message names the path.
     """
-    import yaml
-
-    from soulsai_ray.checkpoint_folder import CONFIG_FILE, CheckpointError, load_checkpoint
+    from soulsai_ray.checkpoint_folder import CheckpointError, load_checkpoint, read_config
     from soulsai_ray.config import parse_config
     from soulsai_ray.typed_config import ConfigError
 
@@ -326,10 +325,10 @@ def load_trained_policy(path: str | Path) -> tuple[TrainedPolicy, dict[str, Any]
     if folder.is_file() and folder.name in ("best", "latest"):
         folder = folder.parent / folder.read_text().strip()
     payload, _ = load_checkpoint(folder)
+    config = read_config(folder)
     try:
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
         algo = parse_config(config).algo
         weights, version = policy_weights(payload)
-    except (yaml.YAMLError, ConfigError, KeyError, TypeError, ValueError, AttributeError) as err:
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{folder}: not a training checkpoint with a policy ({err})") from err
     return TrainedPolicy(algo, weights, version, str(folder)), config

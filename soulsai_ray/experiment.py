@@ -28,7 +28,7 @@ from typing import Any
 
 from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
-from soulsai_ray.checkpoint_folder import load_checkpoint, verify_checkpoint
+from soulsai_ray.checkpoint_folder import load_checkpoint, read_config, verify_checkpoint
 from soulsai_ray.config import TrainConfig, parse_config
 from soulsai_ray.loops.common import MetricsExporter, Restore, RunRecorder
 from soulsai_ray.loops.lifecycle import RunLoop
@@ -122,8 +122,9 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
             every checkpoint); by default ``cfg`` itself as YAML.
 
     Raises:
-        ConfigError: ``cfg`` fails the checks a config from the command line passes, or another
-            run holds ``run_dir``.
+        ConfigError: ``cfg`` fails the checks a config from the command line passes, another
+            run holds ``run_dir`` or it cannot be written, or the checkpoint to resume from was
+            trained with other shapes (`check_resume_matches`).
         CheckpointError: the checkpoint to resume from is missing, partial or corrupt.
     """
     parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
@@ -132,20 +133,15 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     _check_device(cfg.device)
     lock = RunFolderLock.take(run_dir)  # before anything is written there
     config_yaml = config_yaml or config_to_yaml(cfg)
-    checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
-    restore = None
-    if checkpoint_path is not None:
-        payload, meta = load_checkpoint(checkpoint_path)
-        restore = Restore(checkpoint_path, payload, meta)
-        del payload
-        logger.info("resuming from %s", checkpoint_path)
     try:
-        (run_dir / "config.yaml").write_text(config_yaml)
-    except OSError as err:
+        restore = _restore(cfg, run_dir)
+        try:
+            (run_dir / "config.yaml").write_text(config_yaml)  # only once the resume is sound
+        except OSError as err:
+            raise ConfigError("hydra.run.dir", f"cannot write the run folder: {err}") from err
+    except BaseException:
         lock.release()
-        raise ConfigError(
-            "hydra.run.dir", f"cannot write {run_dir / 'config.yaml'}: {err}"
-        ) from err
+        raise
     export = cfg.telemetry.prometheus and not cfg.cluster.serial  # Prometheus goes through Ray
     recorder = RunRecorder(
         run_dir,
@@ -157,6 +153,17 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     )
     loop = _loop_class(cfg)(cfg, recorder, restore)
     return Experiment(cfg, run_dir, loop, lock)
+
+
+def _restore(cfg: TrainConfig, run_dir: Path) -> Restore | None:
+    """The checkpoint the run continues from (``cfg.resume``), checked against ``cfg``."""
+    checkpoint_path = find_resume_checkpoint(cfg.resume, run_dir / "checkpoints")
+    if checkpoint_path is None:
+        return None
+    check_resume_matches(cfg, read_config(checkpoint_path), checkpoint_path)
+    payload, meta = load_checkpoint(checkpoint_path)
+    logger.info("resuming from %s", checkpoint_path)
+    return Restore(checkpoint_path, payload, meta)
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:
@@ -188,6 +195,47 @@ def find_resume_checkpoint(resume: str | None, checkpoint_dir: Path) -> Path | N
     path = Path(resume).expanduser().resolve()
     verify_checkpoint(path)
     return path
+
+
+RESUME_KEYS = (
+    "algo.name",
+    "algo.hidden_sizes",
+    "algo.dueling",
+    "algo.layer_norm",
+    "algo.normalize_obs",
+    "algo.activation",
+    "env.id",
+    "env.angle_keys",
+)
+"""Keys that fix the shapes of the networks and observations: a resumed run keeps them."""
+
+
+def check_resume_matches(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
+    """Refuses to resume from a checkpoint trained with other network or observation shapes.
+
+    Args:
+        cfg: This run's config.
+        saved: The checkpoint's config, as data (`read_config`); keys it lacks are not compared.
+        path: The checkpoint, for the message.
+
+    Raises:
+        ConfigError: naming every differing key of `RESUME_KEYS` and both values.
+    """
+    current = asdict(cfg)
+    differ: dict[str, str] = {}
+    for key in RESUME_KEYS:
+        section, name = key.split(".")
+        then = saved.get(section)
+        if name not in current[section] or not isinstance(then, dict) or name not in then:
+            continue
+        if then[name] != current[section][name]:
+            differ[key] = f"{key}={then[name]!r} in the checkpoint, {current[section][name]!r} now"
+    if differ:
+        raise ConfigError(
+            ",".join(differ),
+            f"cannot resume from {path}: {'; '.join(differ.values())}. Resume with the "
+            "checkpoint's values, or start a new run in a folder of its own",
+        )
 
 
 LOCAL_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")

@@ -107,6 +107,36 @@ def check_env_id(cfg: EnvConfig) -> None:
         raise ValueError(f"env.id={cfg.id!r}: {err}") from err
 
 
+OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls"})
+"""Modules of ``module:EnvId`` ids that data may name: this package's own envs (importing one
+only registers its env)."""
+
+
+def check_data_env_id(config_id: str) -> None:
+    """Checks an ``env.id`` read from data (a checkpoint's config): it must name an env
+    registered now, importing nothing but this package's own env modules (`OWN_ENV_MODULES`;
+    SoulsGym's ids import soulsgym, a dependency, where they run).
+
+    Raises:
+        ValueError: the id names another module to import, or no registered env.
+    """
+    module = config_id.split(":", 1)[0] if ":" in config_id else None
+    if module in OWN_ENV_MODULES:
+        config_id = _import_env_module(config_id)
+    elif module is not None:
+        raise ValueError(
+            f"env.id={config_id!r}: the checkpoint's config names module {module!r} to import; "
+            "a checkpoint's config imports nothing. If you trust that module, name it yourself: "
+            f"env.id={config_id}"
+        )
+    if is_soulsgym_id(config_id):
+        return
+    try:
+        gym.spec(config_id)
+    except gym.error.Error as err:
+        raise ValueError(f"env.id={config_id!r}: {err}") from err
+
+
 def _import_env_module(config_id: str) -> str:
     """Imports the module of a ``module:EnvId`` id; returns the gymnasium id to make."""
     if ":" not in config_id:

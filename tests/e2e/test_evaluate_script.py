@@ -241,3 +241,39 @@ def test_bad_episodes_or_seed_exit_2_before_any_env_is_built(cartpole_run, arg) 
     key = arg.split("=")[0]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"config error: {key}: must be")
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(
+    "env_id", ["this:CartPole-v1", "venv.__main__:CartPole-v1", "soulsai_bench.__main__:X-v0"]
+)
+def test_a_checkpoint_config_naming_a_module_imports_nothing(tmp_path, env_id) -> None:
+    """The checkpoint's config is data: its env.id must not make this machine import a module
+    (``this`` prints the Zen of Python, ``venv.__main__`` creates virtualenvs)."""
+    checkpoint = _dqn_checkpoint(tmp_path / "shared", 4, 2, {"id": env_id})
+    proc = run_script("evaluate.py", f"checkpoint={checkpoint}", "episodes=1", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("config error: env.id: "), proc.stderr
+    assert f"env.id={env_id}" in lines[0]  # how to import it, if the user trusts it
+    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
+    assert not any(p.name in ("argv", "CartPole-v1") for p in Path.cwd().iterdir())
+
+
+def test_a_module_the_user_names_is_imported(tmp_path) -> None:
+    """The same checkpoint plays once the user names the env id (and so its module) themselves."""
+    checkpoint = _dqn_checkpoint(tmp_path / "shared", 4, 2, {"id": "gymnasium.envs:CartPole-v1"})
+    assert _evaluate(f"checkpoint={checkpoint}", "episodes=1").returncode == 2
+    report = _report(
+        _evaluate(f"checkpoint={checkpoint}", "episodes=1", "env.id=gymnasium.envs:CartPole-v1")
+    )
+    assert report["episodes"] == 1
+
+
+def test_an_interpolation_in_a_checkpoint_config_is_never_resolved(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOULSAI_TEST_SECRET", "hunter2-secret")
+    env = {"id": "CartPole-v1", "kwargs": {"render_mode": "${oc.env:SOULSAI_TEST_SECRET}"}}
+    checkpoint = _dqn_checkpoint(tmp_path / "shared", 4, 2, env)
+    proc = run_script("evaluate.py", f"checkpoint={checkpoint}", "episodes=1", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "env.kwargs.render_mode holds an interpolation" in proc.stderr
+    assert "hunter2-secret" not in proc.stdout + proc.stderr

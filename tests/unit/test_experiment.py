@@ -164,3 +164,39 @@ lock = RunFolderLock(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(60)
 """
+
+
+@pytest.mark.parametrize(
+    ("change", "keys"),
+    [
+        ({"hidden_sizes": [16]}, "algo.hidden_sizes"),
+        ({"hidden_sizes": [16], "dueling": False}, "algo.hidden_sizes,algo.dueling"),
+    ],
+)
+def test_resume_with_other_network_shapes_exits_naming_the_keys_and_keeps_config(
+    tmp_path, change, keys
+):
+    from dataclasses import replace
+
+    from soulsai_ray.typed_config import ConfigError
+
+    algo = DQNConfig(hidden_sizes=[8], learning_starts=50)
+    build_experiment(run_config(algo, steps=200, serial=True), tmp_path).run()
+    saved = (tmp_path / "config.yaml").read_text()
+    other = run_config(replace(algo, **change), steps=400, serial=True)
+    with pytest.raises(ConfigError, match=rf"^{keys}: cannot resume from .*hidden_sizes=\[8\] in"):
+        build_experiment(replace(other, resume="auto"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    build_experiment(replace(other, resume=None), tmp_path).close()  # the folder is free again
+
+
+def test_resume_from_another_env_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from soulsai_ray.typed_config import ConfigError
+
+    algo = DQNConfig(hidden_sizes=[8], learning_starts=50)
+    build_experiment(run_config(algo, steps=200, serial=True), tmp_path).run()
+    lunar = run_config(algo, "LunarLander-v3", steps=400, serial=True)
+    with pytest.raises(ConfigError, match="^env.id: .*'CartPole-v1' in the checkpoint"):
+        build_experiment(replace(lunar, resume="auto"), tmp_path)
