@@ -48,7 +48,9 @@ WAIT_S = 0.2
 LEARNER_IDLE_BACKOFF_S = (0.05, 1.0)
 """First and longest pause before asking a learner that had no data again."""
 COLLECTS_IN_FLIGHT = 2
-DRAIN_TIMEOUT_S = 30.0
+STOP_DRAIN_S = 10.0
+"""Longest a graceful stop waits for rollout actors (their last collect calls and pushes): a
+frozen game PC cannot hold the final checkpoint back for longer."""
 STATS_EVERY_S = 1.0
 LATENCY_WINDOW = 4096
 """Weight-sync latencies kept for the percentiles (the most recent ones)."""
@@ -318,13 +320,26 @@ class DQNAsyncLoop(TrainingLoop):
         return state
 
     def finish(self, reason: str, checkpoint: bool = True) -> dict[str, Any]:
-        """Drains the rollout calls and pushes in flight, so the final counts are exact."""
+        """Drains the rollout calls and pushes in flight (for at most `STOP_DRAIN_S`), so the
+        final counts are exact unless an actor is frozen."""
         if self._training:
-            for outcome in self.fleet.drain(DRAIN_TIMEOUT_S):
+            deadline = time.monotonic() + STOP_DRAIN_S
+            for outcome in self.fleet.drain(STOP_DRAIN_S):
                 if not self.evaluation.take(outcome) and not outcome.failed:
                     self._on_collect(outcome.value)
-            flushes = [actor.flush.remote() for actor in self.fleet.actors]
-            ray.wait(flushes, num_returns=len(flushes), timeout=DRAIN_TIMEOUT_S)
+            actors = self.fleet.actors
+            busy = [i for i in range(len(actors)) if self.fleet.busy(i)]  # a flush would queue
+            flushes = {actors[i].flush.remote(): i for i in range(len(actors)) if i not in busy}
+            wait_s = max(deadline - time.monotonic(), 0.0)
+            done, _ = ray.wait(list(flushes), num_returns=len(flushes), timeout=wait_s)
+            silent = sorted(busy + [i for ref, i in flushes.items() if ref not in done])
+            if silent:
+                logger.warning(
+                    "rollout actor(s) %s did not answer within %.0fs; finishing without their "
+                    "last steps",
+                    silent,
+                    STOP_DRAIN_S,
+                )
             self._stats_ref = None  # a request sent before the drain would report stale counts
             self._refresh_replay_counts(wait_s=STATE_TIMEOUT_S)
         return super().finish(reason, checkpoint)
