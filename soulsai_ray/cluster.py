@@ -28,12 +28,67 @@ QUIET_WARNINGS = ("PYTHONWARNINGS", "ignore::DeprecationWarning")
 """Ray's own deprecation warnings would fill the run's console from every actor process."""
 
 
+def token_path() -> Path:
+    """Where Ray reads the cluster token from: ``RAY_AUTH_TOKEN_PATH``, else
+    ``~/.ray/auth_token`` (``RAY_AUTH_TOKEN`` itself, when set, comes first)."""
+    path_from_env = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(path_from_env) if path_from_env else Path.home() / ".ray" / "auth_token"
+
+
+def private_token_file() -> Path | None:
+    """Makes the token file a run uses readable by its owner alone, creating it if missing.
+
+    Whoever reads the token can run code as the trainer, yet Ray writes a new local cluster's
+    token file with the process's umask (usually 0644, in a 0755 ``~/.ray``). Here the file is
+    0600 and ``~/.ray`` 0700; a new token is written the way Ray writes one. A folder named by
+    ``RAY_AUTH_TOKEN_PATH`` is left as it is (the file in it is still made 0600). Nothing is
+    done when the token comes from ``RAY_AUTH_TOKEN``.
+
+    Returns:
+        The token file, or None when ``RAY_AUTH_TOKEN`` is set.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return None
+    path = token_path()
+    if "RAY_AUTH_TOKEN_PATH" not in os.environ:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _tighten(path.parent, 0o700)
+    if not path.exists():
+        from ray._private.authentication.authentication_token_generator import (
+            generate_new_authentication_token,
+        )
+
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another run wrote it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_new_authentication_token())
+    _tighten(path, 0o600)
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Removes every permission of ``path`` beyond ``mode`` (logged; a file of another owner is
+    left as it is, with a warning)."""
+    current = path.stat().st_mode & 0o777
+    if current & ~mode == 0:
+        return
+    try:
+        path.chmod(current & mode)
+    except PermissionError:
+        logger.warning("%s is mode %o and not ours to change: others may read it", path, current)
+        return
+    logger.warning("%s was mode %o; made it %o (only its owner may read it)", path, current, mode)
+
+
 def _require_cluster_token() -> None:
     """Raises ConfigError unless Ray can find a cluster token (in the order Ray looks)."""
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
         return
     path_from_env = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    path = Path(path_from_env) if path_from_env else Path.home() / ".ray" / "auth_token"
+    path = token_path()
     try:
         if path.read_text().strip():
             return
@@ -125,6 +180,8 @@ def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
         # would keep Ray's prestarted worker processes from hosting the run's actors (each
         # actor would start a process of its own, and the prestarted ones would idle).
         os.environ.setdefault(*QUIET_WARNINGS)
+        if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
+            private_token_file()  # before Ray would write one readable by every local user
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -136,6 +193,7 @@ def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
         )
     else:
         _require_cluster_token()
+        private_token_file()
         os.environ["RAY_AUTH_MODE"] = "token"
         # Ray reads RAY_AUTH_MODE into its config when it is imported; re-read it, as Ray itself
         # does when it turns token authentication on for a new local cluster.

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from script_runs import start_script
 
 from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.cluster import token_path
 from soulsai_ray.loops.dqn_async import STOP_DRAIN_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,3 +95,6 @@ def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path
     assert f"finished ({sig.name})" in out
     assert stop_s < STOP_DRAIN_S + 15, stop_s  # the drain, the final checkpoint, Ray's shutdown
     assert ("did not answer within" in out) == freeze
+    token = token_path()  # the run's token: its owner's alone
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
