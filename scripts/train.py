@@ -39,24 +39,26 @@ from soulsai_ray.compose import exit_config_error as fail  # noqa: E402
 def main(cfg: DictConfig) -> None:
     from soulsai_ray.checkpoint_folder import CheckpointError
     from soulsai_ray.config import parse_config
+    from soulsai_ray.run_lock import remove_if_unused
     from soulsai_ray.typed_config import ConfigError
-
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True)
-        train_cfg = parse_config(data)
-    except ConfigError as err:
-        fail(str(err))
-    except OmegaConfBaseException as err:
-        fail(omegaconf_message(err))
-    from soulsai_ray.experiment import build_experiment  # torch, Ray: once the config is sound
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        try:
+            train_cfg = parse_config(OmegaConf.to_container(cfg, resolve=True))
+        except OmegaConfBaseException as err:
+            raise ConfigError("config", omegaconf_message(err)) from err
+        from soulsai_ray.experiment import build_experiment  # torch, Ray: once the config is sound
+
         experiment = build_experiment(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    except (ConfigError, CheckpointError) as err:  # refused: leave no new run folder behind
+        remove_if_unused(run_dir)
+        if isinstance(err, CheckpointError):
+            print(f"resume error: {err}", file=sys.stderr)
+            sys.exit(CONFIG_ERROR_EXIT)
+        fail(str(err).removeprefix("config: "))
+    try:
         summary = experiment.run()
-    except CheckpointError as err:
-        print(f"resume error: {err}", file=sys.stderr)
-        sys.exit(CONFIG_ERROR_EXIT)
     except ConfigError as err:
         fail(str(err))
     if summary.get("exit_status"):

@@ -131,6 +131,7 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     if cfg.cluster.address is None:  # the env runs on this machine: a wrong id fails before Ray
         _check_env_id(cfg)
     _check_device(cfg.device)
+    check_replay_memory(cfg)
     lock = RunFolderLock.take(run_dir)  # before anything is written there
     config_yaml = config_yaml or config_to_yaml(cfg)
     try:
@@ -262,6 +263,65 @@ def check_local_placement(actor_resources: dict[str, float], joined: bool = Fals
             "not offer; train on game PCs with cluster=remote, or run the env on this machine "
             "with env.actor_resources=null",
         )
+
+
+def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
+    """Refuses a DQN run whose replay buffer would not fit in the memory this machine has
+    available (the replay lives on the driver's machine).
+
+    The observation size comes from creating the env once here for a local run, and from the
+    project's FakeSouls (same spaces as soulsgym's Iudex) for SoulsGym ids; for other envs of
+    a remote cluster it is unknown here and nothing is checked.
+
+    Args:
+        cfg: The run's config.
+        available: Bytes available (default: what the machine reports now).
+
+    Raises:
+        ConfigError: naming ``algo.buffer_size``, the bytes needed and available.
+    """
+    from soulsai_ray.algo_config import DQNConfig
+
+    if not isinstance(cfg.algo, DQNConfig):
+        return
+    spec = _spec_before_ray(cfg)
+    if spec is None:
+        return
+    from soulsai_ray.replay import replay_bytes
+
+    need = replay_bytes(cfg.algo, spec.obs_dim, spec.num_actions)
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    if need > available:
+        fits = int(cfg.algo.buffer_size * available / need)
+        raise ConfigError(
+            "algo.buffer_size",
+            f"{cfg.algo.buffer_size:,} transitions of {spec.obs_dim} observation values need "
+            f"{need / 2**30:.1f} GiB of replay, but this machine has {available / 2**30:.1f} GiB "
+            f"available; at most about {fits:,} fit",
+        )
+
+
+def _spec_before_ray(cfg: TrainConfig) -> Any:
+    """The env's sizes (`EnvSpec`) where they can be known without the cluster, else None."""
+    from dataclasses import replace
+
+    from soulsai_ray.envs.factory import probe_env_spec
+    from soulsai_ray.envs.soulsgym import is_soulsgym_id
+
+    env = replace(cfg.env, step_latency_s=0.0, reset_latency_s=0.0)
+    if is_soulsgym_id(cfg.env.id):
+        from soulsai_ray.envs.fake_souls import ENV_ID
+
+        env = replace(env, id=ENV_ID, kwargs={})
+    elif cfg.cluster.address is not None:
+        return None
+    try:
+        return probe_env_spec(env)
+    except Exception:  # noqa: BLE001 - where the env runs, its own error is reported in full
+        return None
 
 
 def _check_env_id(cfg: TrainConfig) -> None:

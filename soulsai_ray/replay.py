@@ -7,6 +7,7 @@ Transitions and the n-step accumulator live in :mod:`soulsai_ray.transitions`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -336,6 +337,17 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_write(self, slots: np.ndarray) -> None:
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
+
+
+def replay_bytes(cfg: DQNConfig, obs_dim: int, num_actions: int) -> int:
+    """Bytes the buffer of :func:`replay_buffer` allocates: its storage and, when prioritized,
+    its sum tree."""
+    row = _zeros_batch(1, obs_dim, num_actions)
+    per_row = sum(getattr(row, f.name).nbytes for f in dataclasses.fields(row))
+    total = cfg.buffer_size * per_row
+    if cfg.prioritized:
+        total += 2 * (1 << (cfg.buffer_size - 1).bit_length()) * np.dtype(np.float64).itemsize
+    return total
 
 
 def replay_buffer(cfg: DQNConfig, obs_dim: int, num_actions: int, seed: int) -> ReplayBuffer:

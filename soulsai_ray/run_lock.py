@@ -23,6 +23,8 @@ from soulsai_ray.typed_config import ConfigError
 
 LOCK_FILE = ".lock"
 
+_CREATED: set[Path] = set()
+"""Run folders this process created (see `remove_if_unused`)."""
 _RESERVED: dict[Path, RunFolderLock] = {}
 """Locks taken before their run was built (by `RunFolderCallback`), by resolved folder."""
 
@@ -42,7 +44,9 @@ class RunFolderLock:
         self._key = run_dir.resolve()
         self._fd: int | None = None
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            if not run_dir.exists():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                _CREATED.add(self._key)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -108,6 +112,28 @@ class RunFolderCallback(Callback):
             RunFolderLock.reserve(run_dir)
         except ConfigError as err:
             exit_config_error(str(err))
+
+
+STARTUP_FILES = frozenset({LOCK_FILE, ".hydra", "train.log"})
+"""What a run folder holds before its run writes anything (the lock, Hydra's files)."""
+
+
+def remove_if_unused(run_dir: Path) -> bool:
+    """Removes ``run_dir`` if this process created it and nothing but `STARTUP_FILES` is in it
+    (a command refused before training leaves no folder behind); returns whether it did."""
+    import shutil
+
+    key = Path(run_dir).resolve()
+    if key not in _CREATED or not key.is_dir():
+        return False
+    if any(entry.name not in STARTUP_FILES for entry in key.iterdir()):
+        return False
+    log = key / "train.log"
+    if log.is_file() and log.stat().st_size > 0:
+        return False
+    shutil.rmtree(key, ignore_errors=True)
+    _CREATED.discard(key)
+    return True
 
 
 def _unwritable(run_dir: Path, err: OSError) -> ConfigError:

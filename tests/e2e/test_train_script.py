@@ -89,14 +89,16 @@ def test_short_cartpole_run_writes_everything(train, tmp_path):
         ("stop.time_s=inf", "stop.time_s"),
         ("env.id=NoSuchEnv-v0", "env.id"),  # before Ray starts
         ("env.id=CartPole-v9", "env.id"),
+        ("algo.buffer_size=4000000000", "algo.buffer_size"),  # 343 GiB of LunarLander replay
     ],
 )
 def test_bad_override_exits_2_naming_the_key(train, tmp_path, override, key):
-    proc = train(override, f"hydra.run.dir={tmp_path}", timeout=120)
+    proc = train(override, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert key in lines[0]
+    assert not (tmp_path / "run").exists()  # no run folder left behind
 
 
 def test_unknown_config_group_option_exits_2(train, tmp_path):

@@ -200,3 +200,23 @@ def test_resume_from_another_env_is_refused(tmp_path):
     lunar = run_config(algo, "LunarLander-v3", steps=400, serial=True)
     with pytest.raises(ConfigError, match="^env.id: .*'CartPole-v1' in the checkpoint"):
         build_experiment(replace(lunar, resume="auto"), tmp_path)
+
+
+def test_a_replay_larger_than_the_memory_available_is_refused_naming_both_numbers(tmp_path):
+    from dataclasses import replace
+
+    from soulsai_ray.experiment import check_replay_memory
+    from soulsai_ray.replay import replay_bytes
+    from soulsai_ray.typed_config import ConfigError
+
+    algo = DQNConfig(hidden_sizes=[8], buffer_size=400_000_000, learning_starts=50)
+    cfg = run_config(algo, "LunarLander-v3", steps=200, serial=True)
+    need = replay_bytes(algo, 8, 4)
+    assert need == 400_000_000 * (2 * 8 * 4 + 8 + 4 + 4 + 4 + 8)  # obs, next obs, the rest
+    with pytest.raises(ConfigError, match=r"^algo.buffer_size: 400,000,000 transitions .*GiB"):
+        build_experiment(cfg, tmp_path / "run")  # 34 GiB: more than this machine has
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"this machine has 0\.5 GiB available; at most about "):
+        check_replay_memory(cfg, available=2**29)
+    fits = replace(cfg, algo=replace(algo, buffer_size=2**29 // (need // 400_000_000)))
+    check_replay_memory(fits, available=2**29)
