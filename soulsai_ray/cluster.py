@@ -83,6 +83,51 @@ def _tighten(path: Path, mode: int) -> None:
     logger.warning("%s was mode %o; made it %o (only its owner may read it)", path, current, mode)
 
 
+AUTH_PROBE_TIMEOUT_S = 5.0
+
+
+def check_cluster_uses_tokens(address: str, timeout_s: float = AUTH_PROBE_TIMEOUT_S) -> None:
+    """Refuses a cluster whose GCS answers a request that carries no token.
+
+    Such a head was started without token authentication (a plain ``ray start --head``): anyone
+    on its network can run code on it, and a driver that joins with a token sees every actor it
+    creates cancelled. An unreachable head is left for ``ray.init`` to report.
+
+    Raises:
+        ConfigError: naming ``cluster.address`` and how to start the head.
+    """
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    target = address.removeprefix("ray://")
+    if ":" not in target:  # "auto": Ray finds the address itself
+        return
+    with grpc.insecure_channel(target) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+                logger.debug("cluster auth probe of %s: %s", target, err.code())
+            return
+    raise ConfigError(
+        "cluster.address",
+        f"the cluster at {target} does not use token authentication; start the head with "
+        "scripts/start_head.sh",
+    )
+
+
+def check_join(address: str) -> None:
+    """Checks, before joining the cluster at ``address``, that there is a token to join with
+    and that the cluster asks for one.
+
+    Raises:
+        ConfigError: naming ``cluster.address`` and the way out.
+    """
+    _require_cluster_token()
+    check_cluster_uses_tokens(address)
+
+
 def _require_cluster_token() -> None:
     """Raises ConfigError unless Ray can find a cluster token (in the order Ray looks)."""
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
@@ -192,7 +237,7 @@ def _init_ray(cfg: ClusterConfig, extra_cpus_needed: float) -> dict[str, Any]:
             configure_logging=False,
         )
     else:
-        _require_cluster_token()
+        check_join(cfg.address)
         private_token_file()
         os.environ["RAY_AUTH_MODE"] = "token"
         # Ray reads RAY_AUTH_MODE into its config when it is imported; re-read it, as Ray itself

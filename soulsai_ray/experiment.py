@@ -130,6 +130,10 @@ def build_experiment(cfg: TrainConfig, run_dir: Path, config_yaml: str = "") -> 
     parse_config(asdict(cfg))  # a config built in code passes the same checks as a composed one
     if cfg.cluster.address is None:  # the env runs on this machine: a wrong id fails before Ray
         _check_env_id(cfg)
+    else:
+        from soulsai_ray.cluster import check_join
+
+        check_join(cfg.cluster.address)
     _check_device(cfg.device)
     check_replay_memory(cfg)
     lock = RunFolderLock.take(run_dir)  # before anything is written there

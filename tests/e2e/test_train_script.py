@@ -154,6 +154,49 @@ def test_a_read_only_run_folder_is_one_line_and_exit_2(train, tmp_path):
     ]
 
 
+NO_AUTH_HEAD = """
+import os, sys
+os.environ["RAY_AUTH_MODE"] = "disabled"
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+print(cluster.address, flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+
+def test_joining_a_cluster_without_token_auth_is_one_line_and_exit_2(train, tmp_path):
+    """A head started with a plain ``ray start --head`` would cancel every actor the run makes."""
+    head = subprocess.Popen(
+        [sys.executable, "-c", NO_AUTH_HEAD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        start = time.monotonic()
+        proc = train(
+            "env=cartpole",
+            "cluster=remote",
+            f"cluster.address={address}",
+            "cluster.num_rollout_actors=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            timeout=120,
+        )
+        took = time.monotonic() - start
+    finally:
+        head.communicate(input="", timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"config error: cluster.address: the cluster at {address} does not use token "
+        "authentication; start the head with scripts/start_head.sh"
+    )
+    assert took < 15 and not (tmp_path / "run").exists()
+
+
 def test_cfg_job_prints_the_composed_config(train):
     proc = train("--cfg", "job", "env=cartpole", timeout=120)
     assert proc.returncode == 0, proc.stderr
