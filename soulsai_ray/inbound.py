@@ -26,7 +26,7 @@ from soulsai_ray.counts import BoundedCounts
 from soulsai_ray.transitions import RolloutBatch, TransitionBatch
 
 if TYPE_CHECKING:
-    from soulsai_ray.config import TrainConfig
+    from soulsai_ray.config import EnvConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -213,16 +213,27 @@ MAX_ABS_EPISODE_METRIC = 1e9
 _METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")  # fullmatch: "$" would admit "win\n"
 
 
+MAX_EPISODE_STEPS = 10**8
+"""Longest episode accepted from an env that sets no limit (``env.max_episode_steps`` null)."""
+
+
 def finite_episodes(
-    returns: Sequence[Any], lengths: Sequence[Any], metrics: Sequence[Any] | None = None
+    returns: Sequence[Any],
+    lengths: Sequence[Any],
+    metrics: Sequence[Any] | None = None,
+    env: EnvConfig | None = None,
 ) -> tuple[list[float], list[int], list[dict[str, float]], int]:
     """The episodes of a report whose return is a finite number, length a positive int, and
-    episode metrics (if any) pass `episode_metrics_problem`.
+    episode metrics (if any) pass `episode_metrics_problem`; with ``env``, also bounded: at most
+    ``env.max_episode_steps`` steps (`MAX_EPISODE_STEPS` without a limit), and a return within
+    ``env.max_abs_reward`` per step. A bogus return (1e300) can then never reach the return
+    mean or trip ``stop.return_mean``.
 
     Args:
         returns: Each episode's return.
         lengths: Each episode's length, in the same order.
         metrics: Each episode's ``info["episode_metrics"]``; None: no episode reported any.
+        env: The run's env settings, for the bounds; None: no bounds.
 
     Returns:
         The kept returns, lengths and metrics, and how many episodes were dropped.
@@ -231,13 +242,17 @@ def finite_episodes(
         metrics = [{}] * len(returns)
     if not isinstance(metrics, list | tuple) or not len(returns) == len(lengths) == len(metrics):
         return [], [], [], max(len(returns), len(lengths))
+    max_reward, max_length = math.inf, sys.maxsize
+    if env is not None:
+        max_reward, max_length = env.max_abs_reward, env.max_episode_steps or MAX_EPISODE_STEPS
     kept_returns, kept_lengths, kept_metrics = [], [], []
     for ret, length, numbers in zip(returns, lengths, metrics, strict=True):
         if (
             _is_number(ret)
             and math.isfinite(ret)
             and _is_int(length)
-            and length > 0
+            and 0 < length <= max_length
+            and abs(ret) <= max_reward * length
             and episode_metrics_problem(numbers) is None
         ):
             kept_returns.append(float(ret))

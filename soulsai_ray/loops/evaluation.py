@@ -211,7 +211,7 @@ class RunEvaluation:
         score writes a checkpoint holding exactly the evaluated weights (``weights()``)."""
         loop = self.loop
         returns, lengths, metrics, dropped = finite_episodes(
-            report.returns, report.lengths, report.metrics
+            report.returns, report.lengths, report.metrics, loop.cfg.env
         )
         if dropped:
             problem = Rejection("episode", f"{dropped} evaluation episode(s) with bad values")

@@ -179,9 +179,11 @@ class RunLoop:
             problem = Rejection("episode", "episode returns or lengths are not lists")
             self.rejections.record(problem, 0, actor_index, node_id)
             return env_steps
-        returns, lengths, metrics, dropped = finite_episodes(returns, lengths, metrics)
+        returns, lengths, metrics, dropped = finite_episodes(
+            returns, lengths, metrics, self.cfg.env
+        )
         if dropped:
-            detail = f"{dropped} episode(s) with a non-finite return, a bad length or bad metrics"
+            detail = f"{dropped} episode(s) with a return out of bounds, a bad length or metrics"
             self.rejections.record(Rejection("episode", detail), 0, actor_index, node_id)
         c.episodes += len(returns)
         self.recorder.record_episodes(c.env_steps, returns, lengths, metrics)

@@ -220,3 +220,14 @@ def test_a_replay_larger_than_the_memory_available_is_refused_naming_both_number
         check_replay_memory(cfg, available=2**29)
     fits = replace(cfg, algo=replace(algo, buffer_size=2**29 // (need // 400_000_000)))
     check_replay_memory(fits, available=2**29)
+
+
+def test_a_report_of_an_impossible_return_never_reaches_the_mean_or_a_stop(tmp_path):
+    algo = DQNConfig(hidden_sizes=[8], learning_starts=50)
+    cfg = run_config(algo, steps=200, serial=True, return_mean=400.0)
+    with build_experiment(cfg, tmp_path) as experiment:
+        loop = experiment.loop
+        loop.accept_report(0, "node-a", 10, [1e300, 12.0], [10, 12])
+        assert loop.recorder.telemetry.return_mean == 12.0
+        assert loop.counters.batches_rejected == {"episode": 1}
+        assert loop.rejections.by_node.as_dict() == {"node-a": 1}

@@ -204,3 +204,17 @@ def test_a_terminal_transition_may_have_no_valid_next_action():
     batch.next_masks[2] = False
     batch.discounts[2] = 0.0
     assert check_transitions(batch, LIMITS, 5) is None
+
+
+def test_episode_returns_are_bounded_by_the_reward_bound_and_the_episode_limit():
+    from soulsai_ray.config import EnvConfig
+    from soulsai_ray.inbound import MAX_EPISODE_STEPS
+
+    env = EnvConfig(id="CartPole-v1", max_abs_reward=10.0, max_episode_steps=500)
+    returns = [100.0, 1e300, -50.0, 5001.0, 20.0, 30.0]
+    lengths = [10, 10, 5, 500, 501, 3]
+    kept, kept_lengths, _, dropped = finite_episodes(returns, lengths, None, env)
+    assert kept == [100.0, -50.0, 30.0] and kept_lengths == [10, 5, 3] and dropped == 3
+    unlimited = EnvConfig(id="CartPole-v1", max_abs_reward=1.0, max_episode_steps=None)
+    assert finite_episodes([5.0], [MAX_EPISODE_STEPS + 1], None, unlimited)[3] == 1
+    assert finite_episodes([1e300], [10], None, None)[0] == [1e300]  # no env: no bounds
