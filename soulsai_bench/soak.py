@@ -11,7 +11,11 @@ the driver's first TensorBoard file), strikes with every kind of fault (or those
 - freezes a rollout actor's process (SIGSTOP: a game that hangs without raising),
 - fills the checkpoint file system (a small tmpfs mounted on the run's checkpoint folder) so a
   periodic checkpoint fails with ENOSPC, then frees it,
-- SIGKILLs the driver and starts it again with ``resume=auto``.
+- SIGKILLs the driver and starts it again with ``resume=auto``,
+- stops the driver as an operator does: SIGTERM to its whole process group (systemd, ``timeout``)
+  or SIGHUP (a dropped SSH session); the stop must be graceful (exit 0, a summary, a final
+  checkpoint at the summary's env steps, within `STOP_BOUND_S`), then it starts again with
+  ``resume=auto``.
 
 After each fault it waits (bounded) for recovery: the actor is back (or the stall was noticed, or a
 checkpoint was written again) and env steps and updates move again. Progress is read from the
@@ -44,10 +48,14 @@ ACTOR_CLASSES = {
     "replay": ("ReplayActor",),
     "weights": ("WeightStore",),
 }
+STOP_SIGNALS = {"group_sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
 KINDS = {
-    "dqn": ("rollout", "learner", "replay", "weights", "hang", "disk_full", "driver"),
-    "ppo": ("rollout", "learner", "hang", "disk_full", "driver"),
+    "dqn": ("rollout", "learner", "replay", "weights", "hang", "disk_full", "driver")
+    + tuple(STOP_SIGNALS),
+    "ppo": ("rollout", "learner", "hang", "disk_full", "driver") + tuple(STOP_SIGNALS),
 }
+STOP_BOUND_S = 60.0
+"""Longest a graceful stop may take here (the rollout drain's 10 s, the final checkpoint)."""
 FAULT_KINDS = tuple(dict.fromkeys(kind for kinds in KINDS.values() for kind in kinds))
 STEP_TIMEOUT_S = 5.0
 TMPFS_MB = 64
@@ -151,6 +159,7 @@ class Soak:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token"},
+            start_new_session=True,  # a process group of its own, as systemd gives a service
         )
         self.report.segments.append(segment)
         deadline = time.monotonic() + 120
@@ -273,6 +282,13 @@ class Soak:
                 os.kill(victim["Pid"], signal.SIGKILL)  # if Ray's kill has not landed yet
         elif kind == "disk_full":
             fault.recovered_s = self.fill_disk(since)
+        elif kind in STOP_SIGNALS:
+            fault.detail, graceful = self.stop_gracefully(
+                STOP_SIGNALS[kind], group=kind == "group_sigterm"
+            )
+            self.start_driver(address, resume=True)
+            moved = self.wait_until(self.moved_past(*self.progress()), since)
+            fault.recovered_s = moved if graceful else None
         elif kind == "driver":
             self.driver.send_signal(signal.SIGKILL)
             self.driver.wait(timeout=60)
@@ -281,6 +297,38 @@ class Soak:
             self.start_driver(address, resume=True)
             fault.recovered_s = self.wait_until(self.moved_past(*self.progress()), since)
         return fault
+
+    def stop_gracefully(self, sig: signal.Signals, group: bool) -> tuple[str, bool]:
+        """Sends ``sig`` to the driver (or its process group); returns what happened and whether
+        the stop was graceful: exit 0 within `STOP_BOUND_S`, a summary naming the signal, and a
+        final checkpoint at the summary's env steps."""
+        sent = time.monotonic()
+        if group:
+            os.killpg(self.driver.pid, sig)
+        else:
+            self.driver.send_signal(sig)
+        try:
+            code = self.driver.wait(timeout=STOP_BOUND_S)
+        except subprocess.TimeoutExpired:
+            self.driver.kill()
+            self.driver.wait(timeout=60)
+            return f"{sig.name}: no exit within {STOP_BOUND_S:.0f}s", False
+        took = time.monotonic() - sent
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        latest = self._latest_checkpoint() or {}
+        graceful = (
+            code == 0
+            and summary.get("stop_reason") == sig.name
+            and latest.get("env_steps") == summary.get("env_steps")
+        )
+        detail = (
+            f"{sig.name}{' to the group' if group else ''}: exit {code} in {took:.1f}s, "
+            f"summary {summary.get('stop_reason')}, final checkpoint at {latest.get('env_steps')}"
+        )
+        return detail, graceful
 
     def fill_disk(self, since: float) -> float | None:
         if not self.mounted:
@@ -357,7 +405,7 @@ class Soak:
                 fault = self.inject(kind, cluster.address)
                 self.report.faults.append(fault)
                 print(
-                    f"[{fault.at_s:7.1f}s] {kind:9s} recovered in {fault.recovered_s} s {fault.detail}"
+                    f"[{fault.at_s:7.1f}s] {kind:13s} recovered in {fault.recovered_s} s {fault.detail}"
                 )
             while time.monotonic() - self.start < self.duration_s:
                 self.sample_rss()

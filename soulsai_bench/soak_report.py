@@ -41,13 +41,13 @@ class SoakReport:
 
 def print_report(report: SoakReport) -> None:
     """The soak's table: faults by kind, recovery times, segments, samples, memory."""
-    print("\nfault        injected  recovered  recover p50 s  recover max s")
+    print("\nfault          injected  recovered  recover p50 s  recover max s")
     for kind in sorted({f.kind for f in report.faults}):
         faults = [f for f in report.faults if f.kind == kind]
         times = [f.recovered_s for f in faults if f.recovered_s is not None]
         p50 = f"{np.median(times):.1f}" if times else "-"
         worst = f"{max(times):.1f}" if times else "-"
-        print(f"{kind:11s}  {len(faults):8d}  {len(times):9d}  {p50:>13s}  {worst:>13s}")
+        print(f"{kind:13s}  {len(faults):8d}  {len(times):9d}  {p50:>13s}  {worst:>13s}")
     hangs = sum(f.recovered_s is None for f in report.faults)
     print(f"not recovered within {RECOVERY_TIMEOUT_S:.0f}s (hangs): {hangs}")
     print("\nsegment  resumed from  first step  last step  updates")
