@@ -30,6 +30,7 @@ def test_crashes_fight_outcomes_and_evaluations_are_counted_through_ray(algo, tm
     assert counters["env_errors"] > 0
     assert counters["actor_failures"] == 0  # crashes never kill a rollout actor
     assert counters["batches_rejected"] == {} and counters["samples_invalid"] == 0
-    assert counters["evaluations"] >= 1 and summary["last_eval"]["episodes"] == 2
+    # an evaluation replays an episode a crash cut short, up to 4 crashes; then it holds fewer
+    assert counters["evaluations"] >= 1 and 1 <= summary["last_eval"]["episodes"] <= 2
     assert 0.0 <= summary["episode_metrics"]["win_rate"] <= 1.0
     assert set(FIGHT_TAGS) <= scalar_tags(tmp_path)
