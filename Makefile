@@ -8,7 +8,7 @@ TORCH ?= auto
 TORCH_CPU_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ARGS ?=
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .PHONY: install train test test-fast lint format clean bench bench-rllib
 

@@ -286,8 +286,10 @@ class Soak:
             fault.detail, graceful = self.stop_gracefully(
                 STOP_SIGNALS[kind], group=kind == "group_sigterm"
             )
+            final = self._latest_checkpoint() or {}  # the resumed run starts from here
             self.start_driver(address, resume=True)
-            moved = self.wait_until(self.moved_past(*self.progress()), since)
+            baseline = (final.get("env_steps", 0), final.get("updates", 0))
+            moved = self.wait_until(self.moved_past(*baseline), since)
             fault.recovered_s = moved if graceful else None
         elif kind == "driver":
             self.driver.send_signal(signal.SIGKILL)
