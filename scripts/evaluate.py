@@ -100,8 +100,12 @@ def main(cfg: DictConfig) -> None:
     if video_dir:
         report["videos"] = sorted(str(p) for p in Path(video_dir).glob("*.mp4"))
     line = json.dumps(report)
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(line, flush=True)
+    print(line, flush=True)  # the result first: a full disk must not lose it
+    try:
+        (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        print(f"cannot write {out_dir / 'eval.json'}: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _plain(node: object) -> dict:
