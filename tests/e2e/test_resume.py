@@ -29,6 +29,9 @@ SHORT_DQN = [
     "telemetry.console=false",
     "cluster.include_dashboard=false",  # the dashboard's start-up is test_live_run.py's
 ]
+SERIAL = "cluster=serial"
+"""Tests of what the driver does with checkpoints alone run in one process: the same driver code,
+without Ray's start-up (the Ray-side restore is the first SIGKILL test's)."""
 
 
 def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -74,9 +77,10 @@ def test_resume_without_a_saved_replay_after_driver_sigkill_continues_counters_a
 def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(tmp_path):
     """The driver dies while a checkpoint (with the replay buffer) is being written, after two
     complete ones (periodic or new-best): the resumed run starts from the newest complete one
-    and its counters and curves go on."""
+    and its counters and curves go on. The driver writes checkpoints the same way with or
+    without Ray, so this runs in one process (the actors' restore is the test above's)."""
     run_dir = tmp_path / "run"
-    overrides = ("checkpoint.every_updates=300", "algo.ratio_slack_steps=500")
+    overrides = ("checkpoint.every_updates=300", "algo.ratio_slack_steps=500", SERIAL)
     proc = _start(run_dir, "stop.env_steps=200000", *overrides)
     root = run_dir / "checkpoints"
     manager = CheckpointManager(root)
@@ -136,11 +140,6 @@ def _assert_continues(
     assert len(new_events) == 1
     steps = _scalar_steps(new_events[0], "progress/updates")
     assert steps and min(steps) >= was["env_steps"]  # the TensorBoard axis did not restart at 0
-
-
-SERIAL = "cluster=serial"
-"""Tests of what the driver does with checkpoints alone run in one process: the same driver code,
-without Ray's start-up (the Ray-side restore is the SIGKILL tests' above)."""
 
 
 def test_sigkill_before_learning_starts_then_resume(tmp_path):
