@@ -110,6 +110,9 @@ def _add_learner(sub: argparse._SubParsersAction) -> None:
     learner.add_argument("--game-rate", type=float, default=20.0, help="env steps/s per game PC")
     learner.add_argument("--obs-dim", type=int, help="observation size (envs that need a game)")
     learner.add_argument("--actions", type=int, help="number of actions (with --obs-dim)")
+    learner.add_argument(
+        "--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"], help="where to learn"
+    )
     learner.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     learner.set_defaults(func=cmd_learner)
 

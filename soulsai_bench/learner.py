@@ -28,6 +28,7 @@ class LearnerSpeed:
 
     algo: str
     env: str
+    device: str
     obs_dim: int
     num_actions: int
     batch_size: int
@@ -53,14 +54,23 @@ def measure_learner(
     seconds: float,
     windows: int = 5,
     spec: tuple[int, int] | None = None,
+    device: str = "cpu",
 ) -> LearnerSpeed:
     """Times ``DQNLearner.update`` for ``windows`` windows of about ``seconds / windows`` each.
 
     Args:
         spec: (observation size, actions); read from the env when None (SoulsGym envs need the
             game, so give their sizes here).
+        device: Where the learner runs: ``cpu`` or ``cuda`` (batches are copied there from
+            numpy each update, as in a run).
+
+    Raises:
+        ValueError: ``device`` is ``cuda`` and torch sees no CUDA device.
     """
     import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no CUDA device on this machine")
 
     from soulsai_ray.algos.dqn import DQNLearner
     from soulsai_ray.envs.factory import probe_env_spec
@@ -75,7 +85,8 @@ def measure_learner(
         spec = (probed.obs_dim, probed.num_actions)
     obs_dim, num_actions = spec
     torch.set_num_threads(cfg.cluster.torch_threads)
-    learner = DQNLearner(cfg.algo, obs_dim, num_actions, seed=cfg.seed)
+    learner = DQNLearner(cfg.algo, obs_dim, num_actions, device=device, seed=cfg.seed)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rng = np.random.default_rng(cfg.seed)
     size = cfg.algo.batch_size
 
@@ -98,13 +109,17 @@ def measure_learner(
     costs = []
     for _ in range(windows):
         done, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < per_window or done == 0:
+        while time.perf_counter() - start < per_window or done == 0:
             learner.update(batches[done % len(batches)])
             done += 1
-        costs.append(elapsed / done * 1000.0)
+            if done % 16 == 0:
+                sync()
+        sync()
+        costs.append((time.perf_counter() - start) / done * 1000.0)
     return LearnerSpeed(
         algo=algo,
         env=env,
+        device=device,
         obs_dim=obs_dim,
         num_actions=num_actions,
         batch_size=size,
@@ -120,7 +135,7 @@ def report(speed: LearnerSpeed, game_rate: float) -> str:
     updates_per_step = speed.replay_ratio / speed.batch_size
     return "\n".join(
         [
-            f"learner algo={speed.algo} env={speed.env} (obs {speed.obs_dim}, "
+            f"learner algo={speed.algo} env={speed.env} on {speed.device} (obs {speed.obs_dim}, "
             f"{speed.num_actions} actions, batch {speed.batch_size}, "
             f"replay ratio {speed.replay_ratio:g} = {updates_per_step:g} "
             f"update{'' if updates_per_step == 1 else 's'} per env step)",
@@ -134,6 +149,12 @@ def report(speed: LearnerSpeed, game_rate: float) -> str:
 
 def cmd_learner(args: Any) -> None:
     spec = (args.obs_dim, args.actions) if args.obs_dim and args.actions else None
-    for algo in args.algo:
-        speed = measure_learner(algo, args.env, args.override, args.seconds, spec=spec)
-        print(report(speed, args.game_rate), flush=True)
+    for device in args.device:
+        for algo in args.algo:
+            try:
+                speed = measure_learner(
+                    algo, args.env, args.override, args.seconds, spec=spec, device=device
+                )
+            except ValueError as err:
+                raise SystemExit(f"learner: {err}") from None
+            print(report(speed, args.game_rate), flush=True)

@@ -84,9 +84,23 @@ def test_learner_times_each_config():
         bench("learner", "--algo", "dqn", "dqn_efficient", "--env=cartpole", "--seconds=0.3")
     )
     for algo in ("dqn", "dqn_efficient"):
-        assert f"learner algo={algo} env=cartpole (obs 4, 2 actions" in out
+        assert f"learner algo={algo} env=cartpole on cpu (obs 4, 2 actions" in out
     assert len(re.findall(r"ms per update \(.*\), \d+ updates/s", out)) == 2
     assert len(re.findall(r"game PCs at 20 steps/s", out)) == 2
+
+
+def test_learner_times_the_gpu_where_torch_sees_one():
+    import torch
+
+    proc = bench("learner", "--env=cartpole", "--seconds=0.3", "--device", "cpu", "cuda")
+    if torch.cuda.is_available():
+        out = succeeded(proc)
+        assert "env=cartpole on cpu" in out and "env=cartpole on cuda" in out
+    else:  # the CPU's figure first, then one line for the GPU it does not have
+        assert proc.returncode != 0 and "env=cartpole on cpu" in proc.stdout
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "learner: device cuda: torch sees no CUDA device on this machine"
+        )
 
 
 def test_throughput_compares_actors_with_one_process():
