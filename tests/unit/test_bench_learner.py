@@ -10,10 +10,11 @@ from soulsai_bench.learner import LearnerSpeed, measure_learner, report
 
 def test_game_pcs_follow_from_the_update_cost_and_the_replay_ratio():
     # 2 ms per update = 500 updates/s; ratio 512 at batch 128 = 4 updates per env step
-    speed = LearnerSpeed("dqn_efficient", "lunarlander", 8, 4, 128, 512.0, 2.0, (1.9, 2.2))
+    speed = LearnerSpeed("dqn_efficient", "lunarlander", "cpu", 8, 4, 128, 512.0, 2.0, (1.9, 2.2))
     assert speed.updates_per_s == pytest.approx(500.0)
     assert speed.env_steps_per_s == pytest.approx(125.0)
     text = report(speed, game_rate=20.0)
+    assert "env=lunarlander on cpu (obs 8" in text
     assert "2.00 ms per update (1.90-2.20), 500 updates/s" in text
     assert "4 updates per env step" in text
     assert "up to 125 env steps/s: 6.2 game PCs at 20 steps/s" in text
