@@ -98,13 +98,7 @@ def check_env_id(cfg: EnvConfig) -> None:
     Raises:
         ValueError: naming the id, with gymnasium's reason (e.g. no such env or version).
     """
-    env_id = _import_env_module(cfg.id)
-    if is_soulsgym_id(env_id):
-        return
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as err:
-        raise ValueError(f"env.id={cfg.id!r}: {err}") from err
+    _check_registered(cfg.id)
 
 
 OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls"})
@@ -121,18 +115,22 @@ def check_data_env_id(config_id: str) -> None:
         ValueError: the id names another module to import, or no registered env.
     """
     module = config_id.split(":", 1)[0] if ":" in config_id else None
-    if module in OWN_ENV_MODULES:
-        config_id = _import_env_module(config_id)
-    elif module is not None:
+    if module is not None and module not in OWN_ENV_MODULES:
         raise ValueError(
             f"env.id={config_id!r}: the checkpoint's config names module {module!r} to import; "
             "a checkpoint's config imports nothing. If you trust that module, name it yourself: "
             f"env.id={config_id}"
         )
-    if is_soulsgym_id(config_id):
+    _check_registered(config_id)
+
+
+def _check_registered(config_id: str) -> None:
+    """Imports the module of a ``module:EnvId`` id, then checks gymnasium knows the env."""
+    env_id = _import_env_module(config_id)
+    if is_soulsgym_id(env_id):
         return
     try:
-        gym.spec(config_id)
+        gym.spec(env_id)
     except gym.error.Error as err:
         raise ValueError(f"env.id={config_id!r}: {err}") from err
 
