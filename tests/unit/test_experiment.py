@@ -205,7 +205,7 @@ def test_resume_from_another_env_is_refused(tmp_path):
 def test_a_replay_larger_than_the_memory_available_is_refused_naming_both_numbers(tmp_path):
     from dataclasses import replace
 
-    from soulsai_ray.experiment import check_replay_memory
+    from soulsai_ray.preflight import check_replay_memory
     from soulsai_ray.replay import replay_bytes
     from soulsai_ray.typed_config import ConfigError
 
