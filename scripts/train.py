@@ -44,19 +44,16 @@ def main(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        try:
-            train_cfg = parse_config(OmegaConf.to_container(cfg, resolve=True))
-        except OmegaConfBaseException as err:
-            raise ConfigError("config", omegaconf_message(err)) from err
+        train_cfg = parse_config(OmegaConf.to_container(cfg, resolve=True))
         from soulsai_ray.experiment import build_experiment  # torch, Ray: once the config is sound
 
         experiment = build_experiment(train_cfg, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
-    except (ConfigError, CheckpointError) as err:  # refused: leave no new run folder behind
-        remove_if_unused(run_dir)
+    except (ConfigError, CheckpointError, OmegaConfBaseException) as err:
+        remove_if_unused(run_dir)  # refused: no new run folder is left behind
         if isinstance(err, CheckpointError):
             print(f"resume error: {err}", file=sys.stderr)
             sys.exit(CONFIG_ERROR_EXIT)
-        fail(str(err).removeprefix("config: "))
+        fail(omegaconf_message(err) if isinstance(err, OmegaConfBaseException) else str(err))
     try:
         summary = experiment.run()
     except ConfigError as err:
