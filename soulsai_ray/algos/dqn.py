@@ -22,7 +22,7 @@ from torch import nn
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
-from soulsai_ray.algos.optim import make_adam
+from soulsai_ray.algos.optim import FlatAdam
 from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
 from soulsai_ray.replay import SampledBatch
 
@@ -115,7 +115,7 @@ class DQNLearner:
         self.device = torch.device(device)
         self.q_net = q_network(cfg, obs_dim, num_actions).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
+        self.optimizer = FlatAdam(self.q_net, cfg.lr)
         self.updates = 0
         self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
         """Rolls back to the weights of the last publish when an update meets a NaN or inf."""
@@ -166,9 +166,10 @@ class DQNLearner:
         loss, td_errors, metrics = dqn_loss(
             q_values, actions, targets, as_tensor(sampled.weights), self.cfg.huber_delta
         )
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
-        grad_norm = self._clip_gradients()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = float(self.optimizer.clip_grad_norm(max_norm))
         loss_value = float(loss.detach())
         raise_if_not_finite(loss_value, grad_norm)
         self.optimizer.step()
@@ -202,7 +203,7 @@ class DQNLearner:
             torch.manual_seed(self.seed * 1_000_003 + self.resets)
             fresh = q_network(self.cfg, *self.shape).to(self.device)
         shrink_and_perturb(self.q_net, fresh, self.cfg.reset_keep)
-        self.optimizer.state.clear()
+        self.optimizer.reset()
         logger.info(
             "reset the Q-network at update %d (keep %.2f)", self.updates, self.cfg.reset_keep
         )
@@ -239,11 +240,6 @@ class DQNLearner:
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
-
-    def _clip_gradients(self) -> float:
-        """Clips to ``grad_clip`` (0: no clipping) and returns the norm before clipping."""
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        return float(nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm))
 
     def _update_target(self) -> None:
         """Moves the target's weights towards the online net's and copies its normalizer

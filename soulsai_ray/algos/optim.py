@@ -1,16 +1,138 @@
-"""Optimizer construction shared by the learners."""
+"""The learners' optimizer: Adam over a module's parameters held in one flat tensor.
+
+An update of a small network is mostly per-call overhead: zeroing, clipping and stepping a dozen
+parameter tensors one by one costs more than the arithmetic. Here the module's parameters are
+views into one flat tensor and their gradients views into one flat gradient, so zeroing is one
+operation, the gradient norm one reduction and the Adam step one fused kernel. The numbers are
+Adam's and ``clip_grad_norm_``'s (the norm of one vector instead of the norm of per-tensor
+norms: equal to float rounding).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
 import torch
+from torch import nn
+
+ADAM_KERNEL = getattr(torch, "_fused_adam_", None)
+"""torch's fused Adam kernel (the one ``Adam(fused=True)`` runs), called directly: the optimizer's
+own ``step`` spends about 0.1 ms per call in Python around a kernel of about 0.02 ms here."""
 
 
-def make_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch offers it (several times faster on CPU)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+class FlatAdam:
+    """Adam (fused where torch has it) over ``module``'s parameters, with one-operation zeroing
+    and gradient clipping.
+
+    The parameters stay the module's own (``state_dict``, ``load_state_dict`` and in-place edits
+    work as before); only rebinding a parameter's ``.data`` or setting its ``.grad`` to None would
+    detach it from the flat tensors, and nothing here does either.
+
+    Args:
+        module: Its parameters, in ``module.parameters()`` order, are moved into the flat tensor
+            (on their device and dtype, which must be one).
+        lr: Learning rate (``param_groups[0]["lr"]`` changes it, as for a torch optimizer).
+    """
+
+    def __init__(self, module: nn.Module, lr: float) -> None:
+        params = list(module.parameters())
+        with torch.no_grad():
+            self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+        self.flat.grad = torch.zeros_like(self.flat)
+        offset = 0
+        for param in params:
+            size = param.numel()
+            param.data = self.flat.data[offset : offset + size].view_as(param)
+            param.grad = self.flat.grad[offset : offset + size].view_as(param)
+            offset += size
+        try:
+            self.optimizer = torch.optim.Adam([self.flat], lr=lr, fused=True)
+        except (RuntimeError, TypeError):  # no fused kernel for this device
+            self.optimizer = torch.optim.Adam([self.flat], lr=lr)
+        self._sizes = [p.numel() for p in params]
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> dict[torch.Tensor, dict[str, Any]]:
+        """Adam's moments and step count (empty before the first step and after :meth:`reset`)."""
+        return self.optimizer.state
+
+    def zero_grad(self) -> None:
+        self.flat.grad.zero_()
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Scales the gradient to norm at most ``max_norm`` (``inf``: never) as
+        ``torch.nn.utils.clip_grad_norm_`` does; returns the norm before clipping."""
+        grad = self.flat.grad
+        norm = torch.linalg.vector_norm(grad)
+        grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        return norm
+
+    def step(self) -> None:
+        group = self.optimizer.param_groups[0]
+        if ADAM_KERNEL is None or not group["fused"]:
+            self.optimizer.step()
+            return
+        state = self.optimizer.state[self.flat]
+        if not state:  # as Adam initializes it for the fused kernel
+            state["step"] = torch.zeros((), dtype=torch.float32, device=self.flat.device)
+            state["exp_avg"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
+        state["step"].add_(1)
+        beta1, beta2 = group["betas"]
+        ADAM_KERNEL(
+            [self.flat.data],
+            [self.flat.grad],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [],
+            [state["step"]],
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
+
+    def reset(self) -> None:
+        """Forgets Adam's moments (they belong to weights that were just re-initialized)."""
+        self.optimizer.state.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Loads :meth:`state_dict` output, or a torch Adam's over the same parameters one tensor
+        each (checkpoints written before the parameters were flat)."""
+        self.optimizer.load_state_dict(self._flattened(state))
+
+    def _flattened(self, state: dict[str, Any]) -> dict[str, Any]:
+        (group,) = state["param_groups"]
+        ids = list(group["params"])
+        if len(ids) == 1:
+            return state
+        if len(ids) != len(self._sizes):
+            raise ValueError(
+                f"the optimizer state holds {len(ids)} parameters, this network has "
+                f"{len(self._sizes)}"
+            )
+        per_param = [state["state"].get(i) for i in ids]
+        flat_state: dict[int, dict[str, Any]] = {}
+        if any(s is not None for s in per_param):
+            if any(s is None for s in per_param):
+                raise ValueError("the optimizer state has moments for some parameters only")
+            flat_state[0] = {
+                "step": per_param[0]["step"].clone(),
+                **{
+                    key: torch.cat([s[key].reshape(-1) for s in per_param])
+                    for key in ("exp_avg", "exp_avg_sq")
+                },
+            }
+        return {"state": flat_state, "param_groups": [{**group, "params": [0]}]}

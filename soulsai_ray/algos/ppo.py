@@ -14,11 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
-from soulsai_ray.algos.optim import make_adam
+from soulsai_ray.algos.optim import FlatAdam
 from soulsai_ray.algos.ppo_losses import (
     compute_gae,
     explained_variance,
@@ -67,7 +66,7 @@ class PPOLearner:
                 obs_dim, num_actions, cfg.hidden_sizes, cfg.activation, cfg.normalize_obs
             )
         self.model = model.to(self.device)
-        self.optimizer = make_adam(self.model.parameters(), cfg.lr)
+        self.optimizer = FlatAdam(self.model, cfg.lr)
         self.rng = np.random.default_rng(seed)
         self.updates = 0
         self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
@@ -225,10 +224,10 @@ class PPOLearner:
             self.cfg.vf_coef,
         )
         raise_if_not_finite(loss.detach(), None)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         if self.cfg.max_grad_norm > 0:
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            norm = self.optimizer.clip_grad_norm(self.cfg.max_grad_norm)
             raise_if_not_finite(loss.detach(), norm)
         self.optimizer.step()
         return metrics
