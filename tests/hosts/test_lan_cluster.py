@@ -11,22 +11,6 @@ from ray_settings import REFUSED_AFTER_3_TRIES
 from readme_ports import ROOT, SCRIPTS, readme_ports
 
 FAKE_SOULS = "soulsai_ray.envs.fake_souls:soulsai_ray/FakeSouls-v0"
-ENV_STEPS = 600
-
-
-def test_dqn_trains_on_game_pcs_over_a_lossy_lan_with_only_the_documented_ports_open(cluster):
-    lan, head = cluster.lan, cluster.head
-    impaired = lan.impair(cluster.pcs[0], loss_pct=1.0, delay_ms=30, jitter_ms=10)  # Wi-Fi
-    run_dir = head.root / "run"
-    command = _train_command(cluster, run_dir, f"stop.env_steps={ENV_STEPS}")
-    done = lan.run(head, command, _driver_env(cluster), timeout=240)
-    assert done.returncode == 0, (impaired, (done.stdout + done.stderr)[-4000:])
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stop_reason"] == "env_steps" and summary["env_steps"] >= ENV_STEPS
-    assert len(summary["samples_by_node"]) == len(cluster.pcs)  # both game PCs sampled
-    assert summary["updates"] > 0 and summary["counters"]["batches_rejected"] == {}
-    blocked = {host.name: lan.blocked_ports(host) for host in (head, *cluster.pcs)}
-    assert not any(blocked.values()), f"training needed ports the README does not list: {blocked}"
 
 
 def _train_command(cluster, run_dir, *overrides: str) -> list[str]:
@@ -100,18 +84,20 @@ def test_a_join_with_a_wrong_or_missing_token_is_refused(cluster):
     assert (ROOT / "scripts" / "join_cluster.sh").is_file()
 
 
-def test_game_pcs_join_leave_and_drop_off_the_lan_while_training_goes_on(cluster):
-    """One run through what a LAN does to game PCs: a new PC joins mid-run, one is switched off
-    for good, and one loses its link for longer than Ray's node timeout, then rejoins."""
+def test_game_pcs_train_over_a_lossy_lan_join_leave_and_drop_off_while_training_goes_on(cluster):
+    """One run through what a LAN does to game PCs, with only the README's ports open: one PC is
+    on a lossy, jittery link (Wi-Fi), a new PC joins mid-run, one is switched off for good, and
+    the lossy one loses its link for longer than Ray's node timeout, then rejoins."""
     lan, head = cluster.lan, cluster.head
     leaving, cut = cluster.pcs
+    impaired = lan.impair(cut, loss_pct=1.0, delay_ms=30, jitter_ms=10)
     run_dir = head.root / "run-faults"
     log = head.root / "faults.log"
     command = _train_command(cluster, run_dir, "stop.env_steps=null", "stop.time_s=600")
     driver = lan.start(head, command, _driver_env(cluster), log)
     events = DriverLog(log, driver)
     try:
-        events.wait_for("rollout fleet grew to 2 actors", 120)
+        events.wait_for("rollout fleet grew to 2 actors", 120)  # both PCs, the lossy one too
         checkpoints = run_dir / "checkpoints"
         assert _wait(lambda: checkpoints.is_dir() and any(checkpoints.iterdir()), 120), (
             events.tail()
@@ -147,7 +133,7 @@ def test_game_pcs_join_leave_and_drop_off_the_lan_while_training_goes_on(cluster
     summary = json.loads((run_dir / "summary.json").read_text())
     print(
         f"PC declared dead {dead_after:.0f}s after its link went down; "
-        f"sampling again {sampling_again_after:.0f}s after rejoining"
+        f"sampling again {sampling_again_after:.0f}s after rejoining; its link: {impaired}"
     )
     assert summary["stop_reason"] == "SIGINT"
     by_node = summary["samples_by_node"]
