@@ -41,6 +41,7 @@ def test_short_cartpole_run_writes_everything(train, tmp_path):
         "stop.env_steps=4000",
         "stop.return_mean=null",
         "algo.learning_starts=500",
+        "algo.ratio_slack_steps=2000",  # actors wait for updates to checkpoint, as on a game PC
         "algo.hidden_sizes=[64,64]",
         "checkpoint.every_updates=100",
         "telemetry.log_every_s=0.5",

@@ -97,6 +97,7 @@ def test_shipped_configs_parse(algo, env):
     assert parsed.stop.return_mean == parsed.env.return_target
     if (algo, env) == ("ppo", "lunarlander"):
         assert parsed.env.num_envs_per_actor == 8 and parsed.algo.gamma == 0.999
+    if (algo, env) in (("ppo", "lunarlander"), ("dqn", "lunarlander")):
         # per algorithm x env stop: the shipped command runs until solved, not 1M steps
         assert parsed.stop.env_steps == 3_000_000
     else:
@@ -104,6 +105,10 @@ def test_shipped_configs_parse(algo, env):
     if algo == "dqn" and env in ("lunarlander", "cartpole"):
         # conf/algo_env/dqn_cartpole.yaml: 1 update per 4 env steps on CartPole only
         assert parsed.algo.replay_ratio == (32.0 if env == "cartpole" else 128.0)
+        assert parsed.algo.ratio_slack_steps is None  # cheap env steps: actors never wait
+    elif algo.startswith("dqn"):
+        # game PCs (dqn_iudex.yaml) never wait either; iudex_demo is for playing checkpoints
+        assert parsed.algo.ratio_slack_steps == (None if env == "iudex" else 2000)
 
 
 def test_command_line_wins_over_algo_env_settings():
