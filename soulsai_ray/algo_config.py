@@ -6,11 +6,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.typed_config import require
 
-__all__ = ["ALGO_CONFIGS", "AlgoConfig", "DQNConfig", "PPOConfig"]
+__all__ = ["ALGO_CONFIGS", "TORSOS", "AlgoConfig", "DQNConfig", "PPOConfig", "torso_problem"]
+
+Torso = Literal["mlp", "nature_cnn", "impala_small"]
+"""What reads observations before the hidden layers (:mod:`soulsai_ray.torsos`)."""
+TORSOS: tuple[str, ...] = get_args(Torso)
+
+NATURE_MIN_SIDE = 36
+"""Smallest image height and width the Nature-CNN's kernels fit: 8x8/4, 4x4/2 and 3x3/1 leave
+one pixel of a 36x36 image."""
+
+
+def torso_problem(torso: str, obs: ObsSpec) -> str | None:
+    """Why ``torso`` cannot read observations of ``obs``, or None."""
+    if torso not in TORSOS:
+        return f"unknown torso {torso!r}; use one of {list(TORSOS)}"
+    if torso == "mlp":
+        return None
+    if not obs.is_image:
+        return f"{torso} needs image observations, the env gives {obs.describe()}; use mlp"
+    height, width = obs.shape[:2]
+    if torso == "nature_cnn" and min(height, width) < NATURE_MIN_SIDE:
+        return (
+            f"nature_cnn's 8x8/4, 4x4/2 and 3x3 kernels need images of at least "
+            f"{NATURE_MIN_SIDE}x{NATURE_MIN_SIDE}, the env gives a {obs.describe()}; "
+            "use impala_small"
+        )
+    return None
 
 
 @dataclass
@@ -18,8 +45,12 @@ class DQNConfig:
     """Asynchronous (Ape-X style) DQN."""
 
     name: Literal["dqn"] = "dqn"
+    torso: Torso = "mlp"
+    """What reads the observations before the hidden layers: mlp (vectors as they are, images
+    flattened), nature_cnn (Mnih 2015; images of at least 36x36) or impala_small (Espeholt
+    2018's residual net, any image size)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
-    """Widths of the Q-network's hidden layers."""
+    """Widths of the Q-network's hidden layers (after the torso)."""
     dueling: bool = True
     """Separate value and advantage streams."""
     layer_norm: bool = False
@@ -186,8 +217,12 @@ class PPOConfig:
     """Synchronous PPO that goes on when rollout actors drop out."""
 
     name: Literal["ppo"] = "ppo"
+    torso: Torso = "mlp"
+    """As DQN's ``torso``; over images the policy and value heads share the torso and hidden
+    layers, over vectors they are separate MLPs."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    """Widths of the policy and value networks' hidden layers (separate networks)."""
+    """Widths of the policy and value networks' hidden layers (separate networks over vectors,
+    shared over images)."""
     activation: Literal["tanh", "relu"] = "tanh"
     """Hidden-layer activation."""
     normalize_obs: bool = True
