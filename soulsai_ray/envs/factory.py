@@ -117,7 +117,7 @@ def check_env_id(cfg: EnvConfig) -> None:
     _check_registered(cfg.id)
 
 
-OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls"})
+OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls", "soulsai_ray.envs.minatar"})
 """Modules of ``module:EnvId`` ids that data may name: this package's own envs (importing one
 only registers its env)."""
 
