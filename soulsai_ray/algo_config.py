@@ -13,13 +13,14 @@ from soulsai_ray.typed_config import require
 
 __all__ = ["ALGO_CONFIGS", "TORSOS", "AlgoConfig", "DQNConfig", "PPOConfig", "torso_problem"]
 
-Torso = Literal["mlp", "nature_cnn", "impala_small"]
+Torso = Literal["mlp", "nature_cnn", "impala_small", "minatar_cnn"]
 """What reads observations before the hidden layers (:mod:`soulsai_ray.torsos`)."""
 TORSOS: tuple[str, ...] = get_args(Torso)
 
-NATURE_MIN_SIDE = 36
-"""Smallest image height and width the Nature-CNN's kernels fit: 8x8/4, 4x4/2 and 3x3/1 leave
-one pixel of a 36x36 image."""
+MIN_SIDES = {"nature_cnn": 36, "minatar_cnn": 3}
+"""Smallest image height and width a torso's kernels fit (Nature-CNN: 8x8/4, 4x4/2 and 3x3/1
+leave one pixel of a 36x36 image); impala_small's padding fits any image."""
+KERNELS = {"nature_cnn": "8x8/4, 4x4/2 and 3x3", "minatar_cnn": "3x3"}
 
 
 def torso_problem(torso: str, obs: ObsSpec) -> str | None:
@@ -30,12 +31,11 @@ def torso_problem(torso: str, obs: ObsSpec) -> str | None:
         return None
     if not obs.is_image:
         return f"{torso} needs image observations, the env gives {obs.describe()}; use mlp"
-    height, width = obs.shape[:2]
-    if torso == "nature_cnn" and min(height, width) < NATURE_MIN_SIDE:
+    side = MIN_SIDES.get(torso, 1)
+    if min(obs.shape[:2]) < side:
         return (
-            f"nature_cnn's 8x8/4, 4x4/2 and 3x3 kernels need images of at least "
-            f"{NATURE_MIN_SIDE}x{NATURE_MIN_SIDE}, the env gives a {obs.describe()}; "
-            "use impala_small"
+            f"{torso}'s {KERNELS[torso]} kernels need images of at least {side}x{side}, the "
+            f"env gives a {obs.describe()}; use impala_small"
         )
     return None
 
@@ -47,8 +47,9 @@ class DQNConfig:
     name: Literal["dqn"] = "dqn"
     torso: Torso = "mlp"
     """What reads the observations before the hidden layers: mlp (vectors as they are, images
-    flattened), nature_cnn (Mnih 2015; images of at least 36x36) or impala_small (Espeholt
-    2018's residual net, any image size)."""
+    flattened), nature_cnn (Mnih 2015; images of at least 36x36), impala_small (Espeholt 2018's
+    residual net, any image size) or minatar_cnn (Young & Tian 2019: one 16 3x3 convolution,
+    cheap enough for a CPU learner)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
     """Widths of the Q-network's hidden layers (after the torso)."""
     dueling: bool = True

@@ -88,7 +88,7 @@ class QNetwork(nn.Module):
         layer_norm: A LayerNorm after each hidden Linear layer.
         normalize_obs: Put an :class:`ObservationNormalizer` in front (its statistics are
             buffers: they are published and checkpointed with the weights); vectors only.
-        torso: ``mlp``, ``nature_cnn`` or ``impala_small`` (:mod:`soulsai_ray.torsos`).
+        torso: ``mlp`` or a CNN of :mod:`soulsai_ray.torsos` (``nature_cnn``, ...).
 
     Raises:
         ValueError: the torso or the normalizer cannot read these observations.
@@ -276,7 +276,7 @@ class ImageActorCritic(nn.Module):
         num_actions: Number of discrete actions A.
         hidden_sizes: Widths of the shared hidden layers.
         activation: ``"tanh"`` or ``"relu"`` (of the hidden layers; the convolutions use ReLU).
-        torso: ``mlp`` (flattened pixels), ``nature_cnn`` or ``impala_small``.
+        torso: ``mlp`` (flattened pixels) or a CNN of :mod:`soulsai_ray.torsos`.
     """
 
     normalizer = None

@@ -1,4 +1,4 @@
-"""Convolutional torsos for image observations: Nature-CNN and IMPALA-small.
+"""Convolutional torsos for image observations: Nature-CNN, IMPALA-small and MinAtar's CNN.
 
 A torso maps a float batch of images [B, H, W, C] (already scaled to [0, 1]) to flat features
 [B, F]; the networks of :mod:`soulsai_ray.models` put their hidden layers and heads on top.
@@ -74,6 +74,29 @@ class ImpalaCNN(nn.Module):
         return self.layers(images.permute(0, 3, 1, 2))
 
 
+class MinAtarCNN(nn.Module):
+    """The convolution of Young & Tian 2019 (MinAtar's DQN): 16 3x3/1 filters and a ReLU.
+
+    The paper's 128-unit hidden layer is the network's first ``hidden_sizes`` layer.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [B, F] of images [B, H, W, C]."""
+        return self.layers(images.permute(0, 3, 1, 2))
+
+
+CONV_TORSOS: dict[str, type[nn.Module]] = {
+    "nature_cnn": NatureCNN,
+    "impala_small": ImpalaCNN,
+    "minatar_cnn": MinAtarCNN,
+}
+"""The convolutional values of ``algo.torso``, each built from the image's channel count."""
+
+
 def conv_torso(torso: str, obs: ObsSpec) -> tuple[nn.Module | None, int]:
     """The convolutions ``torso`` names for ``obs`` (None for ``mlp``) and the width of the
     flat features they give (for ``mlp``: the observation's size), found by a dry forward pass.
@@ -86,8 +109,7 @@ def conv_torso(torso: str, obs: ObsSpec) -> tuple[nn.Module | None, int]:
         raise ValueError(problem)
     if torso == "mlp":
         return None, obs.size
-    channels = obs.shape[2]
-    module: nn.Module = NatureCNN(channels) if torso == "nature_cnn" else ImpalaCNN(channels)
+    module = CONV_TORSOS[torso](obs.shape[2])
     with torch.no_grad():
         width = module(torch.zeros(1, *obs.shape)).shape[1]
     return module, int(width)

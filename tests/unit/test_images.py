@@ -24,7 +24,7 @@ MINATAR = ObsSpec.image(10, 10, 4, high=1)
 SHAPES = pytest.mark.parametrize(
     "obs", [SOULS, ATARI, MINATAR], ids=["90x160x3", "84x84x4", "10x10x4"]
 )
-TORSOS = pytest.mark.parametrize("torso", ["mlp", "nature_cnn", "impala_small"])
+TORSOS = pytest.mark.parametrize("torso", ["mlp", "nature_cnn", "impala_small", "minatar_cnn"])
 
 
 def _images(obs: ObsSpec, n: int, seed: int = 0) -> np.ndarray:
@@ -58,6 +58,8 @@ def _expected_features(torso: str, obs: ObsSpec) -> int:
     if torso == "mlp":
         return obs.size
     h, w = obs.shape[:2]
+    if torso == "minatar_cnn":
+        return 16 * (h - 2) * (w - 2)
     if torso == "nature_cnn":
         for kernel, stride in ((8, 4), (4, 2), (3, 1)):
             h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
@@ -88,6 +90,8 @@ def test_every_torso_gives_q_values_and_policy_outputs_for_every_image_shape(tor
 def test_nature_cnn_refuses_small_images_and_cnns_refuse_vectors_naming_the_way_out():
     with pytest.raises(ValueError, match=r"at least 36x36.*10x10x4 uint8 image.*impala_small"):
         QNetwork(MINATAR, 3, [8], dueling=True, torso="nature_cnn")
+    with pytest.raises(ValueError, match=r"3x3 kernels need images of at least 3x3.*2x5x1"):
+        QNetwork(ObsSpec.image(2, 5, 1), 3, [8], dueling=True, torso="minatar_cnn")
     with pytest.raises(ValueError, match=r"needs image observations.*8 float32 values"):
         QNetwork(8, 3, [8], dueling=True, torso="impala_small")
     with pytest.raises(ValueError, match="needs image observations"):

@@ -31,7 +31,7 @@ BREAKOUT = "soulsai_ray.envs.minatar:MinAtar/Breakout-v1"
 def test_minatar_configs_give_uint8_images_and_a_torso_that_fits(env, channels, actions):
     for algo in ("dqn", "ppo"):
         cfg = compose_config(algo, env, [])
-        assert cfg.algo.torso == "impala_small" and not cfg.algo.normalize_obs
+        assert cfg.algo.torso == "minatar_cnn" and not cfg.algo.normalize_obs
     spec = probe_env_spec(cfg.env)
     assert spec.obs == ObsSpec.image(10, 10, channels, high=1) and spec.num_actions == actions
     env = make_env(cfg.env)
@@ -58,7 +58,7 @@ def test_a_torso_or_normalizer_that_cannot_read_the_images_is_refused_before_the
 
 
 DQN = DQNConfig(
-    torso="impala_small",
+    torso="minatar_cnn",
     hidden_sizes=[32],
     batch_size=16,
     replay_ratio=16,
@@ -93,7 +93,7 @@ def test_a_serial_minatar_run_writes_a_checkpoint_and_summary_that_evaluate_play
     latest = CheckpointManager(tmp_path / "checkpoints").latest()
     assert latest is not None and latest.meta["updates"] == summary["updates"]
     trained, config = load_trained_policy(latest.path)  # what scripts/evaluate.py plays
-    assert config["env"]["id"] == BREAKOUT and trained.algo.torso == "impala_small"
+    assert config["env"]["id"] == BREAKOUT and trained.algo.torso == algo.torso
     result = play_checkpoints(PlaySetup(env, {1: trained}), episodes=2, seed=0)
     assert len(result.returns) == 2 and all(0 < n <= 200 for n in result.lengths)
     other_game = replace(env, id="soulsai_ray.envs.minatar:MinAtar/SpaceInvaders-v1")
