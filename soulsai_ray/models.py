@@ -36,30 +36,19 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class ObservationInput(nn.Module):
-    """Turns a batch of observations into flat float features: vectors through the optional
-    :class:`ObservationNormalizer`, images scaled by ``1 / high`` and through the torso's
-    convolutions (or flattened, for ``mlp``).
-
-    It owns no parameters of its own: the normalizer and the convolutions are attributes of the
-    network that uses it (state-dict keys ``normalizer.*`` and ``conv.*``).
-    """
-
-    def __init__(self, obs: ObsSpec) -> None:
-        super().__init__()
-        self.obs = obs
-        self.scale = 1.0 / obs.high if obs.is_image else 1.0
-
-    def forward(
-        self,
-        obs: torch.Tensor,
-        normalizer: ObservationNormalizer | None,
-        conv: nn.Module | None,
-    ) -> torch.Tensor:
-        if not self.obs.is_image:
-            return obs if normalizer is None else normalizer(obs)
-        images = obs.to(torch.float32) * self.scale
-        return images.flatten(1) if conv is None else conv(images)
+def observation_features(
+    obs: torch.Tensor,
+    spec: ObsSpec,
+    normalizer: ObservationNormalizer | None,
+    conv: nn.Module | None,
+) -> torch.Tensor:
+    """What a network's hidden layers read: vectors through the optional normalizer, images
+    converted to float32, scaled by ``1 / high`` and read by the torso's convolutions (or
+    flattened, for ``mlp``)."""
+    if not spec.is_image:
+        return obs if normalizer is None else normalizer(obs)
+    images = obs.to(torch.float32) * (1.0 / spec.high)
+    return images.flatten(1) if conv is None else conv(images)
 
 
 IMAGES_ARE_NOT_NORMALIZED = (
@@ -105,9 +94,8 @@ class QNetwork(nn.Module):
         torso: str = "mlp",
     ) -> None:
         super().__init__()
-        obs = ObsSpec.of(obs_spec)
+        self.obs_spec = obs = ObsSpec.of(obs_spec)
         self.normalizer = _normalizer_for(obs, normalize_obs)
-        self.input = ObservationInput(obs)
         self.conv, features = conv_torso(torso, obs)
         self.body = mlp(features, hidden_sizes, layer_norm=layer_norm)
         width = hidden_sizes[-1]
@@ -116,7 +104,7 @@ class QNetwork(nn.Module):
         self.value = nn.Linear(width, 1) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        features = self.body(self.input(obs, self.normalizer, self.conv))
+        features = self.body(observation_features(obs, self.obs_spec, self.normalizer, self.conv))
         advantage = self.advantage(features)
         if self.value is None:
             return advantage
@@ -295,7 +283,7 @@ class ImageActorCritic(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; use one of {list(ACTIVATIONS)}")
         if not obs_spec.is_image:
             raise ValueError(f"ImageActorCritic needs images, got {obs_spec.describe()}")
-        self.input = ObservationInput(obs_spec)
+        self.obs_spec = obs_spec
         self.conv, features = conv_torso(torso, obs_spec)
         self.body = mlp(features, hidden_sizes, ACTIVATIONS[activation])
         width = hidden_sizes[-1]
@@ -307,7 +295,7 @@ class ImageActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Action logits [B, A] and state values [B] of images [B, H, W, C]."""
-        features = self.body(self.input(obs, None, self.conv))
+        features = self.body(observation_features(obs, self.obs_spec, None, self.conv))
         return self.actor(features), self.critic(features).squeeze(-1)
 
 
