@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from soulsai_ray.compose import compose_config
+from soulsai_ray.observations import ObsSpec
 
 
 @dataclass
@@ -30,6 +31,7 @@ class LearnerSpeed:
     env: str
     device: str
     obs_dim: int
+    """Values per observation (an image's pixels)."""
     num_actions: int
     batch_size: int
     replay_ratio: float
@@ -53,14 +55,14 @@ def measure_learner(
     overrides: list[str],
     seconds: float,
     windows: int = 5,
-    spec: tuple[int, int] | None = None,
+    spec: tuple[ObsSpec | int, int] | None = None,
     device: str = "cpu",
 ) -> LearnerSpeed:
     """Times ``DQNLearner.update`` for ``windows`` windows of about ``seconds / windows`` each.
 
     Args:
-        spec: (observation size, actions); read from the env when None (SoulsGym envs need the
-            game, so give their sizes here).
+        spec: (observation spec or vector size, actions); read from the env when None
+            (SoulsGym envs need the game, so give their sizes here).
         device: Where the learner runs: ``cpu`` or ``cuda`` (batches are copied there from
             numpy each update, as in a run).
 
@@ -82,20 +84,25 @@ def measure_learner(
         raise ValueError(f"algo={algo} is not a DQN config: only DQN has a replay learner")
     if spec is None:
         probed = probe_env_spec(cfg.env)
-        spec = (probed.obs_dim, probed.num_actions)
-    obs_dim, num_actions = spec
+        spec = (probed.obs, probed.num_actions)
+    obs, num_actions = ObsSpec.of(spec[0]), spec[1]
     torch.set_num_threads(cfg.cluster.torch_threads)
-    learner = DQNLearner(cfg.algo, obs_dim, num_actions, device=device, seed=cfg.seed)
+    learner = DQNLearner(cfg.algo, obs, num_actions, device=device, seed=cfg.seed)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rng = np.random.default_rng(cfg.seed)
     size = cfg.algo.batch_size
 
+    def observations() -> np.ndarray:
+        if obs.is_image:
+            return rng.integers(0, int(obs.high) + 1, (size, *obs.shape), dtype=np.uint8)
+        return rng.standard_normal((size, *obs.shape), dtype=np.float32)
+
     def batch() -> SampledBatch:
         transitions = TransitionBatch(
-            obs=rng.standard_normal((size, obs_dim), dtype=np.float32),
+            obs=observations(),
             actions=rng.integers(0, num_actions, size),
             rewards=rng.standard_normal(size, dtype=np.float32),
-            next_obs=rng.standard_normal((size, obs_dim), dtype=np.float32),
+            next_obs=observations(),
             discounts=np.full(size, cfg.algo.gamma**cfg.algo.n_step, np.float32),
             next_masks=np.ones((size, num_actions), bool),
             versions=np.zeros(size, np.int64),
@@ -120,7 +127,7 @@ def measure_learner(
         algo=algo,
         env=env,
         device=device,
-        obs_dim=obs_dim,
+        obs_dim=obs.size,
         num_actions=num_actions,
         batch_size=size,
         replay_ratio=cfg.algo.replay_ratio,

@@ -50,15 +50,13 @@ def throughput_actors(cfg: Any, seconds: float) -> float:
 
     from soulsai_ray.actors.ppo_rollout import PPORolloutActor
     from soulsai_ray.cluster import init_ray, shutdown_ray
-    from soulsai_ray.models import ActorCritic, state_dict_to_numpy
+    from soulsai_ray.models import actor_critic, state_dict_to_numpy
 
     init_ray(cfg.cluster, extra_cpus_needed=cfg.cluster.num_rollout_actors)
     try:
         actors = [PPORolloutActor.remote(cfg, i) for i in range(cfg.cluster.num_rollout_actors)]
         spec = ray.get(actors[0].spec.remote())
-        model = ActorCritic(
-            spec.obs_dim, spec.num_actions, cfg.algo.hidden_sizes, cfg.algo.activation
-        )
+        model = actor_critic(cfg.algo, spec.obs, spec.num_actions)
         weights = [ray.put(state_dict_to_numpy(model))]
         ray.get([a.collect.remote(0, weights)[1] for a in actors])  # warm-up
         inflight = {a.collect.remote(0, weights)[0]: a for a in actors}

@@ -6,11 +6,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.typed_config import require
 
-__all__ = ["ALGO_CONFIGS", "AlgoConfig", "DQNConfig", "PPOConfig"]
+__all__ = ["ALGO_CONFIGS", "TORSOS", "AlgoConfig", "DQNConfig", "PPOConfig", "torso_problem"]
+
+Torso = Literal["mlp", "nature_cnn", "impala_small", "minatar_cnn"]
+"""What reads observations before the hidden layers (:mod:`soulsai_ray.torsos`)."""
+TORSOS: tuple[str, ...] = get_args(Torso)
+
+MIN_SIDES = {"nature_cnn": 36, "minatar_cnn": 3}
+"""Smallest image height and width a torso's kernels fit (Nature-CNN: 8x8/4, 4x4/2 and 3x3/1
+leave one pixel of a 36x36 image); impala_small's padding fits any image."""
+KERNELS = {"nature_cnn": "8x8/4, 4x4/2 and 3x3", "minatar_cnn": "3x3"}
+
+
+def torso_problem(torso: str, obs: ObsSpec) -> str | None:
+    """Why ``torso`` cannot read observations of ``obs``, or None."""
+    if torso not in TORSOS:
+        return f"unknown torso {torso!r}; use one of {list(TORSOS)}"
+    if torso == "mlp":
+        return None
+    if not obs.is_image:
+        return f"{torso} needs image observations, the env gives {obs.describe()}; use mlp"
+    side = MIN_SIDES.get(torso, 1)
+    if min(obs.shape[:2]) < side:
+        return (
+            f"{torso}'s {KERNELS[torso]} kernels need images of at least {side}x{side}, the "
+            f"env gives a {obs.describe()}; use impala_small"
+        )
+    return None
 
 
 @dataclass
@@ -18,8 +45,13 @@ class DQNConfig:
     """Asynchronous (Ape-X style) DQN."""
 
     name: Literal["dqn"] = "dqn"
+    torso: Torso = "mlp"
+    """What reads the observations before the hidden layers: mlp (vectors as they are, images
+    flattened), nature_cnn (Mnih 2015; images of at least 36x36), impala_small (Espeholt 2018's
+    residual net, any image size) or minatar_cnn (Young & Tian 2019: one 16 3x3 convolution,
+    cheap enough for a CPU learner)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
-    """Widths of the Q-network's hidden layers."""
+    """Widths of the Q-network's hidden layers (after the torso)."""
     dueling: bool = True
     """Separate value and advantage streams."""
     layer_norm: bool = False
@@ -186,8 +218,12 @@ class PPOConfig:
     """Synchronous PPO that goes on when rollout actors drop out."""
 
     name: Literal["ppo"] = "ppo"
+    torso: Torso = "mlp"
+    """As DQN's ``torso``; over images the policy and value heads share the torso and hidden
+    layers, over vectors they are separate MLPs."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    """Widths of the policy and value networks' hidden layers (separate networks)."""
+    """Widths of the policy and value networks' hidden layers (separate networks over vectors,
+    shared over images)."""
     activation: Literal["tanh", "relu"] = "tanh"
     """Hidden-layer activation."""
     normalize_obs: bool = True

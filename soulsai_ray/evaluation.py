@@ -3,7 +3,7 @@ checkpoint with ``scripts/evaluate.py`` (plain Python, no Ray).
 
 Order of calls::
 
-    policy = GreedyPolicy(cfg.algo, obs_dim, num_actions)
+    policy = GreedyPolicy(cfg.algo, obs_spec, num_actions)
     policy.load(policy_weights(payload))               # or weights published during training
     result = play_episodes(OwnEnv(lambda: make_env(cfg.env)), policy, episodes=10)
     result.summary()                                   # return_mean, win_rate, ...
@@ -23,10 +23,11 @@ import numpy as np
 
 from soulsai_ray.algo_config import AlgoConfig, DQNConfig
 from soulsai_ray.config import EnvConfig
-from soulsai_ray.envs.factory import make_env
+from soulsai_ray.envs.factory import env_spec, make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.episode_window import summarize_episodes
-from soulsai_ray.policies import NumpyActorCritic, NumpyQNetwork
+from soulsai_ray.observations import ObsSpec
+from soulsai_ray.policies import ActorCriticPolicy, QPolicy, actor_critic_policy, q_policy
 from soulsai_ray.sampling.episodes import EnvRecovery
 
 logger = logging.getLogger(__name__)
@@ -41,16 +42,16 @@ class GreedyPolicy:
 
     Args:
         algo: The algorithm config the weights were trained with (it fixes the network).
-        obs_dim: Observation size.
+        obs_spec: What an observation is (an int: a float32 vector of that size).
         num_actions: Number of discrete actions.
     """
 
-    def __init__(self, algo: AlgoConfig, obs_dim: int, num_actions: int) -> None:
+    def __init__(self, algo: AlgoConfig, obs_spec: ObsSpec | int, num_actions: int) -> None:
         self.dqn = isinstance(algo, DQNConfig)
-        self.net: NumpyQNetwork | NumpyActorCritic = (
-            NumpyQNetwork(algo, obs_dim, num_actions)
+        self.net: QPolicy | ActorCriticPolicy = (
+            q_policy(algo, obs_spec, num_actions)
             if isinstance(algo, DQNConfig)
-            else NumpyActorCritic(algo, obs_dim, num_actions)
+            else actor_critic_policy(algo, obs_spec, num_actions)
         )
         self.version = -1
 
@@ -64,7 +65,7 @@ class GreedyPolicy:
         self.version = version
 
     def __call__(self, obs: np.ndarray, mask: np.ndarray | None, info: Mapping[str, Any]) -> int:
-        out = self.net(np.asarray(obs, dtype=np.float32)[None])
+        out = self.net(np.asarray(obs)[None])
         scores = (out if self.dqn else out[0])[0]
         if mask is not None:
             scores = np.where(mask, scores, -np.inf)
@@ -261,16 +262,17 @@ def play_checkpoints(setup: PlaySetup, episodes: int, seed: int) -> EvalResult:
     lease = OwnEnv(lambda: _make_play_env(setup))
     try:
         env = lease.env
-        obs_dim, num_actions = int(env.observation_space.shape[0]), int(env.action_space.n)
+        spec = env_spec(env)
+        num_actions = spec.num_actions
         greedy: dict[int, Policy] = {}
         for phase, trained in setup.policies.items():
-            policy = GreedyPolicy(trained.algo, obs_dim, num_actions)
+            fits = f"{trained.source} does not fit env {setup.env.id!r} ({spec.obs.describe()}"
             try:
+                policy = GreedyPolicy(trained.algo, spec.obs, num_actions)
                 policy.load(trained.weights, trained.version)
-            except RuntimeError as err:
+            except (RuntimeError, ValueError) as err:
                 raise ValueError(
-                    f"{trained.source} does not fit env {setup.env.id!r} ({obs_dim} observation "
-                    f"features, {num_actions} actions): {str(err).splitlines()[0]}"
+                    f"{fits}, {num_actions} actions): {str(err).splitlines()[0]}"
                 ) from err
             greedy[phase] = policy
         chosen = greedy[1] if len(greedy) == 1 else PhasePolicy(greedy)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from soulsai_ray.counts import BoundedCounts
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.transitions import RolloutBatch, TransitionBatch
 
 if TYPE_CHECKING:
@@ -56,20 +57,25 @@ LOGPROB_SLACK = 1e-4
 class Limits:
     """What a batch from a rollout actor may hold."""
 
-    obs_dim: int
+    obs: ObsSpec
+    """Shape and dtype of an observation (an int: a float32 vector of that size)."""
     num_actions: int
     max_abs_obs: float
+    """Bound on |observation| values; an image's pixels are bounded by its spec's ``high``."""
     max_abs_reward: float
     """Bound on a transition's reward (a DQN n-step sum) or a PPO step's reward."""
     max_rows: int
 
-    @classmethod
-    def of_shapes(cls, obs_dim: int, num_actions: int) -> Limits:
-        """Sizes only, no value bounds: for data this process made or its own checkpoint."""
-        return cls(obs_dim, num_actions, math.inf, math.inf, sys.maxsize)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "obs", ObsSpec.of(self.obs))
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, obs_dim: int, num_actions: int) -> Limits:
+    def of_shapes(cls, obs: ObsSpec | int, num_actions: int) -> Limits:
+        """Sizes only, no value bounds: for data this process made or its own checkpoint."""
+        return cls(ObsSpec.of(obs), num_actions, math.inf, math.inf, sys.maxsize)
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, obs: ObsSpec | int, num_actions: int) -> Limits:
         """The limits of a run: the env's sizes, ``env.max_abs_*`` and the algorithm's batch size.
 
         A DQN push holds at most ``push_every`` steps' transitions plus those an episode end
@@ -82,7 +88,7 @@ class Limits:
         else:
             max_rows = algo.n_steps * cfg.env.num_envs_per_actor
             max_reward = cfg.env.max_abs_reward
-        return cls(obs_dim, num_actions, cfg.env.max_abs_obs, max_reward, max_rows)
+        return cls(ObsSpec.of(obs), num_actions, cfg.env.max_abs_obs, max_reward, max_rows)
 
 
 class Rejection(NamedTuple):
@@ -100,7 +106,9 @@ def env_output_problem(
     Returns:
         Why the step must not be trained on (non-finite or out-of-bounds values), or None.
     """
-    obs = np.asarray(obs, dtype=np.float64)
+    obs = np.asarray(obs)
+    if obs.dtype != np.uint8:  # pixels are finite and bounded by their dtype
+        obs = obs.astype(np.float64)
     reward = np.asarray(reward, dtype=np.float64)
     if not (np.isfinite(obs).all() and np.isfinite(reward).all()):
         return "the env returned a non-finite observation or reward"
@@ -124,12 +132,12 @@ def check_transitions(
     """
     if not isinstance(batch, TransitionBatch):
         return Rejection("type", f"expected a TransitionBatch, got {type(batch).__name__}")
-    d, a = limits.obs_dim, limits.num_actions
+    spec, a = limits.obs, limits.num_actions
     fields = {
-        "obs": (np.float32, (d,)),
+        "obs": (spec.np_dtype, spec.shape),
         "actions": (np.int64, ()),
         "rewards": (np.float32, ()),
-        "next_obs": (np.float32, (d,)),
+        "next_obs": (spec.np_dtype, spec.shape),
         "discounts": (np.float32, ()),
         "next_masks": (np.bool_, (a,)),
         "versions": (np.int64, ()),
@@ -137,14 +145,16 @@ def check_transitions(
     problem = _check_arrays(batch, fields, limits.max_rows, allow_empty=True)
     if problem is not None or len(batch) == 0:
         return problem
-    floats = (batch.obs, batch.next_obs, batch.rewards, batch.discounts)
+    floats = (batch.rewards, batch.discounts)
+    if not spec.is_image:
+        floats = (batch.obs, batch.next_obs, *floats)
     if not all(np.isfinite(x).all() for x in floats):
         return Rejection("non_finite", "NaN or inf in obs, next_obs, rewards or discounts")
     # a target bootstraps from the best valid next action: it needs one unless the episode ended
     if not batch.next_masks.any(axis=-1)[batch.discounts > 0].all():
         return Rejection("mask", "a transition that bootstraps has no valid next action")
     return (
-        _bounded("obs", max(_abs_max(batch.obs), _abs_max(batch.next_obs)), limits.max_abs_obs)
+        _obs_problem(limits, batch.obs, batch.next_obs)
         or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
         or _in_range("action", batch.actions, 0, a - 1)
         or _in_range("discount", batch.discounts, 0.0, 1.0)
@@ -163,15 +173,17 @@ def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> R
     """
     if not isinstance(batch, RolloutBatch):
         return Rejection("type", f"expected a RolloutBatch, got {type(batch).__name__}")
-    obs = batch.obs
-    if not isinstance(obs, np.ndarray) or obs.ndim != 3 or 0 in obs.shape[:2]:
-        return Rejection("shape", f"obs must be a non-empty [T, E, D] array, got {_shape(obs)}")
+    obs, spec = batch.obs, limits.obs
+    if not isinstance(obs, np.ndarray) or obs.ndim != 2 + len(spec.shape) or 0 in obs.shape[:2]:
+        return Rejection(
+            "shape", f"obs must be a non-empty [T, E, *{spec.shape}] array, got {_shape(obs)}"
+        )
     steps, envs = obs.shape[:2]
     if steps * envs > limits.max_rows:
         return Rejection("rows", f"{steps * envs} steps, more than the {limits.max_rows} allowed")
-    d, a = limits.obs_dim, limits.num_actions
+    a = limits.num_actions
     fields = {
-        "obs": (np.float32, (steps, envs, d)),
+        "obs": (spec.np_dtype, (steps, envs, *spec.shape)),
         "actions": (np.int64, (steps, envs)),
         "logprobs": (np.float32, (steps, envs)),
         "values": (np.float32, (steps, envs)),
@@ -185,15 +197,17 @@ def check_rollout(batch: RolloutBatch, limits: Limits, version: int | None) -> R
     problem = _check_arrays(batch, fields, None, allow_empty=False)
     if problem is not None:
         return problem
-    floats = (batch.obs, batch.logprobs, batch.values, batch.rewards)
-    if not all(np.isfinite(x).all() for x in (*floats, batch.final_values, batch.last_values)):
+    floats = (batch.logprobs, batch.values, batch.rewards, batch.final_values, batch.last_values)
+    if not spec.is_image:
+        floats = (batch.obs, *floats)
+    if not all(np.isfinite(x).all() for x in floats):
         return Rejection("non_finite", "NaN or inf in a float field")
     if isinstance(batch.version, bool) or not isinstance(batch.version, int | np.integer):
         return Rejection("type", f"version is a {type(batch.version).__name__}, expected int")
     if version is not None and batch.version != version:
         return Rejection("version", f"acted with version {batch.version}, learner is at {version}")
     problem = (
-        _bounded("obs", _abs_max(batch.obs), limits.max_abs_obs)
+        _obs_problem(limits, batch.obs)
         or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
         or _in_range("action", batch.actions, 0, a - 1)
         or _in_range("logprob", batch.logprobs, -math.inf, LOGPROB_SLACK)
@@ -377,6 +391,19 @@ def _check_arrays(
         if rows == 0 and not allow_empty:
             return Rejection("rows", "empty batch")
     return None
+
+
+def _obs_problem(limits: Limits, *observations: np.ndarray) -> Rejection | None:
+    """Observations beyond ``max_abs_obs``, or an image's pixels above its spec's ``high``."""
+    spec = limits.obs
+    if spec.is_image:
+        top = max(int(x.max()) if x.size else 0 for x in observations)
+        if top > spec.high:
+            return Rejection(
+                "obs", f"pixel values reach {top}, above the image's high {spec.high:g}"
+            )
+        return None
+    return _bounded("obs", max(_abs_max(x) for x in observations), limits.max_abs_obs)
 
 
 def _abs_max(array: np.ndarray) -> float:

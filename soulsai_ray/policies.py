@@ -1,9 +1,12 @@
-"""The networks of :mod:`soulsai_ray.models` on the acting side, in numpy (no torch).
+"""The networks of :mod:`soulsai_ray.models` on the acting side: in numpy (no torch) for vector
+observations, in torch for images.
 
 Rollout actors and evaluations only run forward passes of one observation (or one per env) with
 published weights, a numpy state dict. Doing that in numpy keeps torch out of their processes:
 on a game PC a rollout actor then starts about 2 s sooner (torch's import) and holds a few
-hundred MB less, which counts each time a frozen game's actor is restarted.
+hundred MB less, which counts each time a frozen game's actor is restarted. Convolutions over
+images are much faster in torch, so image policies (:mod:`soulsai_ray.torch_policies`) run the
+torch modules themselves; :func:`q_policy` and :func:`actor_critic_policy` pick the kind.
 
 The torch modules stay the reference: :func:`q_layout` and :func:`actor_critic_layout` name the
 same state-dict keys and shapes, and the unit tests check every architecture switch against
@@ -11,7 +14,7 @@ the torch forward pass.
 
 Order of calls::
 
-    net = NumpyQNetwork(cfg, obs_dim, num_actions)
+    net = q_policy(cfg, obs_spec, num_actions)     # NumpyQNetwork for vectors
     net.load(weights)                              # RuntimeError if they do not fit
     q = net(obs[None])                             # [1, A]
 """
@@ -19,10 +22,12 @@ Order of calls::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import DQNConfig, PPOConfig, torso_problem
+from soulsai_ray.observations import ObsSpec
 
 NORMALIZER_CLIP = 10.0
 NORMALIZER_EPS = 1e-8
@@ -175,7 +180,35 @@ class NumpyQNetwork(_NumpyNet):
         return self._w
 
 
-class NumpyActorCritic(_NumpyNet):
+class ActorCriticSampling:
+    """Sampling from an actor-critic policy whose ``__call__`` gives numpy logits and values."""
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def act(
+        self, obs: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples actions for observations [E, ...] among the valid ones (``mask`` [E, A]).
+
+        Returns:
+            Actions (int64 [E]), their log-probabilities (float32 [E]) and values (float32 [E]).
+        """
+        logits, values = self(obs)
+        log_policy = log_softmax(masked_logits(logits, mask))
+        # Gumbel-max: the argmax of log-probabilities plus Gumbel noise is a sample of the
+        # policy. An invalid action's log-probability (about -3.4e38) never wins.
+        noise = -np.log(-np.log(rng.random(log_policy.shape)))
+        actions = np.argmax(log_policy + noise, axis=-1)
+        logprobs = np.take_along_axis(log_policy, actions[:, None], axis=-1)[:, 0]
+        return actions.astype(np.int64), logprobs.astype(np.float32), values.astype(np.float32)
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """Value estimates (float32 [E]) of observations [E, ...]."""
+        return self(obs)[1].astype(np.float32)
+
+
+class NumpyActorCritic(_NumpyNet, ActorCriticSampling):
     """:class:`soulsai_ray.models.ActorCritic`'s forward pass over published weights, and
     sampling from its policy."""
 
@@ -202,26 +235,66 @@ class NumpyActorCritic(_NumpyNet):
         values = critic @ w["critic.1.weight"].T + w["critic.1.bias"]
         return logits, values[:, 0]
 
+
+class QPolicy(Protocol):
+    """A :class:`NumpyQNetwork` or a :class:`soulsai_ray.torch_policies.TorchQNetwork`."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self, weights: Mapping[str, np.ndarray]) -> None: ...
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray: ...
+
+
+class ActorCriticPolicy(QPolicy, Protocol):
+    """A :class:`NumpyActorCritic` or a :class:`soulsai_ray.torch_policies.TorchActorCritic`."""
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...  # type: ignore[override]
+
     def act(
         self, obs: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Samples actions for observations [E, D] among the valid ones (``mask`` [E, A]).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-        Returns:
-            Actions (int64 [E]), their log-probabilities (float32 [E]) and values (float32 [E]).
-        """
-        logits, values = self(obs)
-        log_policy = log_softmax(masked_logits(logits, mask))
-        # Gumbel-max: the argmax of log-probabilities plus Gumbel noise is a sample of the
-        # policy. An invalid action's log-probability (about -3.4e38) never wins.
-        noise = -np.log(-np.log(rng.random(log_policy.shape)))
-        actions = np.argmax(log_policy + noise, axis=-1)
-        logprobs = np.take_along_axis(log_policy, actions[:, None], axis=-1)[:, 0]
-        return actions.astype(np.int64), logprobs.astype(np.float32), values.astype(np.float32)
+    def value(self, obs: np.ndarray) -> np.ndarray: ...
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        """Value estimates (float32 [E]) of observations [E, D]."""
-        return self(obs)[1].astype(np.float32)
+
+def q_policy(cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int) -> QPolicy:
+    """The acting Q-network: numpy for vectors, torch for images (imported only then).
+
+    Raises:
+        ValueError: ``cfg.torso`` cannot read these observations.
+    """
+    obs = _checked(cfg, obs_spec)
+    if not obs.is_image:
+        return NumpyQNetwork(cfg, obs.size, num_actions)
+    from soulsai_ray.torch_policies import TorchQNetwork
+
+    return TorchQNetwork(cfg, obs, num_actions)
+
+
+def actor_critic_policy(
+    cfg: PPOConfig, obs_spec: ObsSpec | int, num_actions: int
+) -> ActorCriticPolicy:
+    """The acting actor-critic: numpy for vectors, torch for images (imported only then).
+
+    Raises:
+        ValueError: ``cfg.torso`` cannot read these observations.
+    """
+    obs = _checked(cfg, obs_spec)
+    if not obs.is_image:
+        return NumpyActorCritic(cfg, obs.size, num_actions)
+    from soulsai_ray.torch_policies import TorchActorCritic
+
+    return TorchActorCritic(cfg, obs, num_actions)
+
+
+def _checked(cfg: DQNConfig | PPOConfig, obs_spec: ObsSpec | int) -> ObsSpec:
+    obs = ObsSpec.of(obs_spec)
+    problem = torso_problem(cfg.torso, obs)
+    if problem is not None:
+        raise ValueError(f"algo.torso={cfg.torso}: {problem}")
+    return obs
 
 
 def masked_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

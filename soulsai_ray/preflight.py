@@ -16,8 +16,8 @@ from soulsai_ray.typed_config import ConfigError
 
 
 def check_before_start(cfg: TrainConfig) -> None:
-    """The env id (local runs) or the cluster's token auth (remote runs), the device and the
-    replay's memory.
+    """The env id (local runs) or the cluster's token auth (remote runs), the device, and where
+    the env's observations are known here, the network's fit to them and the replay's memory.
 
     Raises:
         ConfigError: naming the key.
@@ -29,11 +29,41 @@ def check_before_start(cfg: TrainConfig) -> None:
 
         check_join(cfg.cluster.address)
     _check_device(cfg.device)
-    check_replay_memory(cfg)
+    spec = _spec_before_ray(cfg)
+    if spec is not None:
+        check_network_fits(cfg, spec)
+        _check_replay_memory(cfg, spec, None)
+
+
+def check_network_fits(cfg: TrainConfig, spec: Any) -> None:
+    """Refuses a torso or observation normalization that cannot read the env's observations
+    (a CNN over vectors, Nature-CNN kernels larger than a small image, running statistics over
+    pixels).
+
+    Args:
+        cfg: The run's config.
+        spec: The env's `EnvSpec`.
+
+    Raises:
+        ConfigError: naming ``algo.torso`` or ``algo.normalize_obs``.
+    """
+    from soulsai_ray.algo_config import torso_problem
+
+    problem = torso_problem(cfg.algo.torso, spec.obs)
+    if problem is not None:
+        raise ConfigError("algo.torso", f"{cfg.algo.torso}: {problem}")
+    if cfg.algo.normalize_obs and spec.obs.is_image:
+        raise ConfigError(
+            "algo.normalize_obs",
+            f"the env gives a {spec.obs.describe()}, which the network scales by 1/"
+            f"{spec.obs.high:g}; running mean/std normalization is for vector observations: "
+            "set algo.normalize_obs=false",
+        )
 
 
 RESUME_KEYS = (
     "algo.name",
+    "algo.torso",
     "algo.hidden_sizes",
     "algo.dueling",
     "algo.layer_norm",
@@ -103,7 +133,7 @@ def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
     """Refuses a DQN run whose replay buffer would not fit in the memory this machine has
     available (the replay lives on the driver's machine).
 
-    The observation size comes from creating the env once here for a local run, and from the
+    The observation spec (a vector's size, an image's shape and dtype) comes from creating the env once here for a local run, and from the
     project's FakeSouls (same spaces as soulsgym's Iudex) for SoulsGym ids; for other envs of
     a remote cluster it is unknown here and nothing is checked.
 
@@ -116,14 +146,18 @@ def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
     """
     from soulsai_ray.algo_config import DQNConfig
 
-    if not isinstance(cfg.algo, DQNConfig):
-        return
-    spec = _spec_before_ray(cfg)
-    if spec is None:
-        return
+    if isinstance(cfg.algo, DQNConfig):
+        _check_replay_memory(cfg, _spec_before_ray(cfg), available)
+
+
+def _check_replay_memory(cfg: TrainConfig, spec: Any, available: int | None) -> None:
+    from soulsai_ray.algo_config import DQNConfig
     from soulsai_ray.replay import replay_bytes
 
-    need = replay_bytes(cfg.algo, spec.obs_dim, spec.num_actions)
+    if spec is None or not isinstance(cfg.algo, DQNConfig):
+        return
+
+    need = replay_bytes(cfg.algo, spec.obs, spec.num_actions)
     if available is None:
         import psutil
 
@@ -132,7 +166,7 @@ def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
         fits = int(cfg.algo.buffer_size * available / need)
         raise ConfigError(
             "algo.buffer_size",
-            f"{cfg.algo.buffer_size:,} transitions of {spec.obs_dim} observation values need "
+            f"{cfg.algo.buffer_size:,} transitions of {spec.obs.describe()} observations need "
             f"{need / 2**30:.1f} GiB of replay, but this machine has {available / 2**30:.1f} GiB "
             f"available; at most about {fits:,} fit",
         )
@@ -148,6 +182,9 @@ def _spec_before_ray(cfg: TrainConfig) -> Any:
     env = replace(cfg.env, step_latency_s=0.0, reset_latency_s=0.0)
     if is_soulsgym_id(cfg.env.id):
         from soulsai_ray.envs.fake_souls import ENV_ID
+
+        if cfg.env.id.startswith("SoulsGymIudexImg"):  # frames; FakeSouls has Iudex's vectors
+            return None
 
         env = replace(env, id=ENV_ID, kwargs={})
     elif cfg.cluster.address is not None:

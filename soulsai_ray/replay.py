@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from soulsai_ray.inbound import Limits, check_transitions
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.transitions import (
     _FIELD_NAMES,
     TransitionBatch,
@@ -123,26 +124,26 @@ class ReplayBuffer:
         total_added: Number of transitions ever added, including overwritten ones.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, num_actions: int, seed: int = 0) -> None:
+    def __init__(
+        self, capacity: int, obs_spec: ObsSpec | int, num_actions: int, seed: int = 0
+    ) -> None:
         """Allocates zeroed storage for `capacity` transitions.
 
         Args:
             capacity: Maximum number of stored transitions.
-            obs_dim: Length of an observation vector.
+            obs_spec: What an observation is (an int: a float32 vector of that size); images
+                are stored as uint8.
             num_actions: Size of the discrete action space.
             seed: Seed of the sampling RNG.
         """
-        if capacity < 1 or obs_dim < 1 or num_actions < 1:
-            raise ValueError(
-                f"need capacity, obs_dim, num_actions >= 1, got "
-                f"{capacity}, {obs_dim}, {num_actions}"
-            )
+        self.obs_spec = ObsSpec.of(obs_spec)
+        if capacity < 1 or num_actions < 1:
+            raise ValueError(f"need capacity, num_actions >= 1, got {capacity}, {num_actions}")
         self.capacity = capacity
-        self.obs_dim = obs_dim
         self.num_actions = num_actions
         self.total_added = 0
         self._size = 0
-        self._storage = _zeros_batch(capacity, obs_dim, num_actions)
+        self._storage = _zeros_batch(capacity, self.obs_spec, num_actions)
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -154,7 +155,7 @@ class ReplayBuffer:
         Raises:
             ValueError: If the batch fails `inbound.check_transitions` (sizes only).
         """
-        problem = check_transitions(batch, Limits.of_shapes(self.obs_dim, self.num_actions), None)
+        problem = check_transitions(batch, self._shapes(), None)
         if problem is not None:
             raise ValueError(f"invalid batch: {problem.detail}")
         n = len(batch)
@@ -194,9 +195,12 @@ class ReplayBuffer:
         state: dict[str, Any] = {
             name: getattr(self._storage, name)[: self._size].copy() for name in _FIELD_NAMES
         }
+        spec = self.obs_spec
         state.update(
             capacity=self.capacity,
-            obs_dim=self.obs_dim,
+            obs_shape=list(spec.shape),
+            obs_dtype=spec.dtype,
+            obs_high=spec.high,
             num_actions=self.num_actions,
             total_added=self.total_added,
             rng_state=copy.deepcopy(self._rng.bit_generator.state),
@@ -209,22 +213,30 @@ class ReplayBuffer:
         Raises:
             ValueError: If the state belongs to a buffer of another shape or is inconsistent.
         """
-        for key in ("capacity", "obs_dim", "num_actions"):
+        for key in ("capacity", "num_actions"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state has {key}={state[key]}, buffer has {getattr(self, key)}")
+        saved = _saved_obs_spec(state)
+        if saved != self.obs_spec:
+            raise ValueError(
+                f"state holds {saved.describe()} observations, buffer {self.obs_spec.describe()}"
+            )
         stored = TransitionBatch(**{name: state[name] for name in _FIELD_NAMES})
-        problem = check_transitions(stored, Limits.of_shapes(self.obs_dim, self.num_actions), None)
+        problem = check_transitions(stored, self._shapes(), None)
         if problem is not None:
             raise ValueError(f"invalid stored transitions: {problem.detail}")
         total_added = int(state["total_added"])
         if len(stored) != min(total_added, self.capacity):
             raise ValueError(f"{len(stored)} stored transitions but total_added={total_added}")
-        self._storage = _zeros_batch(self.capacity, self.obs_dim, self.num_actions)
+        self._storage = _zeros_batch(self.capacity, self.obs_spec, self.num_actions)
         for name in _FIELD_NAMES:
             getattr(self._storage, name)[: len(stored)] = getattr(stored, name)
         self._size = len(stored)
         self.total_added = total_added
         self._rng.bit_generator.state = copy.deepcopy(state["rng_state"])
+
+    def _shapes(self) -> Limits:
+        return Limits.of_shapes(self.obs_spec, self.num_actions)
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Returns sampled slots and their importance weights."""
@@ -255,7 +267,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def __init__(
         self,
         capacity: int,
-        obs_dim: int,
+        obs_spec: ObsSpec | int,
         num_actions: int,
         alpha: float = 0.6,
         beta: float = 0.4,
@@ -263,7 +275,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         seed: int = 0,
     ) -> None:
         """Allocates storage and a sum tree; see `ReplayBuffer` and the class attributes."""
-        super().__init__(capacity, obs_dim, num_actions, seed)
+        super().__init__(capacity, obs_spec, num_actions, seed)
         if alpha < 0 or beta < 0 or eps <= 0:
             raise ValueError(f"need alpha >= 0, beta >= 0, eps > 0, got {alpha}, {beta}, {eps}")
         self.alpha = alpha
@@ -339,10 +351,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
 
 
-def replay_bytes(cfg: DQNConfig, obs_dim: int, num_actions: int) -> int:
-    """Bytes the buffer of :func:`replay_buffer` allocates: its storage and, when prioritized,
-    its sum tree."""
-    row = _zeros_batch(1, obs_dim, num_actions)
+def replay_bytes(cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int) -> int:
+    """Bytes the buffer of :func:`replay_buffer` allocates: its storage (observations in their
+    own dtype: one byte per pixel of an image) and, when prioritized, its sum tree."""
+    row = _zeros_batch(1, ObsSpec.of(obs_spec), num_actions)
     per_row = sum(getattr(row, f.name).nbytes for f in dataclasses.fields(row))
     total = cfg.buffer_size * per_row
     if cfg.prioritized:
@@ -350,7 +362,9 @@ def replay_bytes(cfg: DQNConfig, obs_dim: int, num_actions: int) -> int:
     return total
 
 
-def replay_buffer(cfg: DQNConfig, obs_dim: int, num_actions: int, seed: int) -> ReplayBuffer:
+def replay_buffer(
+    cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int, seed: int
+) -> ReplayBuffer:
     """The replay buffer ``cfg`` describes: prioritized when ``cfg.prioritized``, else uniform.
 
     The replay actor and ``soulsai_bench lockstep`` build theirs here, so a screened setting is
@@ -359,11 +373,18 @@ def replay_buffer(cfg: DQNConfig, obs_dim: int, num_actions: int, seed: int) -> 
     if cfg.prioritized:
         return PrioritizedReplayBuffer(
             cfg.buffer_size,
-            obs_dim,
+            obs_spec,
             num_actions,
             cfg.per_alpha,
             cfg.per_beta_start,
             cfg.per_eps,
             seed,
         )
-    return ReplayBuffer(cfg.buffer_size, obs_dim, num_actions, seed)
+    return ReplayBuffer(cfg.buffer_size, obs_spec, num_actions, seed)
+
+
+def _saved_obs_spec(state: dict[str, Any]) -> ObsSpec:
+    """The observation spec a buffer's state was saved with (older states: a vector size)."""
+    if "obs_dim" in state:
+        return ObsSpec.vector(int(state["obs_dim"]))
+    return ObsSpec(tuple(state["obs_shape"]), str(state["obs_dtype"]), float(state["obs_high"]))

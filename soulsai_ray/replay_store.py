@@ -48,7 +48,7 @@ class ReplayStore:
         self.limits = limits
         self.incarnation = uuid.uuid4().hex
         """Differs after every (re)start: the driver starts its replay ratio over on a new one."""
-        self.buffer = replay_buffer(cfg, limits.obs_dim, limits.num_actions, seed)
+        self.buffer = replay_buffer(cfg, limits.obs, limits.num_actions, seed)
         if saved_buffer is not None:
             self.buffer.load_state_dict(saved_buffer)
         self.learner_version = learner_version

@@ -15,16 +15,19 @@ from typing import NamedTuple
 
 import numpy as np
 
+from soulsai_ray.observations import ObsSpec
+
 
 @dataclass
 class TransitionBatch:
     """A batch of n-step transitions, batch-first numpy arrays.
 
     Attributes:
-        obs: float32 [B, obs_dim] observation at which the action was chosen.
+        obs: [B, *obs_shape] observation at which the action was chosen (float32 vectors or
+            uint8 images, as the run's `ObsSpec` says).
         actions: int64 [B] chosen actions.
         rewards: float32 [B] discounted n-step reward sum.
-        next_obs: float32 [B, obs_dim] observation n steps later (or the final observation).
+        next_obs: [B, *obs_shape] observation n steps later (or the final observation).
         discounts: float32 [B] gamma**k for bootstrapping, 0.0 if the episode terminated.
         next_masks: bool [B, num_actions] valid actions at `next_obs`.
         versions: int64 [B] policy version that chose `actions`.
@@ -62,13 +65,13 @@ class TransitionBatch:
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TransitionBatch))
 
 
-def _zeros_batch(size: int, obs_dim: int, num_actions: int) -> TransitionBatch:
-    """Returns a zero-filled batch of `size` rows with the dtypes `validate` expects."""
+def _zeros_batch(size: int, obs: ObsSpec, num_actions: int) -> TransitionBatch:
+    """Returns a zero-filled batch of `size` rows with the dtypes `inbound` expects."""
     return TransitionBatch(
-        obs=np.zeros((size, obs_dim), np.float32),
+        obs=obs.zeros(size),
         actions=np.zeros(size, np.int64),
         rewards=np.zeros(size, np.float32),
-        next_obs=np.zeros((size, obs_dim), np.float32),
+        next_obs=obs.zeros(size),
         discounts=np.zeros(size, np.float32),
         next_masks=np.zeros((size, num_actions), np.bool_),
         versions=np.zeros(size, np.int64),
@@ -114,10 +117,14 @@ class _Emitted(NamedTuple):
 
 
 def _as_obs(obs: np.ndarray) -> np.ndarray:
-    """Copies an observation to a flat float32 vector; rejects other shapes."""
-    array = np.array(obs, dtype=np.float32)
+    """Copies an observation: a uint8 image [H, W, C] stays uint8, anything else becomes a
+    float32 vector; rejects other shapes."""
+    array = np.array(obs)
+    if array.dtype == np.uint8 and array.ndim == 3:
+        return array
+    array = array.astype(np.float32)
     if array.ndim != 1:
-        raise ValueError(f"observations must be 1-D, got shape {array.shape}")
+        raise ValueError(f"observations must be 1-D vectors or uint8 images, got {array.shape}")
     return array
 
 
@@ -185,7 +192,7 @@ class NStepAccumulator:
         """Adds one env step; `terminated` wins over `truncated` when both are set.
 
         Args:
-            obs: Observation at which `action` was chosen, shape [obs_dim].
+            obs: Observation at which `action` was chosen (a vector or a uint8 image).
             action: Chosen action.
             reward: Reward received for the step.
             next_obs: Observation after the step.
@@ -257,7 +264,7 @@ class RolloutBatch:
     """One actor's rollout of ``n_steps x num_envs``, as time-major numpy arrays."""
 
     obs: np.ndarray
-    """float32 [T, E, D]: the observation each action was taken in."""
+    """[T, E, *obs_shape]: the observation each action was taken in (float32 or uint8)."""
     actions: np.ndarray
     """int64 [T, E]."""
     logprobs: np.ndarray

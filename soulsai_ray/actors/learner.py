@@ -16,6 +16,7 @@ from soulsai_ray.actors.shell import next_version, setup_process
 from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.algos.publish import PublishSchedule, resolve_device
 from soulsai_ray.config import TrainConfig
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import SampledBatch
 
 MAX_INFLIGHT_PRIORITY_UPDATES = 4
@@ -54,7 +55,7 @@ class LearnerActor:
     def __init__(
         self,
         cfg: TrainConfig,
-        obs_dim: int,
+        obs_spec: ObsSpec,
         num_actions: int,
         replay: str,
         weight_store: str,
@@ -64,7 +65,7 @@ class LearnerActor:
         setup_process(cfg)
         self.cfg = cfg.algo
         self.learner = DQNLearner(
-            cfg.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
+            cfg.algo, obs_spec, num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.replay = ray.get_actor(replay)
         self.weight_store = ray.get_actor(weight_store)

@@ -55,7 +55,7 @@ class PPOLearnerActor:
         self.limits = limits
         self.rejections = Rejections()
         self.learner = PPOLearner(
-            cfg.algo, limits.obs_dim, limits.num_actions, resolve_device(cfg.device), cfg.seed
+            cfg.algo, limits.obs, limits.num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.version = 0
         self.gradient_steps = 0

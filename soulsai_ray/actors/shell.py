@@ -20,6 +20,7 @@ import ray
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.envs.factory import EnvSpec
 from soulsai_ray.evaluation import EnvLease, GreedyPolicy, play_episodes
+from soulsai_ray.observations import ObsSpec
 
 HEALTH_GROUPS = {"health": 1}
 
@@ -27,8 +28,10 @@ HEALTH_GROUPS = {"health": 1}
 def setup_process(cfg: TrainConfig) -> None:
     """Per-process settings of every actor: torch threads, silenced read-only-array warnings.
 
-    Rollout actors act in numpy (`soulsai_ray.policies`) and never import torch; a learner's
-    module has imported it before this runs.
+    Rollout actors of vector envs act in numpy (`soulsai_ray.policies`) and never import torch;
+    a learner's module has imported it before this runs. Rollout actors of image envs import
+    torch after this, when their sampler builds its policy; it then takes its thread count from
+    ``OMP_NUM_THREADS``, which Ray sets for each worker (to the actor's CPUs, at least 1).
     """
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -46,7 +49,7 @@ def rollout_seed(cfg: TrainConfig, index: int) -> int:
 
 
 class _Sampler(EnvLease, Protocol):
-    obs_dim: int
+    obs_spec: ObsSpec
     num_actions: int
 
     def env_busy_s(self) -> float: ...
@@ -79,8 +82,8 @@ class RolloutShell:
         self._greedy: GreedyPolicy | None = None
 
     def spec(self) -> EnvSpec:
-        """Observation size and number of actions of this actor's env."""
-        return EnvSpec(int(self.sampler.obs_dim), int(self.sampler.num_actions))
+        """Observation spec and number of actions of this actor's env."""
+        return EnvSpec(self.sampler.obs_spec, int(self.sampler.num_actions))
 
     def pid(self) -> int:
         """Process id (used by fault-injection tests and operators)."""
@@ -94,7 +97,7 @@ class RolloutShell:
         """
         sampler = self.sampler
         if self._greedy is None:
-            self._greedy = GreedyPolicy(self._algo, sampler.obs_dim, sampler.num_actions)
+            self._greedy = GreedyPolicy(self._algo, sampler.obs_spec, sampler.num_actions)
         self._greedy.load(ray.get(weights_ref[0]), version)
         result = play_episodes(sampler, self._greedy, episodes, sampler.num_actions)
         return EvalReport(

@@ -2,7 +2,7 @@
 
 Order of calls for a learner::
 
-    learner = DQNLearner(cfg, obs_dim, num_actions)
+    learner = DQNLearner(cfg, obs_spec, num_actions)
     result = learner.update(sampled_batch)        # one gradient step (and a reset on schedule)
     buffer.update_priorities(result.indices, result.td_errors)
     weights = learner.policy_weights()            # numpy state dict to publish
@@ -24,6 +24,7 @@ from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
 from soulsai_ray.algos.optim import FlatAdam
 from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import SampledBatch
 
 NEG_INF = torch.finfo(torch.float32).min
@@ -106,14 +107,19 @@ class DQNLearner:
     """Online and target Q-networks, optimizer and the update step."""
 
     def __init__(
-        self, cfg: DQNConfig, obs_dim: int, num_actions: int, device: str = "cpu", seed: int = 0
+        self,
+        cfg: DQNConfig,
+        obs_spec: ObsSpec | int,
+        num_actions: int,
+        device: str = "cpu",
+        seed: int = 0,
     ) -> None:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.seed = seed
-        self.shape = (obs_dim, num_actions)
+        self.shape = (ObsSpec.of(obs_spec), num_actions)
         self.device = torch.device(device)
-        self.q_net = q_network(cfg, obs_dim, num_actions).to(self.device)
+        self.q_net = q_network(cfg, *self.shape).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = FlatAdam(self.q_net, cfg.lr)
         self.updates = 0
@@ -145,7 +151,8 @@ class DQNLearner:
     def _step(self, sampled: SampledBatch) -> UpdateResult:
         b = sampled.batch
         as_tensor = self._tensor
-        obs, next_obs = as_tensor(b.obs), as_tensor(b.next_obs)
+        # observations keep their dtype on the way: images travel as uint8, the net scales them
+        obs, next_obs = as_tensor(b.obs, None), as_tensor(b.next_obs, None)
         actions = as_tensor(b.actions, torch.int64)
         if self.q_net.normalizer is not None:
             self.q_net.normalizer.update(obs)
@@ -238,7 +245,7 @@ class DQNLearner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
 
-    def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
     def _update_target(self) -> None:

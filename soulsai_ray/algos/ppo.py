@@ -23,7 +23,8 @@ from soulsai_ray.algos.ppo_losses import (
     explained_variance,
     ppo_loss,
 )
-from soulsai_ray.models import ActorCritic, state_dict_to_numpy
+from soulsai_ray.models import actor_critic, state_dict_to_numpy
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.transitions import RolloutBatch
 
 
@@ -47,24 +48,27 @@ class PPOLearner:
 
     Args:
         cfg: PPO settings.
-        obs_dim: Observation size.
+        obs_spec: What an observation is (an int: a float32 vector of that size).
         num_actions: Number of discrete actions.
         device: Torch device of the model and the update.
         seed: Seeds the network initialization and the minibatch shuffling.
     """
 
     def __init__(
-        self, cfg: PPOConfig, obs_dim: int, num_actions: int, device: str = "cpu", seed: int = 0
+        self,
+        cfg: PPOConfig,
+        obs_spec: ObsSpec | int,
+        num_actions: int,
+        device: str = "cpu",
+        seed: int = 0,
     ) -> None:
         self.cfg = cfg
-        self.obs_dim = obs_dim
+        self.obs_spec = ObsSpec.of(obs_spec)
         self.num_actions = num_actions
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = ActorCritic(
-                obs_dim, num_actions, cfg.hidden_sizes, cfg.activation, cfg.normalize_obs
-            )
+            model = actor_critic(cfg, self.obs_spec, num_actions)
         self.model = model.to(self.device)
         self.optimizer = FlatAdam(self.model, cfg.lr)
         self.rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from soulsai_ray.config import EnvConfig
 from soulsai_ray.envs.soulsgym import (
@@ -17,14 +18,21 @@ from soulsai_ray.envs.soulsgym import (
     is_souls_observation,
     is_soulsgym_id,
 )
-from soulsai_ray.envs.wrappers import FlattenDictObservation, Float32Observation, LatencyWrapper
+from soulsai_ray.envs.wrappers import (
+    BoolImageObservation,
+    FlattenDictObservation,
+    Float32Observation,
+    LatencyWrapper,
+    is_image_space,
+)
+from soulsai_ray.observations import ObsSpec
 
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What the learner needs to know about an env to build its networks."""
+    """What the learner needs to know about an env to build its networks and buffers."""
 
-    obs_dim: int
+    obs: ObsSpec
     num_actions: int
 
 
@@ -39,7 +47,8 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     releases spelled the installed way (`adapt_soulsgym_kwargs`); SoulsGym-shaped envs report
     the fight's outcome per episode (`SoulsEpisodeMetrics`). Dict observations are flattened by
     :class:`FlattenDictObservation` (with ``cfg.angle_keys``), Tuple observations by gymnasium's
-    ``FlattenObservation``.
+    ``FlattenObservation``. Images (a ``Box`` [H, W, C] of uint8 pixels) stay uint8; bool
+    images (MinAtar's planes) become uint8 0/1; every other ``Box`` becomes a float32 vector.
 
     Raises:
         ValueError: if the env cannot be created or its spaces are unsupported.
@@ -71,7 +80,10 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         raise ValueError(
             f"env.id={cfg.id!r}: observation space {env.observation_space} is not supported"
         )
-    env = Float32Observation(env)
+    if not is_image_space(env.observation_space):
+        env = Float32Observation(env)
+    elif env.observation_space.dtype == np.bool_:
+        env = BoolImageObservation(env)
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"env.id={cfg.id!r}: action space {env.action_space} is not Discrete")
     if cfg.step_latency_s > 0 or cfg.reset_latency_s > 0:
@@ -80,15 +92,19 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
 
 def probe_env_spec(cfg: EnvConfig) -> EnvSpec:
-    """Creates the env once to read its observation size and number of actions."""
+    """Creates the env once to read its observation spec and number of actions."""
     env = make_env(cfg)
     try:
-        return EnvSpec(
-            obs_dim=int(env.observation_space.shape[0]),
-            num_actions=int(env.action_space.n),
-        )
+        return env_spec(env)
     finally:
         env.close()
+
+
+def env_spec(env: gym.Env) -> EnvSpec:
+    """The spec of an env made by :func:`make_env` (or a vector env of such envs)."""
+    single = getattr(env, "single_observation_space", env.observation_space)
+    actions = getattr(env, "single_action_space", env.action_space)
+    return EnvSpec(ObsSpec.of_space(single), int(actions.n))
 
 
 def check_env_id(cfg: EnvConfig) -> None:
@@ -101,7 +117,7 @@ def check_env_id(cfg: EnvConfig) -> None:
     _check_registered(cfg.id)
 
 
-OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls"})
+OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls", "soulsai_ray.envs.minatar"})
 """Modules of ``module:EnvId`` ids that data may name: this package's own envs (importing one
 only registers its env)."""
 

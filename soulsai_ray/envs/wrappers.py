@@ -98,6 +98,27 @@ class Float32Observation(gym.ObservationWrapper):
         return np.asarray(observation, dtype=np.float32).reshape(-1)
 
 
+class BoolImageObservation(gym.ObservationWrapper):
+    """Turns a bool image [H, W, C] (MinAtar's object planes) into a uint8 image of 0s and 1s."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        shape = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, shape, np.uint8)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return np.asarray(observation, dtype=np.uint8)
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """A Box of shape [H, W, C] holding uint8 pixels or bool planes: kept as an image."""
+    return (
+        isinstance(space, gym.spaces.Box)
+        and len(space.shape) == 3
+        and np.dtype(space.dtype) in (np.dtype(np.uint8), np.dtype(np.bool_))
+    )
+
+
 class FlattenDictObservation(gym.ObservationWrapper):
     """Flattens a (possibly nested) Dict observation into one float32 vector.
 

@@ -107,7 +107,7 @@ class DQNAsyncLoop(TrainingLoop):
             name=self.names["replay"], scheduling_strategy=pinned, max_restarts=restarts
         ).remote(
             self.algo,
-            Limits.for_run(cfg, spec.obs_dim, spec.num_actions),
+            Limits.for_run(cfg, spec.obs, spec.num_actions),
             cfg.seed,
             self.names["weights"],
             self.checkpoint_dir,
@@ -118,7 +118,7 @@ class DQNAsyncLoop(TrainingLoop):
             scheduling_strategy=pinned, max_restarts=restarts
         ).remote(
             cfg,
-            spec.obs_dim,
+            spec.obs,
             spec.num_actions,
             self.names["replay"],
             self.names["weights"],

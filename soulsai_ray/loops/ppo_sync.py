@@ -62,7 +62,7 @@ class PPOSyncLoop(TrainingLoop):
             scheduling_strategy=pinned, max_restarts=cfg.cluster.actor_max_restarts
         ).remote(
             cfg,
-            Limits.for_run(cfg, spec.obs_dim, spec.num_actions),
+            Limits.for_run(cfg, spec.obs, spec.num_actions),
             self.checkpoint_dir,
             self.resume_path,
         )

@@ -81,7 +81,7 @@ class SerialLoop(RunLoop):
         schedule.schedule_next(self.counters.updates)
         sampler = self.samplers[0]
         if self._greedy is None:
-            self._greedy = GreedyPolicy(self.algo, sampler.obs_dim, sampler.num_actions)
+            self._greedy = GreedyPolicy(self.algo, sampler.obs_spec, sampler.num_actions)
         weights = self.policy_weights()
         self._greedy.load(weights, self.version)
         result = play_episodes(sampler, self._greedy, self.cfg.eval.episodes, sampler.num_actions)
@@ -125,14 +125,14 @@ class SerialDQNLoop(SerialLoop):
             EpsilonGreedySampler.for_run(cfg, cfg.env_seed(index))
             for index in range(self.num_samplers)
         ]
-        obs_dim, num_actions = self.samplers[0].obs_dim, self.samplers[0].num_actions
-        self.learner = DQNLearner(a, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed)
+        obs_spec, num_actions = self.samplers[0].obs_spec, self.samplers[0].num_actions
+        self.learner = DQNLearner(a, obs_spec, num_actions, resolve_device(cfg.device), cfg.seed)
         saved = None
         if self.payload is not None:
             self.learner.load_state_dict(self.payload["learner"])
             self.version = int(self.payload["version"])
             saved = (self.payload.get("replay") or {}).get("buffer")
-        limits = Limits.for_run(cfg, obs_dim, num_actions)
+        limits = Limits.for_run(cfg, obs_spec, num_actions)
         self.replay = ReplayStore(a, limits, cfg.seed, saved, self.version)
         self.payload = None  # the learner and replay hold their state now
         self.ratio = ReplayRatio(a.replay_ratio, a.batch_size, a.learning_starts, None)
@@ -255,9 +255,9 @@ class SerialPPOLoop(SerialLoop):
         self.samplers = [
             OnPolicySampler.for_run(cfg, cfg.env_seed(index)) for index in range(self.num_samplers)
         ]
-        obs_dim, num_actions = self.samplers[0].obs_dim, self.samplers[0].num_actions
+        obs_spec, num_actions = self.samplers[0].obs_spec, self.samplers[0].num_actions
         self.learner = PPOLearner(
-            self.algo, obs_dim, num_actions, resolve_device(cfg.device), cfg.seed
+            self.algo, obs_spec, num_actions, resolve_device(cfg.device), cfg.seed
         )
         self.gradient_steps = 0
         self.iteration = 0

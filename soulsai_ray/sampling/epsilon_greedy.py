@@ -23,10 +23,10 @@ import numpy as np
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs.factory import make_env
+from soulsai_ray.envs.factory import env_spec, make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_from_info
 from soulsai_ray.inbound import env_output_problem
-from soulsai_ray.policies import NumpyQNetwork
+from soulsai_ray.policies import q_policy
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
 from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
 
@@ -59,8 +59,8 @@ class EpsilonGreedySampler:
         self._recovery = EnvRecovery(env_factory, max_backoff_s, hard_reset_every_s)
         self.env = env_factory()
         self.num_actions = int(self.env.action_space.n)
-        self.obs_dim = obs_dim = int(self.env.observation_space.shape[0])
-        self.q_net = NumpyQNetwork(cfg, obs_dim, self.num_actions)
+        self.obs_spec = env_spec(self.env).obs
+        self.q_net = q_policy(cfg, self.obs_spec, self.num_actions)
         self.version = -1
         self._nstep = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
         self._stats = EpisodeStats()
@@ -113,7 +113,7 @@ class EpsilonGreedySampler:
             self._stats.env_steps += 1  # the step was taken: it cost game time
             return
         self._recovery.succeeded()
-        next_obs = np.asarray(next_obs, dtype=np.float32)
+        next_obs = np.asarray(next_obs, dtype=self.obs_spec.np_dtype)
         self._nstep.push(
             self._obs,
             action,
@@ -186,7 +186,7 @@ class EpsilonGreedySampler:
         if self._invalid(obs, 0.0):
             return False
         self._resets += 1
-        self._obs, self._mask = np.asarray(obs, dtype=np.float32), mask
+        self._obs, self._mask = np.asarray(obs, dtype=self.obs_spec.np_dtype), mask
         self._episode_return, self._episode_length = 0.0, 0
         return True
 

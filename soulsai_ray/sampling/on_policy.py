@@ -19,10 +19,11 @@ import numpy as np
 
 from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.envs.factory import make_env
+from soulsai_ray.envs.factory import env_spec, make_env
 from soulsai_ray.envs.wrappers import action_mask_from_info, vector_episode_metrics
 from soulsai_ray.inbound import env_output_problem
-from soulsai_ray.policies import NumpyActorCritic
+from soulsai_ray.observations import ObsSpec
+from soulsai_ray.policies import actor_critic_policy
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
 from soulsai_ray.transitions import RolloutBatch
 
@@ -57,9 +58,9 @@ class OnPolicySampler:
         self._recovery = EnvRecovery(self._make_envs, max_backoff_s, hard_reset_every_s)
         self._rng = np.random.default_rng(seed)
         self.envs = self._make_envs()
-        self.obs_dim = int(self.envs.single_observation_space.shape[0])
-        self.num_actions = int(self.envs.single_action_space.n)
-        self.model = NumpyActorCritic(cfg, self.obs_dim, self.num_actions)
+        spec = env_spec(self.envs)
+        self.obs_spec, self.num_actions = spec.obs, spec.num_actions
+        self.model = actor_critic_policy(cfg, self.obs_spec, self.num_actions)
         self.version = -1
         self._stats = EpisodeStats()
         self._obs: np.ndarray | None = None
@@ -89,7 +90,7 @@ class OnPolicySampler:
             self._obs = None
         if self._obs is None and not self._reset():
             return None, self._pop_stats()
-        buf = _Buffers(n_steps, self.num_envs, self.obs_dim, self.num_actions)
+        buf = _Buffers(n_steps, self.num_envs, self.obs_spec, self.num_actions)
         for t in range(n_steps):
             obs, masks = self._obs, self._masks
             actions, logprobs, values = self.model.act(obs, masks, self._rng)
@@ -121,7 +122,7 @@ class OnPolicySampler:
                 masks,
             )
             self._track_episodes(rewards, terminated | truncated, infos)
-            self._obs, self._masks = np.asarray(next_obs, dtype=np.float32), next_masks
+            self._obs, self._masks = np.asarray(next_obs, dtype=self.obs_spec.np_dtype), next_masks
         return buf.finish(n_steps, self.model.value(self._obs), self.version), self._pop_stats()
 
     def env_busy_s(self) -> float:
@@ -166,7 +167,7 @@ class OnPolicySampler:
             self._invalid_output()
             return False
         self._first_reset = False
-        self._obs = np.asarray(obs, dtype=np.float32)
+        self._obs = np.asarray(obs, dtype=self.obs_spec.np_dtype)
         self._returns[:] = 0.0
         self._lengths[:] = 0
         return True
@@ -190,7 +191,7 @@ class OnPolicySampler:
         if truncated.any():
             final_obs = np.stack(
                 [
-                    np.asarray(infos["final_obs"][i], dtype=np.float32)
+                    np.asarray(infos["final_obs"][i], dtype=self.obs_spec.np_dtype)
                     for i in np.flatnonzero(truncated)
                 ]
             )
@@ -225,9 +226,9 @@ class OnPolicySampler:
 class _Buffers:
     """Preallocated time-major arrays for one rollout."""
 
-    def __init__(self, n_steps: int, num_envs: int, obs_dim: int, num_actions: int) -> None:
+    def __init__(self, n_steps: int, num_envs: int, obs: ObsSpec, num_actions: int) -> None:
         shape = (n_steps, num_envs)
-        self.obs = np.zeros((*shape, obs_dim), dtype=np.float32)
+        self.obs = obs.zeros(*shape)
         self.actions = np.zeros(shape, dtype=np.int64)
         self.logprobs = np.zeros(shape, dtype=np.float32)
         self.values = np.zeros(shape, dtype=np.float32)

@@ -18,6 +18,7 @@ from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import EnvConfig, TrainConfig
 from soulsai_ray.inbound import Limits
 from soulsai_ray.models import QNetwork, state_dict_to_numpy
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.transitions import TransitionBatch
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -49,12 +50,12 @@ def wired(tmp_path):
         for i in range(2)
     ]
     spec = ray.get(actors[0].spec.remote())
-    assert (spec.obs_dim, spec.num_actions) == (8, 4)
+    assert (spec.obs, spec.num_actions) == (ObsSpec.vector(8), 4)
     replay = ReplayActor.options(name="test-replay").remote(
-        cfg.algo, Limits.for_run(cfg, spec.obs_dim, spec.num_actions), cfg.seed, "test-weights"
+        cfg.algo, Limits.for_run(cfg, spec.obs, spec.num_actions), cfg.seed, "test-weights"
     )
     learner = LearnerActor.remote(
-        cfg, spec.obs_dim, spec.num_actions, "test-replay", "test-weights", str(tmp_path / "ckpt")
+        cfg, spec.obs, spec.num_actions, "test-replay", "test-weights", str(tmp_path / "ckpt")
     )
     assert ray.get(learner.ready.remote()) == 0
     yield cfg, store, replay, actors, learner

@@ -80,7 +80,7 @@ def _batch(n: int, obs_dim: int = 3, num_actions: int = 2, seed: int = 0) -> Sam
 
 def test_learner_fits_fixed_targets_and_updates_target_net():
     cfg = DQNConfig(hidden_sizes=[32], lr=1e-2, target_update_every=10, batch_size=16)
-    learner = DQNLearner(cfg, obs_dim=3, num_actions=2)
+    learner = DQNLearner(cfg, obs_spec=3, num_actions=2)
     sampled = _batch(16)
     sampled.batch.discounts[:] = 0.0  # targets are the rewards: a pure regression
     first = learner.update(sampled).loss

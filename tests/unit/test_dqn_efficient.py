@@ -190,7 +190,7 @@ def test_reset_keeps_the_optimizer_consistent_and_the_target():
 
 
 def test_reset_leaves_the_replay_intact():
-    buffer = ReplayBuffer(capacity=64, obs_dim=3, num_actions=2, seed=0)
+    buffer = ReplayBuffer(capacity=64, obs_spec=3, num_actions=2, seed=0)
     buffer.add(_batch(48, seed=1).batch)
     before = buffer.state_dict()
     cfg = DQNConfig(hidden_sizes=[16], batch_size=8, reset_every_updates=3)

@@ -135,7 +135,7 @@ def test_the_envs_own_metrics_are_kept_and_the_phase_is_reported_each_step():
 def test_the_dqn_sampler_reports_metrics_aligned_with_returns():
     cfg = DQNConfig(hidden_sizes=[16], n_step=2)
     sampler = EpsilonGreedySampler(lambda: _souls_env(), cfg, seed=1)
-    net = q_network(cfg, sampler.obs_dim, sampler.num_actions)
+    net = q_network(cfg, sampler.obs_spec, sampler.num_actions)
     sampler.load_weights(state_dict_to_numpy(net), 0)
     for _ in range(1500):
         sampler.step(epsilon=1.0)

@@ -32,6 +32,7 @@ from soulsai_ray.inbound import (
     episode_metrics_problem,
     finite_episodes,
 )
+from soulsai_ray.observations import ObsSpec
 
 
 def test_good_batches_pass():
@@ -82,7 +83,7 @@ def test_a_checkpointed_buffer_is_checked_without_version_or_value_bounds():
 def test_limits_follow_the_env_and_the_algorithm():
     env = EnvConfig(max_abs_obs=10.0, max_abs_reward=2.0, num_envs_per_actor=3)
     dqn = Limits.for_run(TrainConfig(algo=DQNConfig(push_every=64, n_step=3), env=env), 5, 6)
-    assert (dqn.obs_dim, dqn.num_actions, dqn.max_abs_obs) == (5, 6, 10.0)
+    assert (dqn.obs, dqn.num_actions, dqn.max_abs_obs) == (ObsSpec.vector(5), 6, 10.0)
     assert dqn.max_abs_reward == 6.0  # an n-step sum of three rewards
     assert dqn.max_rows >= 64 + 3
     ppo = Limits.for_run(TrainConfig(algo=PPOConfig(n_steps=128), env=env), 5, 6)

@@ -207,7 +207,7 @@ def _prob_action_1(learner: PPOLearner) -> float:
 
 def test_learner_prefers_rewarded_action():
     cfg = PPOConfig(hidden_sizes=[16], epochs=4, minibatch_size=16, lr=1e-2)
-    learner = PPOLearner(cfg, obs_dim=1, num_actions=2, seed=0)
+    learner = PPOLearner(cfg, obs_spec=1, num_actions=2, seed=0)
     rng = np.random.default_rng(0)
     before = _prob_action_1(learner)
     for _ in range(5):
@@ -220,7 +220,7 @@ def test_learner_prefers_rewarded_action():
 
 def test_learner_first_step_is_on_policy_and_normalizer_updates_after_epochs():
     cfg = PPOConfig(hidden_sizes=[16], epochs=1, minibatch_size=32)
-    learner = PPOLearner(cfg, obs_dim=3, num_actions=2)
+    learner = PPOLearner(cfg, obs_spec=3, num_actions=2)
     with torch.no_grad():  # a policy head sensitive enough for input changes to show in the KL
         learner.model.actor[-1].weight.normal_(0.0, 1.0)
     batch = _random_batch(steps=16, envs=2)
@@ -243,7 +243,7 @@ def test_learner_first_step_is_on_policy_and_normalizer_updates_after_epochs():
 
 def test_learner_keeps_partial_minibatch_and_survives_size_one():
     cfg = PPOConfig(hidden_sizes=[8], epochs=2, minibatch_size=4)
-    learner = PPOLearner(cfg, obs_dim=3, num_actions=2)
+    learner = PPOLearner(cfg, obs_spec=3, num_actions=2)
     metrics = learner.update([_random_batch(steps=3, envs=3)])  # 9 = 4 + 4 + 1 per epoch
     steps = {float(s["step"]) for s in learner.optimizer.state.values()}
     assert steps == {6.0}
@@ -254,14 +254,14 @@ def test_learner_keeps_partial_minibatch_and_survives_size_one():
 
 def test_learner_state_dict_round_trip_gives_identical_updates():
     cfg = PPOConfig(hidden_sizes=[16], epochs=3, minibatch_size=8)
-    learner = PPOLearner(cfg, obs_dim=3, num_actions=2, seed=0)
+    learner = PPOLearner(cfg, obs_spec=3, num_actions=2, seed=0)
     learner.update([_random_batch(seed=1)])
     state = learner.state_dict()
     live = next(iter(learner.model.parameters()))
     assert state["model"]["actor.0.0.weight"].data_ptr() != live.data_ptr()
     expected = learner.update([_random_batch(seed=2)])
 
-    other = PPOLearner(cfg, obs_dim=3, num_actions=2, seed=5)
+    other = PPOLearner(cfg, obs_spec=3, num_actions=2, seed=5)
     other.load_state_dict(state)
     assert other.updates == 1
     got = other.update([_random_batch(seed=2)])
@@ -278,9 +278,9 @@ def test_learner_state_dict_round_trip_gives_identical_updates():
 def test_target_kl_stops_epochs_early():
     batches = [_random_batch(steps=32, envs=2, seed=3)]
     base = dict(hidden_sizes=[16], epochs=10, minibatch_size=8, lr=0.05)
-    free = PPOLearner(PPOConfig(**base), obs_dim=3, num_actions=2)
+    free = PPOLearner(PPOConfig(**base), obs_spec=3, num_actions=2)
     assert free.update(batches)["epochs_done"] == 10
-    stopped = PPOLearner(PPOConfig(**base, target_kl=1e-3), obs_dim=3, num_actions=2)
+    stopped = PPOLearner(PPOConfig(**base, target_kl=1e-3), obs_spec=3, num_actions=2)
     assert 1 <= stopped.update(batches)["epochs_done"] < 10
 
 
@@ -296,7 +296,7 @@ def test_anneal_lr_lowers_learning_rate():
 
 def test_learner_needs_a_batch():
     """What a batch holds is checked where it arrives (`inbound.check_rollout`, test_inbound)."""
-    learner = PPOLearner(PPOConfig(hidden_sizes=[8]), obs_dim=3, num_actions=2)
+    learner = PPOLearner(PPOConfig(hidden_sizes=[8]), obs_spec=3, num_actions=2)
     with pytest.raises(ValueError, match="at least one"):
         learner.update([])
 

@@ -94,7 +94,7 @@ def test_sum_tree_retrieve_and_update(top_width: int) -> None:
 
 
 def test_ring_buffer_wraps_around() -> None:
-    buffer = ReplayBuffer(capacity=5, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS)
+    buffer = ReplayBuffer(capacity=5, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS)
     buffer.add(make_batch([0, 1, 2]))
     assert (len(buffer), buffer.total_added) == (3, 3)
     np.testing.assert_array_equal(stored_ids(buffer), [0, 1, 2])
@@ -105,7 +105,7 @@ def test_ring_buffer_wraps_around() -> None:
 
 
 def test_batch_larger_than_capacity_keeps_newest() -> None:
-    buffer = ReplayBuffer(capacity=5, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS)
+    buffer = ReplayBuffer(capacity=5, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS)
     buffer.add(make_batch(range(7)))
     np.testing.assert_array_equal(stored_ids(buffer), [5, 6, 2, 3, 4])
     buffer.add(make_batch(range(7, 15)))  # 8 more: ids 10..14 survive, id k in slot k % 5
@@ -114,7 +114,7 @@ def test_batch_larger_than_capacity_keeps_newest() -> None:
 
 
 def test_add_rejects_invalid_batch_and_sample_rejects_empty() -> None:
-    buffer = ReplayBuffer(capacity=5, obs_dim=OBS_DIM + 1, num_actions=NUM_ACTIONS)
+    buffer = ReplayBuffer(capacity=5, obs_spec=OBS_DIM + 1, num_actions=NUM_ACTIONS)
     with pytest.raises(ValueError, match="obs has shape"):
         buffer.add(make_batch([0]))
     assert buffer.total_added == 0
@@ -123,7 +123,7 @@ def test_add_rejects_invalid_batch_and_sample_rejects_empty() -> None:
 
 
 def test_uniform_sampling_frequencies_and_contents() -> None:
-    buffer = ReplayBuffer(capacity=10, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, seed=3)
+    buffer = ReplayBuffer(capacity=10, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS, seed=3)
     buffer.add(make_batch([10, 11, 12, 13]))
     sample = buffer.sample(64)
     assert sample.indices.dtype == np.int64 and sample.weights.dtype == np.float32
@@ -136,8 +136,8 @@ def test_uniform_sampling_frequencies_and_contents() -> None:
 
 
 def test_uniform_update_priorities_changes_nothing() -> None:
-    a = ReplayBuffer(capacity=8, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, seed=1)
-    b = ReplayBuffer(capacity=8, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, seed=1)
+    a = ReplayBuffer(capacity=8, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS, seed=1)
+    b = ReplayBuffer(capacity=8, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS, seed=1)
     for buffer in (a, b):
         buffer.add(make_batch(range(8)))
     b.update_priorities(np.array([0, 1]), np.array([100.0, 0.0]))
@@ -148,7 +148,7 @@ def test_uniform_update_priorities_changes_nothing() -> None:
 def test_state_dict_round_trip_reproduces_samples(prioritized: bool) -> None:
     def make() -> ReplayBuffer:
         cls = PrioritizedReplayBuffer if prioritized else ReplayBuffer
-        return cls(capacity=6, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, seed=5)
+        return cls(capacity=6, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS, seed=5)
 
     original = make()
     original.add(make_batch(range(8)))
@@ -171,8 +171,8 @@ def test_state_dict_round_trip_reproduces_samples(prioritized: bool) -> None:
 
 
 def test_load_state_dict_rejects_other_shape() -> None:
-    source = ReplayBuffer(capacity=6, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS)
-    target = ReplayBuffer(capacity=7, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS)
+    source = ReplayBuffer(capacity=6, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS)
+    target = ReplayBuffer(capacity=7, obs_spec=OBS_DIM, num_actions=NUM_ACTIONS)
     with pytest.raises(ValueError, match="capacity"):
         target.load_state_dict(source.state_dict())
 

@@ -8,6 +8,7 @@ import pytest
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.envs.wrappers import Float32Observation
+from soulsai_ray.observations import ObsSpec
 from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 from soulsai_ray.sampling.on_policy import OnPolicySampler
 
@@ -182,6 +183,8 @@ def test_a_runs_samplers_take_the_env_and_its_guards_from_the_config():
     )
     dqn = EpsilonGreedySampler.for_run(TrainConfig(algo=DQNConfig(hidden_sizes=[8]), env=env), 1)
     ppo = OnPolicySampler.for_run(TrainConfig(algo=PPOConfig(hidden_sizes=[8]), env=env), 1)
-    assert (dqn.obs_dim, dqn.num_actions) == (ppo.obs_dim, ppo.num_actions) == (4, 2)
+    assert (
+        (dqn.obs_spec, dqn.num_actions) == (ppo.obs_spec, ppo.num_actions) == (ObsSpec.vector(4), 2)
+    )
     assert dqn._bounds == ppo._bounds == (7.0, 9.0) and ppo.num_envs == 3
     assert dqn._recovery.hard_reset_every_s == ppo._recovery.hard_reset_every_s == 60.0
