@@ -1,0 +1,82 @@
+"""Image observations through Ray: MinAtar's uint8 frames sampled by rollout actors, pushed,
+checked on arrival, stored and trained on by the DQN and PPO learners, with a rollout actor
+killed mid-run (its successor acts on images from the republished weights)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import ray
+from run_configs import run_config
+
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.checkpoint import CheckpointManager
+from soulsai_ray.config import EnvConfig
+from soulsai_ray.evaluation import load_trained_policy
+from soulsai_ray.experiment import build_experiment
+
+pytest.importorskip("minatar")
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+BREAKOUT = EnvConfig(id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", max_episode_steps=300)
+ALGOS = {
+    "dqn": DQNConfig(
+        torso="minatar_cnn",
+        hidden_sizes=[32],
+        batch_size=32,
+        replay_ratio=16,
+        buffer_size=5000,
+        learning_starts=300,
+        target_update_every=100,
+        eps_decay_steps=1000,
+        ratio_slack_steps=500,
+    ),
+    "ppo": PPOConfig(
+        torso="minatar_cnn",
+        hidden_sizes=[32],
+        activation="relu",
+        normalize_obs=False,
+        n_steps=64,
+        epochs=1,
+        minibatch_size=64,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["dqn", "ppo"])
+def test_image_batches_train_through_the_actors_and_survive_a_killed_rollout_actor(name, tmp_path):
+    cfg = run_config(ALGOS[name], BREAKOUT, steps=10**6, time_s=180)
+    killed: dict[str, float] = {}
+    with build_experiment(cfg, tmp_path) as experiment:
+        loop = experiment.loop
+
+        def kill_one_actor_then_stop_once_it_is_back() -> None:
+            try:
+                while loop.counters.updates == 0:
+                    time.sleep(0.1)
+                killed["pid"] = ray.get(loop.fleet.actors[0].pid.remote(), timeout=30)
+                os.kill(killed["pid"], signal.SIGKILL)
+                while loop.counters.actor_restarts == 0 or loop.fleet.num_alive < 2:
+                    time.sleep(0.1)
+                steps, updates = loop.counters.env_steps, loop.counters.updates
+                while loop.counters.env_steps < steps + 300 or loop.counters.updates <= updates:
+                    time.sleep(0.1)
+            finally:
+                experiment.stop("recovered")
+
+        thread = threading.Thread(target=kill_one_actor_then_stop_once_it_is_back, daemon=True)
+        thread.start()
+        summary = experiment.run()
+        thread.join(timeout=30)
+    counters = summary["counters"]
+    assert summary["stop_reason"] == "recovered", summary  # not the 180 s limit
+    assert summary["updates"] > 0 and summary["episodes"] > 0 and "pid" in killed
+    assert counters["batches_rejected"] == {}, counters  # every uint8 batch passed its checks
+    assert counters["actor_restarts"] >= 1, counters
+    latest = CheckpointManager(tmp_path / "checkpoints").latest()
+    trained, config = load_trained_policy(latest.path)  # the convolution's weights fit
+    assert trained.algo.torso == config["algo"]["torso"] == "minatar_cnn"
