@@ -15,8 +15,10 @@ from soulsai_ray.envs.soulsgym import (
     adapt_soulsgym_kwargs,
     ensure_soulsgym,
     game_not_running_error,
+    is_souls_image_id,
     is_souls_observation,
     is_soulsgym_id,
+    iudex_boss_max_hp,
 )
 from soulsai_ray.envs.wrappers import (
     BoolImageObservation,
@@ -45,7 +47,8 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     the env, which lets users train their own envs without changing the library. SoulsGym ids
     (``SoulsGymIudex-v0``, ...) import soulsgym on demand, with kwargs renamed between soulsgym
     releases spelled the installed way (`adapt_soulsgym_kwargs`); SoulsGym-shaped envs report
-    the fight's outcome per episode (`SoulsEpisodeMetrics`). Dict observations are flattened by
+    the fight's outcome per episode (`SoulsEpisodeMetrics`; fights seen as frames from
+    ``info["boss_hp"]``). Dict observations are flattened by
     :class:`FlattenDictObservation` (with ``cfg.angle_keys``), Tuple observations by gymnasium's
     ``FlattenObservation``. Images (a ``Box`` [H, W, C] of uint8 pixels) stay uint8; bool
     images (MinAtar's planes) become uint8 0/1; every other ``Box`` becomes a float32 vector.
@@ -67,6 +70,8 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     env = _create(cfg.id, env_id, kwargs)
     if is_souls_observation(env.observation_space):
         env = SoulsEpisodeMetrics(env)
+    elif is_souls_image_id(env_id):
+        env = SoulsEpisodeMetrics(env, boss_max_hp=iudex_boss_max_hp())
     if isinstance(env.observation_space, gym.spaces.Dict):
         try:
             env = FlattenDictObservation(env, cfg.angle_keys)
@@ -117,7 +122,9 @@ def check_env_id(cfg: EnvConfig) -> None:
     _check_registered(cfg.id)
 
 
-OWN_ENV_MODULES = frozenset({"soulsai_ray.envs.fake_souls", "soulsai_ray.envs.minatar"})
+OWN_ENV_MODULES = frozenset(
+    {"soulsai_ray.envs.fake_souls", "soulsai_ray.envs.fake_souls_img", "soulsai_ray.envs.minatar"}
+)
 """Modules of ``module:EnvId`` ids that data may name: this package's own envs (importing one
 only registers its env)."""
 

@@ -24,7 +24,9 @@ __all__ = [
     "adapt_soulsgym_kwargs",
     "ensure_soulsgym",
     "game_not_running_error",
+    "iudex_boss_max_hp",
     "iudex_observation_space",
+    "is_souls_image_id",
     "is_soulsgym_id",
     "is_souls_observation",
 ]
@@ -42,6 +44,15 @@ class RetriesExceededError(gym.error.Error):
 def is_soulsgym_id(env_id: str) -> bool:
     """Whether a gymnasium env id (without a ``module:`` prefix) names a SoulsGym env."""
     return env_id.startswith("SoulsGym")
+
+
+IMAGE_FIGHT_IDS = ("SoulsGymIudexImg-", "soulsai_ray/FakeSoulsImg-")
+"""Id prefixes of the Iudex fights seen as frames: their ``info`` holds ``boss_hp``."""
+
+
+def is_souls_image_id(env_id: str) -> bool:
+    """Whether a gymnasium env id names an Iudex fight observed as frames (`IMAGE_FIGHT_IDS`)."""
+    return env_id.startswith(IMAGE_FIGHT_IDS)
 
 
 def ensure_soulsgym() -> ModuleType:
@@ -111,23 +122,37 @@ def is_souls_observation(space: gym.Space) -> bool:
 class SoulsEpisodeMetrics(gym.Wrapper):
     """Reports a boss fight's outcome in ``info["episode_metrics"]`` at each episode's end.
 
-    Works on any SoulsGym-shaped env (`is_souls_observation`) without changing it:
+    Works on any SoulsGym-shaped env without changing it. From a Dict observation
+    (`is_souls_observation`):
 
     - ``boss_hp_final`` and ``player_hp_final``: the HP left, as a fraction of the max HP when
       the observation holds it (``boss_max_hp``, ``player_max_hp``), else in HP;
     - ``win``: 1.0 if the boss's HP reached 0, else 0.0.
+
+    A fight seen as frames (``SoulsGymIudexImg-v0``) reports the boss's HP only in
+    ``info["boss_hp"]``: given ``boss_max_hp``, the wrapper reads it there and reports
+    ``boss_hp_final`` and ``win`` (`frame_fight_outcome`).
 
     Every step's info also gets ``boss_phase`` (the observation's ``phase``), so a player can
     switch policies when a whole-fight env (``SoulsGymIudexDemo-v0``) enters phase 2. Numbers an
     env reports itself in ``info["episode_metrics"]`` are kept.
     """
 
-    def __init__(self, env: gym.Env) -> None:
-        if not is_souls_observation(env.observation_space):
+    def __init__(self, env: gym.Env, boss_max_hp: float | None = None) -> None:
+        """Wraps ``env``; ``boss_max_hp`` only for a fight seen as frames.
+
+        Raises:
+            ValueError: the observation is no SoulsGym Dict and no ``boss_max_hp`` is given.
+        """
+        if not is_souls_observation(env.observation_space) and boss_max_hp is None:
             raise ValueError(
-                "SoulsEpisodeMetrics needs a Dict observation with boss_hp and player_hp"
+                "SoulsEpisodeMetrics needs a Dict observation with boss_hp and player_hp, or "
+                "boss_max_hp for a fight seen as frames (boss HP in info['boss_hp'])"
             )
         super().__init__(env)
+        self._frame_boss_max_hp = (
+            None if is_souls_observation(env.observation_space) else boss_max_hp
+        )
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -138,11 +163,30 @@ class SoulsEpisodeMetrics(gym.Wrapper):
         info = _with_phase(obs, info)
         if terminated or truncated:
             own = info.get("episode_metrics")
+            if self._frame_boss_max_hp is None:
+                outcome = fight_outcome(obs)
+            else:
+                outcome = frame_fight_outcome(info, self._frame_boss_max_hp)
             info["episode_metrics"] = {
-                **fight_outcome(obs),
+                **outcome,
                 **(dict(own) if isinstance(own, Mapping) else {}),
             }
         return obs, reward, terminated, truncated, info
+
+
+def frame_fight_outcome(info: Mapping[str, Any], boss_max_hp: float) -> dict[str, float]:
+    """``boss_hp_final`` (a fraction of ``boss_max_hp``) and ``win`` of a fight seen as frames,
+    from the last step's ``info["boss_hp"]``.
+
+    Raises:
+        ValueError: ``info`` has no ``boss_hp``.
+    """
+    if "boss_hp" not in info:
+        raise ValueError(
+            f"a fight seen as frames reports the boss's HP in info['boss_hp']; got {sorted(info)}"
+        )
+    boss_hp = _scalar(info["boss_hp"])
+    return {"boss_hp_final": _fraction(boss_hp, boss_max_hp), "win": 1.0 if boss_hp <= 0 else 0.0}
 
 
 def fight_outcome(obs: Mapping[str, Any]) -> dict[str, float]:
@@ -229,6 +273,15 @@ def iudex_observation_space() -> gym.spaces.Dict:
             "lock_on": spaces.Discrete(2),
         }
     )
+
+
+def iudex_boss_max_hp() -> float:
+    """Iudex Gundyr's max HP in soulsgym's Iudex env config (the full boss HP bar).
+
+    Raises:
+        ImportError: if soulsgym is not installed.
+    """
+    return float(_iudex_env_args(Path(ensure_soulsgym().__file__).parent)["boss_max_hp"])
 
 
 def _iudex_env_args(package_dir: Path) -> dict:
