@@ -133,9 +133,10 @@ def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
     """Refuses a DQN run whose replay buffer would not fit in the memory this machine has
     available (the replay lives on the driver's machine).
 
-    The observation spec (a vector's size, an image's shape and dtype) comes from creating the env once here for a local run, and from the
-    project's FakeSouls (same spaces as soulsgym's Iudex) for SoulsGym ids; for other envs of
-    a remote cluster it is unknown here and nothing is checked.
+    The observation spec (a vector's size, an image's shape and dtype) comes from creating the
+    env once here for a local run, and for SoulsGym ids from the project's FakeSouls (same
+    spaces as soulsgym's Iudex) or FakeSoulsImg (``SoulsGymIudexImg-v0``'s frames); for other
+    envs of a remote cluster it is unknown here and nothing is checked.
 
     Args:
         cfg: The run's config.
@@ -177,15 +178,14 @@ def _spec_before_ray(cfg: TrainConfig) -> Any:
     from dataclasses import replace
 
     from soulsai_ray.envs.factory import probe_env_spec
-    from soulsai_ray.envs.soulsgym import is_soulsgym_id
+    from soulsai_ray.envs.soulsgym import is_souls_image_id, is_soulsgym_id
 
     env = replace(cfg.env, step_latency_s=0.0, reset_latency_s=0.0)
-    if is_soulsgym_id(cfg.env.id):
-        from soulsai_ray.envs.fake_souls import ENV_ID
-
-        if cfg.env.id.startswith("SoulsGymIudexImg"):  # frames; FakeSouls has Iudex's vectors
-            return None
-
+    if is_soulsgym_id(cfg.env.id):  # the project's FakeSouls has the game's spaces
+        if is_souls_image_id(cfg.env.id):
+            from soulsai_ray.envs.fake_souls_img import ENV_ID
+        else:
+            from soulsai_ray.envs.fake_souls import ENV_ID
         env = replace(env, id=ENV_ID, kwargs={})
     elif cfg.cluster.address is not None:
         return None
