@@ -123,7 +123,12 @@ def check_env_id(cfg: EnvConfig) -> None:
 
 
 OWN_ENV_MODULES = frozenset(
-    {"soulsai_ray.envs.fake_souls", "soulsai_ray.envs.fake_souls_img", "soulsai_ray.envs.minatar"}
+    {
+        "soulsai_ray.envs.atari",
+        "soulsai_ray.envs.fake_souls",
+        "soulsai_ray.envs.fake_souls_img",
+        "soulsai_ray.envs.minatar",
+    }
 )
 """Modules of ``module:EnvId`` ids that data may name: this package's own envs (importing one
 only registers its env)."""
