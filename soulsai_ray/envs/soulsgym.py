@@ -23,6 +23,7 @@ __all__ = [
     "SoulsEpisodeMetrics",
     "adapt_soulsgym_kwargs",
     "ensure_soulsgym",
+    "frame_fight_outcome",
     "game_not_running_error",
     "iudex_boss_max_hp",
     "iudex_observation_space",

@@ -27,7 +27,12 @@ from soulsai_ray.envs.fake_souls_img import (
     WINDUP_COLORS,
     FakeSoulsImgEnv,
 )
-from soulsai_ray.envs.soulsgym import ensure_soulsgym, is_souls_image_id, iudex_boss_max_hp
+from soulsai_ray.envs.soulsgym import (
+    ensure_soulsgym,
+    frame_fight_outcome,
+    is_souls_image_id,
+    iudex_boss_max_hp,
+)
 from soulsai_ray.experiment import build_experiment
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.preflight import check_before_start, check_replay_memory
@@ -36,7 +41,11 @@ from soulsai_ray.typed_config import ConfigError
 
 FAKE_IMG = f"soulsai_ray.envs.fake_souls_img:{ENV_ID}"
 FRAME = ObsSpec.image(90, 160, 3)
-SMALL_REPLAY = {"dqn": ["algo.buffer_size=5000"], "ppo": []}
+SMALL_REPLAY = {
+    "dqn": ["algo.buffer_size=5000"],
+    "dqn_efficient": ["algo.buffer_size=5000"],
+    "ppo": [],
+}
 """Overrides that keep the preflight's replay memory check within any test machine's memory."""
 
 
@@ -141,6 +150,8 @@ def test_a_won_fight_reports_win_and_boss_hp_from_info():
     assert truncated and not terminated
     assert info["episode_metrics"] == {"boss_hp_final": 1.0, "win": 0.0}
     assert is_souls_image_id(ENV_ID) and is_souls_image_id("SoulsGymIudexImg-v0")
+    with pytest.raises(ValueError, match=r"info\['boss_hp'\]; got \['allowed_actions'\]"):
+        frame_fight_outcome({"allowed_actions": [19]}, iudex_boss_max_hp())
     check_data_env_id(FAKE_IMG)  # a checkpoint's config may name it: the module only registers
 
 
@@ -174,10 +185,10 @@ def test_fake_souls_img_has_the_spaces_and_info_of_soulsgyms_iudex_img_env(monke
 
 
 @pytest.mark.parametrize("env", ["fake_souls_img", "iudex_img"])
-@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "dqn_efficient", "ppo"])
 def test_configs_compose_with_a_cnn_that_fits_the_frames(algo, env):
     cfg = compose_config(algo, env, [])
-    assert cfg.algo.name == algo and cfg.algo.torso == "nature_cnn"
+    assert cfg.algo.name == algo.removesuffix("_efficient") and cfg.algo.torso == "nature_cnn"
     assert not cfg.algo.normalize_obs and cfg.env.angle_keys == []
     module, width = conv_torso(cfg.algo.torso, FRAME)
     assert module is not None and width == 64 * 7 * 16  # 90x160 -> 21x39 -> 9x18 -> 7x16
@@ -188,7 +199,7 @@ def test_iudex_img_trains_dqn_efficient_by_default_and_runs_on_game_pcs():
     cfg = compose_config("dqn_efficient", "iudex_img", [])
     assert cfg.env.id == "SoulsGymIudexImg-v0" and cfg.env.actor_resources == {"soulsgym": 1.0}
     assert cfg.algo.torso == "nature_cnn" and not cfg.algo.normalize_obs and cfg.algo.layer_norm
-    check_before_start(compose_config("dqn_efficient", "iudex_img", SMALL_REPLAY["dqn"]))
+    check_before_start(compose_config("dqn_efficient", "iudex_img", SMALL_REPLAY["dqn_efficient"]))
     assert probe_env_spec(compose_config("dqn", "fake_souls_img", []).env).obs == FRAME
 
 
