@@ -30,12 +30,15 @@ def setup_process(cfg: TrainConfig) -> None:
 
     Rollout actors of vector envs act in numpy (`soulsai_ray.policies`) and never import torch;
     a learner's module has imported it before this runs. Rollout actors of image envs import
-    torch after this, when their sampler builds its policy; it then takes its thread count from
-    ``OMP_NUM_THREADS``, which Ray sets for each worker (to the actor's CPUs, at least 1).
+    torch after this, when their sampler builds its policy: torch sizes its thread pool from
+    ``OMP_NUM_THREADS`` then, so that is set to ``cluster.torch_threads`` here.
     """
+    threads = cfg.cluster.torch_threads
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(cfg.cluster.torch_threads)
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     # Batches arrive as read-only zero-copy arrays; actors only read them.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 

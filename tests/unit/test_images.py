@@ -3,6 +3,9 @@ torch acting policies and a serial DQN run on MinAtar."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -290,3 +293,28 @@ def test_env_output_check_passes_frames_and_still_bounds_rewards():
     frame = _images(SOULS, 1)[0]
     assert env_output_problem(frame, 1.0, 1e6, 10.0) is None
     assert "reward" in env_output_problem(frame, 100.0, 1e6, 10.0)
+
+
+def test_an_image_rollout_actor_that_imports_torch_late_gets_the_configured_threads():
+    """Vector rollout actors never import torch; image ones import it after the process setup,
+    when their policy is built: torch must still use ``cluster.torch_threads`` threads, not
+    one per core (torch never uses more threads than cores, so 1 is what can be told apart)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: torch's default is already 1 thread")
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "from soulsai_ray.actors.shell import setup_process\n"
+        "from soulsai_ray.algo_config import DQNConfig\n"
+        "from soulsai_ray.config import ClusterConfig, TrainConfig\n"
+        "assert 'torch' not in sys.modules\n"
+        "setup_process(TrainConfig(algo=DQNConfig(), cluster=ClusterConfig(torch_threads=1)))\n"
+        "import torch\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]
