@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from run_configs import run_config
+from run_configs import SOULS_ANGLES, run_config
 
 from soulsai_ray import algo_config
 from soulsai_ray.algo_config import DQNConfig
@@ -242,3 +242,24 @@ def test_a_serial_dqn_run_on_frames_writes_a_checkpoint_and_fight_metrics(tmp_pa
     assert (tmp_path / "summary.json").is_file()
     latest = CheckpointManager(tmp_path / "checkpoints").latest()
     assert latest is not None and latest.meta["updates"] == summary["updates"]
+
+
+@pytest.mark.parametrize("algo", ["dqn", "dqn_efficient", "ppo"])
+def test_fake_souls_is_the_same_fight_as_vectors_for_comparing_with_frames(algo):
+    """env=fake_souls and env=fake_souls_img: the same fight, episodes and actions; one gives
+    the state vector an MLP reads, the other frames a CNN reads."""
+    vectors, frames = (
+        compose_config(algo, "fake_souls", []),
+        compose_config(algo, "fake_souls_img", []),
+    )
+    vector_spec, frame_spec = probe_env_spec(vectors.env), probe_env_spec(frames.env)
+    assert vector_spec.obs == ObsSpec.vector(vector_spec.obs.size) and frame_spec.obs == FRAME
+    assert vector_spec.num_actions == frame_spec.num_actions == 20
+    assert vectors.algo.torso == "mlp" and vectors.env.angle_keys == SOULS_ANGLES
+    check_before_start(compose_config(algo, "fake_souls", SMALL_REPLAY[algo]))
+    play = make_env(vectors.env)
+    try:
+        obs, info = play.reset(seed=0)
+        assert obs.shape == vector_spec.obs.shape and info["action_mask"].shape == (20,)
+    finally:
+        play.close()
