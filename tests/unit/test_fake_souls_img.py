@@ -3,14 +3,12 @@ against soulsgym's own env class, the configs, the preflight and a serial DQN ru
 
 from __future__ import annotations
 
-import inspect
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from run_configs import SOULS_ANGLES, run_config
+from soulsgym_envs import soulsgym_env_without_game
 
 from soulsai_ray import algo_config
 from soulsai_ray.algo_config import DQNConfig
@@ -28,7 +26,6 @@ from soulsai_ray.envs.fake_souls_img import (
     FakeSoulsImgEnv,
 )
 from soulsai_ray.envs.soulsgym import (
-    ensure_soulsgym,
     frame_fight_outcome,
     is_souls_image_id,
     iudex_boss_max_hp,
@@ -155,26 +152,11 @@ def test_a_won_fight_reports_win_and_boss_hp_from_info():
     check_data_env_id(FAKE_IMG)  # a checkpoint's config may name it: the module only registers
 
 
-def _iudex_img_env_without_game(monkeypatch, **kwargs):
-    ensure_soulsgym()
-    from soulsgym.envs.darksouls3.iudex import IudexImgEnv
-    from soulsgym.envs.soulsenv import SoulsEnv
-    from soulsgym.games.game import StaticGameData
-
-    def init_without_game(self, game_speed=1.0):
-        self.game = SimpleNamespace(data=StaticGameData("DarkSoulsIII"))
-        self.config_path = Path(inspect.getfile(SoulsEnv)).parent / "config"
-        self.env_args = self._load_env_args()
-
-    monkeypatch.setattr(SoulsEnv, "__init__", init_without_game)
-    return IudexImgEnv(**kwargs)
-
-
 def test_fake_souls_img_has_the_spaces_and_info_of_soulsgyms_iudex_img_env(monkeypatch):
     from soulsgym.core.game_state import GameState
 
     cfg = compose_config("dqn", "iudex_img", [])
-    real = _iudex_img_env_without_game(monkeypatch, **cfg.env.kwargs)
+    real = soulsgym_env_without_game(monkeypatch, "IudexImgEnv", **cfg.env.kwargs)
     ours, _, info = _env()
     assert real.observation_space == ours.observation_space
     assert real.observation_space.dtype == ours.observation_space.dtype

@@ -5,11 +5,11 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from soulsgym_envs import soulsgym_env_without_game
 
 from soulsai_ray.config import EnvConfig, parse_config
 from soulsai_ray.envs.factory import make_env
@@ -67,18 +67,8 @@ def test_wrong_kwargs_are_not_reported_as_a_missing_game():
 
 
 def test_iudex_space_matches_soulsgyms_iudex_env(monkeypatch):
-    ensure_soulsgym()
-    from soulsgym.envs.darksouls3.iudex import IudexEnv
-    from soulsgym.envs.soulsenv import SoulsEnv
-    from soulsgym.games.game import StaticGameData
-
-    def init_without_game(self, game_speed=1.0):
-        self.game = SimpleNamespace(data=StaticGameData("DarkSoulsIII"))
-        self.config_path = Path(inspect.getfile(SoulsEnv)).parent / "config"
-        self.env_args = self._load_env_args()
-
-    monkeypatch.setattr(SoulsEnv, "__init__", init_without_game)
-    real = IudexEnv(game_speed=3, phase=1).observation_space
+    real = soulsgym_env_without_game(monkeypatch, "IudexEnv", game_speed=3, phase=1)
+    real = real.observation_space
     ours = iudex_observation_space()
     assert list(ours.keys()) == list(real.keys())
     for key in real:
