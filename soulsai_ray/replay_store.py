@@ -14,7 +14,8 @@ import numpy as np
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.counts import BoundedCounts
-from soulsai_ray.inbound import Limits, Rejections, batch_rows, check_transitions
+from soulsai_ray.inbound import Limits, check_transitions
+from soulsai_ray.rejections import Rejections, batch_rows
 from soulsai_ray.replay import SampledBatch, replay_buffer
 from soulsai_ray.transitions import TransitionBatch, filter_stale
 

@@ -16,7 +16,8 @@ from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.actors.shell import next_version, setup_process
 from soulsai_ray.algos.ppo import PPOLearner
 from soulsai_ray.config import TrainConfig
-from soulsai_ray.inbound import Limits, Rejections, batch_rows, check_rollout
+from soulsai_ray.inbound import Limits, check_rollout
+from soulsai_ray.rejections import Rejections, batch_rows
 from soulsai_ray.transitions import RolloutBatch
 
 

@@ -25,7 +25,6 @@ from soulsai_ray.inbound import (
     REASONS,
     Limits,
     Rejection,
-    Rejections,
     check_rollout,
     check_transitions,
     env_output_problem,
@@ -33,6 +32,7 @@ from soulsai_ray.inbound import (
     finite_episodes,
 )
 from soulsai_ray.observations import ObsSpec
+from soulsai_ray.rejections import Rejections
 
 
 def test_good_batches_pass():
