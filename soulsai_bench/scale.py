@@ -57,8 +57,8 @@ def scale_config(actors: int, rate: float, address: str) -> Any:
 
 
 class SteadyWindow:
-    """Measures a running DQN loop's rates over ``seconds`` once every actor syncs weights, then
-    asks the loop to stop (also when the measurement fails)."""
+    """Measures a running DQN loop's rates over ``seconds`` once every actor syncs weights and the
+    learner trains, then asks the loop to stop (also when the measurement fails)."""
 
     def __init__(self, loop: Any, actors: int, seconds: float) -> None:
         self.loop, self.actors, self.seconds = loop, actors, seconds
@@ -76,6 +76,7 @@ class SteadyWindow:
                 not hasattr(loop, "fleet")
                 or loop.fleet.num_alive < self.actors
                 or not loop.sync_latencies
+                or loop.counters.updates == 0  # replay still filling to learning_starts
             ):
                 time.sleep(0.1)
             if loop.stop_requested is not None:
