@@ -69,10 +69,13 @@ RESUME_KEYS = (
     "algo.layer_norm",
     "algo.normalize_obs",
     "algo.activation",
+    "algo.replay_layout",
     "env.id",
     "env.angle_keys",
+    "env.frame_stack",
 )
-"""Keys that fix the shapes of the networks and observations: a resumed run keeps them."""
+"""Keys that fix the shapes of the networks, observations and saved replay: a resumed run keeps
+them."""
 
 
 def check_resume_matches(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
