@@ -59,6 +59,10 @@ class EnvConfig:
     """Dict-observation keys holding angles in radians, encoded as [sin, cos] pairs when the
     observation is flattened: ``key`` (every element) or ``key[i]`` (element i), nested keys
     joined by dots (see :class:`~soulsai_ray.envs.wrappers.FlattenDictObservation`)."""
+    frame_stack: int = 1
+    """Image envs: the last k frames as one observation, concatenated along the channel axis,
+    oldest first (the first frame repeated at a reset; see
+    :class:`~soulsai_ray.envs.wrappers.StackFrames`); 1 keeps single frames."""
 
     def validate(self, key: str) -> None:
         require(bool(self.id), f"{key}.id", "must name a gymnasium env")
@@ -70,6 +74,7 @@ class EnvConfig:
         for name, amount in self.actor_resources.items():
             require(amount > 0, f"{key}.actor_resources.{name}", "must be > 0")
         require(self.num_envs_per_actor > 0, f"{key}.num_envs_per_actor", "must be > 0")
+        require(self.frame_stack > 0, f"{key}.frame_stack", "must be > 0")
         require(self.step_latency_s >= 0, f"{key}.step_latency_s", "must be >= 0")
         require(self.reset_latency_s >= 0, f"{key}.reset_latency_s", "must be >= 0")
         for name in ("max_abs_obs", "max_abs_reward"):

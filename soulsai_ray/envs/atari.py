@@ -3,48 +3,42 @@ importing this module registers ``soulsai_ray/Atari-v0``.
 
 ``gymnasium.make("soulsai_ray/Atari-v0", game="Breakout")`` gives ``ALE/<game>-v5`` (sticky
 actions, as Machado et al. 2018 recommend) seen through gymnasium's ``AtariPreprocessing``
-(up to 30 no-ops at reset, 4 frames per step with the max of the last two, 84x84 grayscale)
-and a stack of the last 4 frames as channels: ``Box(0, 255, (84, 84, 4), uint8)``, the
-[H, W, C] image the networks read. Needs the ``atari`` extra (pip install 'soulsai_ray[atari]').
+(up to 30 no-ops at reset, 4 frames per step with the max of the last two, 84x84 grayscale):
+single frames, ``Box(0, 255, (84, 84, 1), uint8)``. ``conf/env/atari_breakout.yaml`` stacks the
+last 4 as channels (``env.frame_stack: 4``), so a run's networks read the [84, 84, 4] image of
+the DQN papers, and a frames replay stores each frame once. Needs the ``atari`` extra
+(pip install 'soulsai_ray[atari]').
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 
 try:
     import ale_py
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("ale-py is not installed: pip install 'soulsai_ray[atari]'") from err
 
-__all__ = ["ENV_ID", "FRAME_SIZE", "STACK", "make_atari"]
+__all__ = ["ENV_ID", "FRAME_SIZE", "make_atari"]
 
 ENV_ID = "soulsai_ray/Atari-v0"
 FRAME_SIZE = 84
 """Height and width of a preprocessed frame."""
-STACK = 4
-"""Frames stacked as the image's channels."""
 
 gym.register_envs(ale_py)
 
 
 def make_atari(game: str = "Breakout", render_mode: str | None = None) -> gym.Env:
-    """``ALE/<game>-v5`` with the standard preprocessing and 4 stacked frames as channels.
+    """``ALE/<game>-v5`` with the standard preprocessing, one 84x84x1 grayscale frame a step.
 
     Args:
         game: The ALE game, as its ids spell it (``Breakout``, ``Pong``, ``SpaceInvaders``).
         render_mode: Passed to the ALE env (``rgb_array`` to record videos).
     """
     env = gym.make(f"ALE/{game}-v5", frameskip=1, render_mode=render_mode)
-    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=FRAME_SIZE)
-    env = gym.wrappers.FrameStackObservation(env, STACK)  # [4, 84, 84]
-    space = gym.spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, STACK), np.uint8)
-    return gym.wrappers.TransformObservation(env, _channels_last, space)
-
-
-def _channels_last(frames: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(np.asarray(frames), 0, -1))
+    return gym.wrappers.AtariPreprocessing(
+        env, frame_skip=4, screen_size=FRAME_SIZE, grayscale_newaxis=True
+    )
 
 
 if ENV_ID not in gym.registry:

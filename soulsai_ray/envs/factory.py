@@ -25,6 +25,7 @@ from soulsai_ray.envs.wrappers import (
     FlattenDictObservation,
     Float32Observation,
     LatencyWrapper,
+    StackFrames,
     is_image_space,
 )
 from soulsai_ray.observations import ObsSpec
@@ -52,6 +53,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     :class:`FlattenDictObservation` (with ``cfg.angle_keys``), Tuple observations by gymnasium's
     ``FlattenObservation``. Images (a ``Box`` [H, W, C] of uint8 pixels) stay uint8; bool
     images (MinAtar's planes) become uint8 0/1; every other ``Box`` becomes a float32 vector.
+    ``cfg.frame_stack`` > 1 stacks an image env's last frames as channels (:class:`StackFrames`).
 
     Raises:
         ValueError: if the env cannot be created or its spaces are unsupported.
@@ -86,9 +88,16 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
             f"env.id={cfg.id!r}: observation space {env.observation_space} is not supported"
         )
     if not is_image_space(env.observation_space):
+        if cfg.frame_stack > 1:
+            raise ValueError(
+                f"env.id={cfg.id!r}: env.frame_stack={cfg.frame_stack} stacks image frames, but "
+                f"the observation space {env.observation_space} is not an image; use 1"
+            )
         env = Float32Observation(env)
     elif env.observation_space.dtype == np.bool_:
         env = BoolImageObservation(env)
+    if cfg.frame_stack > 1:
+        env = StackFrames(env, cfg.frame_stack)
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"env.id={cfg.id!r}: action space {env.action_space} is not Discrete")
     if cfg.step_latency_s > 0 or cfg.reset_latency_s > 0:

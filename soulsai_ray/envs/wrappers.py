@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -108,6 +109,37 @@ class BoolImageObservation(gym.ObservationWrapper):
 
     def observation(self, observation: Any) -> np.ndarray:
         return np.asarray(observation, dtype=np.uint8)
+
+
+class StackFrames(gym.Wrapper):
+    """The last ``k`` frames of an image env as one image [H, W, C * k]: concatenated along the
+    channel (last) axis, oldest first. At a reset the first frame fills every place."""
+
+    def __init__(self, env: gym.Env, k: int) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if not is_image_space(space) or k < 1:
+            raise ValueError(f"stacking {k} frames needs an image space and k >= 1, got {space}")
+        self.k = k
+        self.observation_space = gym.spaces.Box(
+            np.concatenate([space.low] * k, axis=-1),
+            np.concatenate([space.high] * k, axis=-1),
+            dtype=space.dtype,
+        )
+        self._frames: deque[np.ndarray] = deque(maxlen=k)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._frames.extend([np.array(obs)] * self.k)
+        return self._stacked(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._frames.append(np.array(obs))
+        return self._stacked(), reward, terminated, truncated, info
+
+    def _stacked(self) -> np.ndarray:
+        return np.concatenate(self._frames, axis=-1)
 
 
 def is_image_space(space: gym.Space) -> bool:
