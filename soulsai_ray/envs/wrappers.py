@@ -45,7 +45,7 @@ def episode_metrics_from_info(info: Mapping[str, Any]) -> dict[str, float]:
 
     Envs report a dict of floats (e.g. ``{"win": 1.0, "boss_hp_final": 0.0}``); entries that
     are not a string name with a real number are left out here, and the head checks the rest
-    (`soulsai_ray.inbound.episode_metrics_problem`).
+    (`soulsai_ray.inbound_episodes.episode_metrics_problem`).
     """
     metrics = info.get(EPISODE_METRICS_KEY)
     if not isinstance(metrics, Mapping):

@@ -29,7 +29,8 @@ from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint import checkpoint_score
 from soulsai_ray.config import EvalConfig
 from soulsai_ray.episode_window import summarize_episodes
-from soulsai_ray.inbound import Rejection, finite_episodes
+from soulsai_ray.inbound import Rejection
+from soulsai_ray.inbound_episodes import finite_episodes
 from soulsai_ray.loops.fleet import Outcome, RolloutFleet
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from typing import Any
 from soulsai_ray import metric_names as mn
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.counts import BoundedCounts
-from soulsai_ray.inbound import Rejection, finite_episodes
+from soulsai_ray.inbound import Rejection
+from soulsai_ray.inbound_episodes import finite_episodes
 from soulsai_ray.loops.common import Restore, RunRecorder, resume_state, stop_reason
 from soulsai_ray.rejections import Rejections
 

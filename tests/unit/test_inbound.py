@@ -28,9 +28,8 @@ from soulsai_ray.inbound import (
     check_rollout,
     check_transitions,
     env_output_problem,
-    episode_metrics_problem,
-    finite_episodes,
 )
+from soulsai_ray.inbound_episodes import episode_metrics_problem, finite_episodes
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.rejections import Rejections
 
@@ -209,7 +208,7 @@ def test_a_terminal_transition_may_have_no_valid_next_action():
 
 def test_episode_returns_are_bounded_by_the_reward_bound_and_the_episode_limit():
     from soulsai_ray.config import EnvConfig
-    from soulsai_ray.inbound import MAX_EPISODE_STEPS
+    from soulsai_ray.inbound_episodes import MAX_EPISODE_STEPS
 
     env = EnvConfig(id="CartPole-v1", max_abs_reward=10.0, max_episode_steps=500)
     returns = [100.0, 1e300, -50.0, 5001.0, 20.0, 30.0]
