@@ -102,6 +102,21 @@ class ObsSpec:
         """Bytes one observation takes in memory."""
         return self.size * self.np_dtype.itemsize
 
+    def single_frame(self, stack: int) -> ObsSpec:
+        """One of the ``stack`` frames an observation of this spec holds along its last axis
+        (``env.frame_stack``); the spec itself when ``stack`` is 1.
+
+        Raises:
+            ValueError: the observation is not ``stack`` whole frames (a vector with ``stack``
+                > 1, or channels that ``stack`` does not divide).
+        """
+        if stack == 1:
+            return self
+        if stack < 1 or not self.is_image or self.shape[-1] % stack:
+            raise ValueError(f"a {self.describe()} is not a stack of {stack} image frames")
+        height, width, channels = self.shape
+        return ObsSpec((height, width, channels // stack), self.dtype, self.high)
+
     def zeros(self, *leading: int) -> np.ndarray:
         """Zeroed observations of shape ``[*leading, *shape]``."""
         return np.zeros((*leading, *self.shape), self.np_dtype)

@@ -2,7 +2,9 @@
 accumulator and the stale-sample filter) and PPO's rollout batches. Plain numpy, no torch.
 
 Each DQN rollout actor feeds every env step of its env into its own `NStepAccumulator` and ships
-`pop()` results to the replay owner, which calls `filter_stale` before `ReplayBuffer.add`.
+`pop()` results to the replay owner, which drops stale ones (`fresh_mask`) before
+`ReplayBuffer.add`. With ``algo.replay_layout: frames`` it ships env steps instead
+(:mod:`soulsai_ray.steps`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,17 @@ def _zeros_batch(size: int, obs: ObsSpec, num_actions: int) -> TransitionBatch:
     )
 
 
+def fresh_mask(versions: np.ndarray, current_version: int, max_model_lag: int) -> np.ndarray:
+    """Which samples' versions are at most ``max_model_lag`` behind ``current_version``.
+
+    Raises:
+        ValueError: If `max_model_lag` is negative.
+    """
+    if max_model_lag < 0:
+        raise ValueError(f"max_model_lag must be >= 0, got {max_model_lag}")
+    return np.asarray(versions) >= current_version - max_model_lag
+
+
 def filter_stale(
     batch: TransitionBatch, current_version: int, max_model_lag: int
 ) -> tuple[TransitionBatch, int]:
@@ -89,9 +102,7 @@ def filter_stale(
     Raises:
         ValueError: If `max_model_lag` is negative.
     """
-    if max_model_lag < 0:
-        raise ValueError(f"max_model_lag must be >= 0, got {max_model_lag}")
-    keep = batch.versions >= current_version - max_model_lag
+    keep = fresh_mask(batch.versions, current_version, max_model_lag)
     return batch.select(keep), int(len(batch) - np.count_nonzero(keep))
 
 
@@ -125,6 +136,16 @@ def _as_obs(obs: np.ndarray) -> np.ndarray:
     array = array.astype(np.float32)
     if array.ndim != 1:
         raise ValueError(f"observations must be 1-D vectors or uint8 images, got {array.shape}")
+    return array
+
+
+def _as_mask(mask: np.ndarray | None, num_actions: int) -> np.ndarray:
+    """Copies a valid-action mask as bool [num_actions]; None means all actions are valid."""
+    if mask is None:
+        return np.ones(num_actions, np.bool_)
+    array = np.array(mask, dtype=np.bool_)
+    if array.shape != (num_actions,):
+        raise ValueError(f"next_mask has shape {array.shape}, expected ({num_actions},)")
     return array
 
 
@@ -201,7 +222,7 @@ class NStepAccumulator:
             next_mask: Valid actions at `next_obs`, shape [num_actions]; None means all valid.
             version: Policy version that chose `action`.
         """
-        mask = self._as_mask(next_mask)
+        mask = _as_mask(next_mask, self._num_actions)
         final = _as_obs(next_obs)
         self._pending.append(_Step(_as_obs(obs), int(action), float(reward), int(version)))
         if terminated or truncated:
@@ -249,14 +270,6 @@ class NStepAccumulator:
         self._done.append(
             _Emitted(step.obs, step.action, ret, next_obs, discount, mask, step.version)
         )
-
-    def _as_mask(self, mask: np.ndarray | None) -> np.ndarray:
-        if mask is None:
-            return np.ones(self._num_actions, np.bool_)
-        array = np.array(mask, dtype=np.bool_)
-        if array.shape != (self._num_actions,):
-            raise ValueError(f"next_mask has shape {array.shape}, expected ({self._num_actions},)")
-        return array
 
 
 @dataclass
