@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from soulsai_ray.observations import ObsSpec
+from soulsai_ray.steps import StepBatch
 from soulsai_ray.transitions import RolloutBatch, TransitionBatch
 
 if TYPE_CHECKING:
@@ -58,32 +59,46 @@ class Limits:
     max_abs_obs: float
     """Bound on |observation| values; an image's pixels are bounded by its spec's ``high``."""
     max_abs_reward: float
-    """Bound on a transition's reward (a DQN n-step sum) or a PPO step's reward."""
+    """Bound on a transition's reward (a DQN n-step sum), or on one step's reward (PPO, and DQN
+    with ``algo.replay_layout: frames``)."""
     max_rows: int
+    frame_stack: int = 1
+    """Frames an observation stacks along its last axis (``env.frame_stack``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "obs", ObsSpec.of(self.obs))
+        self.obs.single_frame(self.frame_stack)  # raises unless obs is whole frames
+
+    @property
+    def frame(self) -> ObsSpec:
+        """One frame of an observation: what a `StepBatch` carries."""
+        return self.obs.single_frame(self.frame_stack)
 
     @classmethod
-    def of_shapes(cls, obs: ObsSpec | int, num_actions: int) -> Limits:
+    def of_shapes(cls, obs: ObsSpec | int, num_actions: int, frame_stack: int = 1) -> Limits:
         """Sizes only, no value bounds: for data this process made or its own checkpoint."""
-        return cls(ObsSpec.of(obs), num_actions, math.inf, math.inf, sys.maxsize)
+        return cls(ObsSpec.of(obs), num_actions, math.inf, math.inf, sys.maxsize, frame_stack)
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, obs: ObsSpec | int, num_actions: int) -> Limits:
         """The limits of a run: the env's sizes, ``env.max_abs_*`` and the algorithm's batch size.
 
         A DQN push holds at most ``push_every`` steps' transitions plus those an episode end
-        flushes (``n_step``); a PPO rollout at most ``n_steps`` x ``num_envs_per_actor`` steps.
+        flushes (``n_step``), or with ``algo.replay_layout: frames`` ``push_every`` steps (each
+        at most one start); a PPO rollout at most ``n_steps`` x ``num_envs_per_actor`` steps.
         """
-        algo = cfg.algo
-        if algo.name == "dqn":
-            max_rows = 2 * (algo.push_every + algo.max_n_step)
-            max_reward = cfg.env.max_abs_reward * algo.max_n_step
+        algo, env = cfg.algo, cfg.env
+        max_reward = env.max_abs_reward
+        if algo.name != "dqn":
+            max_rows = algo.n_steps * env.num_envs_per_actor
+        elif algo.replay_layout == "frames":
+            max_rows = 2 * algo.push_every
         else:
-            max_rows = algo.n_steps * cfg.env.num_envs_per_actor
-            max_reward = cfg.env.max_abs_reward
-        return cls(ObsSpec.of(obs), num_actions, cfg.env.max_abs_obs, max_reward, max_rows)
+            max_rows = 2 * (algo.push_every + algo.max_n_step)
+            max_reward = env.max_abs_reward * algo.max_n_step
+        return cls(
+            ObsSpec.of(obs), num_actions, env.max_abs_obs, max_reward, max_rows, env.frame_stack
+        )
 
 
 class Rejection(NamedTuple):
@@ -153,6 +168,57 @@ def check_transitions(
         or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
         or _in_range("action", batch.actions, 0, a - 1)
         or _in_range("discount", batch.discounts, 0.0, 1.0)
+        or _in_range("version", batch.versions, 0, newest_version)
+    )
+
+
+def check_steps(batch: StepBatch, limits: Limits, newest_version: int | None) -> Rejection | None:
+    """Checks a frames push: types, dtypes, shapes, row count, its starts, then value ranges.
+
+    Args:
+        batch: What a rollout actor pushed.
+        limits: The run's limits (``max_abs_reward`` bounds one step's reward).
+        newest_version: The newest policy version published; None skips that bound.
+    """
+    if not isinstance(batch, StepBatch):
+        return Rejection("type", f"expected a StepBatch, got {type(batch).__name__}")
+    for name in ("stream", "seq"):
+        value = getattr(batch, name)
+        if not (_is_int(value) and 0 <= value < 2**63):
+            return Rejection("type", f"{name} must be an int in [0, 2**63), got {value!r}")
+    if not isinstance(batch.continues, bool | np.bool_):
+        return Rejection("type", f"continues is a {type(batch.continues).__name__}, not a bool")
+    frame, a = limits.frame, limits.num_actions
+    fields = {
+        "starts": (np.bool_, ()),
+        "actions": (np.int64, ()),
+        "rewards": (np.float64, ()),
+        "next_frames": (frame.np_dtype, frame.shape),
+        "terminated": (np.bool_, ()),
+        "truncated": (np.bool_, ()),
+        "next_masks": (np.bool_, (a,)),
+        "versions": (np.int64, ()),
+    }
+    first_obs = {"first_obs": (frame.np_dtype, (limits.frame_stack, *frame.shape))}
+    problem = _check_arrays(batch, fields, limits.max_rows, allow_empty=False) or _check_arrays(
+        batch, first_obs, limits.max_rows, allow_empty=False
+    )
+    if problem is not None:
+        return problem
+    if not batch.starts[0] or len(batch.first_obs) != np.count_nonzero(batch.starts):
+        return Rejection("shape", "first_obs needs one entry per start, and step 0 is a start")
+    floats = (
+        (batch.rewards,) if frame.is_image else (batch.rewards, batch.first_obs, batch.next_frames)
+    )
+    if not all(np.isfinite(x).all() for x in floats):
+        return Rejection("non_finite", "NaN or inf in rewards or frames")
+    # a target bootstraps from the best valid next action: it needs one unless the episode ended
+    if not batch.next_masks.any(axis=-1)[~batch.terminated].all():
+        return Rejection("mask", "a step that bootstraps has no valid next action")
+    return (
+        _obs_problem(limits, batch.first_obs, batch.next_frames)
+        or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
+        or _in_range("action", batch.actions, 0, a - 1)
         or _in_range("version", batch.versions, 0, newest_version)
     )
 
