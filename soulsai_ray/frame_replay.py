@@ -4,19 +4,21 @@ An image transition of the plain :class:`~soulsai_ray.replay.ReplayBuffer` holds
 ``next_obs``, so every frame is stored twice (n-step: n + 1 transitions share it); stacking k
 frames multiplies that by k. Here, as in Dopamine's and Ape-X's circular buffers, each env step
 writes one slot (the frame after it, with the valid actions there; the step's action, reward and
-policy version go to the slot of the frame it acted on), and an episode's start one more (its
-first frame). Slots are linked to the next and previous slot of the same episode, so several
-actors' streams may interleave; a
-transition is built when it is sampled: its ``next_obs`` is the frame n links on (or the final
-frame), its stacked frames the k - 1 links back (the episode's first frame repeated before it).
+policy version go to the slot of the frame it acted on), and a fragment's start the frames of
+its first observation (one slot at an episode's start, whose stack repeats its first frame).
+Slots are linked to the next and previous slot of the same episode
+(:class:`~soulsai_ray.frame_ring.FrameRing`), so several actors' streams may interleave; a
+transition is built when it is sampled.
 
 Transitions equal, field for field, those of :class:`~soulsai_ray.transitions.NStepAccumulator`
 over the same steps (stacks: over stacked observations). A transition becomes valid once all its
-slots are written, and stops being valid when one of them is overwritten.
+slots are written, and stops being valid when one of them is overwritten. Rollout actors send
+steps as :class:`~soulsai_ray.steps.StepBatch` es (``algo.replay_layout: frames``).
 
 Order of calls::
 
-    replay = FrameReplay(capacity, obs_spec, num_actions, n=3, gamma=0.99, stack=4)
+    replay = FrameReplay(capacity, frame_spec, num_actions, n=3, gamma=0.99, stack=4)
+    replay.add(step_batch, keep)              # a stream's steps; stale ones (keep False) start none
     replay.push(stream, obs, action, reward, next_obs, terminated, truncated, next_mask, version)
     replay.abandon(stream)                    # the stream's running episode is lost (env crash)
     sampled = replay.sample(batch_size)       # SampledBatch of TransitionBatch, like ReplayBuffer
@@ -24,23 +26,45 @@ Order of calls::
 
 from __future__ import annotations
 
+import copy
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
+from soulsai_ray.frame_ring import NONE, FrameRing
+from soulsai_ray.inbound import Limits, check_steps
 from soulsai_ray.observations import ObsSpec
-from soulsai_ray.replay import SampledBatch
-from soulsai_ray.transitions import TransitionBatch
+from soulsai_ray.replay import SampledBatch, _saved_obs_spec
+from soulsai_ray.steps import StepBatch
 
-_NONE = -1
-"""A link to no slot: the episode goes on beyond what was pushed, or began here."""
-_GOES_ON, _TERMINATED, _TRUNCATED = 0, 1, 2
-"""How a step slot's episode continues after it (``_ends``)."""
+LAYOUT = "frames"
+"""The ``layout`` tag of a saved FrameReplay (``algo.replay_layout``)."""
+_DRAW_ROUNDS = 8
+"""Rounds of random draws before `FrameReplay.sample` lists every valid slot instead."""
+
+
+@dataclass
+class _Stream:
+    """One sender's running episode."""
+
+    open: int = NONE
+    """Slot number of its newest frame; `NONE` between episodes."""
+    seq: int = -1
+    """The ``seq`` of the `StepBatch` that continues it."""
+    pending: deque[int] = field(default_factory=deque)
+    """Slot numbers of its steps whose transitions wait for later steps (fewer than n)."""
 
 
 class FrameReplay:
     """Uniform replay of n-step transitions over frames stored once.
 
+    ``len()`` counts the complete transitions (one per stored step that is not stale and has
+    its n steps or its episode's end), as a `ReplayBuffer`'s does.
+
     Args:
-        capacity: Slots: one per env step plus one per episode (its first frame).
+        capacity: Slots: one per env step plus one per fragment start (its first frames).
         obs_spec: One frame (a uint8 image [H, W, C]; vectors work the same way).
         num_actions: Size of the discrete action space.
         n: Steps per transition.
@@ -67,28 +91,61 @@ class FrameReplay:
         self.capacity, self.num_actions = capacity, num_actions
         self.n, self.gamma, self.stack = n, gamma, stack
         self.obs_spec = spec = ObsSpec.of(obs_spec)
-        self.total_written = 0
-        self._frames = spec.zeros(capacity)
-        self._masks = np.ones((capacity, num_actions), np.bool_)
-        self._actions = np.zeros(capacity, np.int64)
-        self._rewards = np.zeros(capacity, np.float64)  # summed in float64, as NStepAccumulator
-        self._versions = np.zeros(capacity, np.int64)
-        self._ends = np.zeros(capacity, np.int8)
-        self._is_step = np.zeros(capacity, np.bool_)
-        self._stamp = np.full(capacity, _NONE, np.int64)
-        """Absolute number of the slot's content: whether a link still points at it."""
-        self._next = np.full(capacity, _NONE, np.int64)
-        self._prev = np.full(capacity, _NONE, np.int64)
-        self._open: dict[int, int] = {}
-        """Per stream, the slot number of its running episode's newest frame."""
+        stacked = ObsSpec((*spec.shape[:-1], spec.shape[-1] * stack), spec.dtype, spec.high)
+        self._shapes = Limits.of_shapes(stacked, num_actions, stack)
         self._rng = np.random.default_rng(seed)
+        self.ring = FrameRing(capacity, spec, num_actions, n, gamma, stack)
+        """The slots; its ``valid`` and ``transitions`` rebuild what `sample` draws."""
+        self._streams: dict[int, _Stream] = {}
 
     @property
     def nbytes(self) -> int:
         """Bytes of storage."""
-        arrays = (self._frames, self._masks, self._actions, self._rewards, self._versions)
-        more = (self._ends, self._is_step, self._stamp, self._next, self._prev)
-        return sum(a.nbytes for a in (*arrays, *more))
+        return self.ring.nbytes
+
+    def __len__(self) -> int:
+        return self.ring.complete
+
+    def add(self, batch: StepBatch, keep: np.ndarray | None = None) -> None:
+        """Stores a stream's steps (see :mod:`soulsai_ray.steps` for the format).
+
+        A batch whose ``seq`` is not the one its stream's open episode expects (a batch was lost
+        or refused) gives that episode up and begins anew with the batch's first frames.
+
+        Args:
+            batch: The steps.
+            keep: bool [B]; a step where False (stale) stores its frame and links, so the
+                transitions of the steps before it are whole, but starts no transition.
+                None keeps every step.
+
+        Raises:
+            ValueError: If the batch fails `inbound.check_steps` (sizes only) or ``keep``
+                does not match it.
+        """
+        problem = check_steps(batch, self._shapes, None)
+        if problem is not None:
+            raise ValueError(f"invalid batch: {problem.detail}")
+        keep = np.ones(len(batch), np.bool_) if keep is None else np.asarray(keep, np.bool_)
+        if keep.shape != (len(batch),):
+            raise ValueError(f"keep has shape {keep.shape}, the batch {len(batch)} steps")
+        stream = self._stream(batch.stream)
+        links_on = batch.continues and stream.seq == batch.seq and self.ring.live(stream.open)
+        first_obs = iter(batch.first_obs)
+        for i in range(len(batch)):
+            if batch.starts[i]:
+                frames = next(first_obs)
+                if i > 0 or not links_on:
+                    self._abandon(stream)
+                    stream.open = self._write_start(frames)
+            self._step(
+                stream,
+                (batch.actions[i], batch.rewards[i], batch.versions[i]),
+                batch.next_frames[i],
+                (bool(batch.terminated[i]), bool(batch.truncated[i])),
+                batch.next_masks[i],
+                bool(keep[i]),
+            )
+        stream.seq = batch.seq + len(batch)
 
     def push(
         self,
@@ -103,135 +160,164 @@ class FrameReplay:
         version: int,
     ) -> None:
         """Adds one env step of ``stream`` (an actor's env), with the arguments of
-        :meth:`NStepAccumulator.push <soulsai_ray.transitions.NStepAccumulator.push>`.
+        :meth:`NStepAccumulator.push <soulsai_ray.transitions.NStepAccumulator.push>` (single
+        frames: with ``stack`` > 1 an episode's stacks repeat its first frame).
 
         ``next_obs`` is stored; ``obs`` only at an episode's first step (later it is the frame
         the previous push stored).
         """
-        number = self._open.pop(stream, _NONE)
-        if number == _NONE or not self._live(number):
+        running = self._stream(stream)
+        if not self.ring.live(running.open):
             # an episode's first frame; after an overwritten one, linked to it so that no stack
             # reaches back past it
-            number = self._write(obs, number, None)
-        slot = number % self.capacity
-        self._is_step[slot] = True
-        self._actions[slot], self._rewards[slot] = int(action), float(reward)
-        self._versions[slot] = int(version)
-        if terminated or truncated:
-            self._ends[slot] = _TERMINATED if terminated else _TRUNCATED
-        following = self._write(next_obs, number, self._mask(next_mask))
-        if not (terminated or truncated):
-            self._open[stream] = following
+            running.pending.clear()
+            running.open = self.ring.write(obs, running.open, None)
+        mask = np.ones(self.num_actions, np.bool_) if next_mask is None else next_mask
+        step = (action, reward, version)
+        self._step(running, step, next_obs, (terminated, truncated), mask, True)
 
     def abandon(self, stream: int) -> None:
         """Forgets ``stream``'s running episode: its open steps never complete a transition."""
-        self._open.pop(stream, None)
-
-    def valid(self, slots: np.ndarray) -> np.ndarray:
-        """Whether each ring slot starts a transition whose slots are all written and live."""
-        slots = np.asarray(slots, np.int64)
-        start = self._stamp[slots]
-        ok = self._is_step[slots] & self._live(start)
-        cur, done = start, np.zeros(len(slots), np.bool_)
-        for _ in range(self.n):  # forwards: n steps, or up to the final frame
-            ok &= self._live(cur)
-            ring = cur % self.capacity
-            ended = self._ends[ring] != _GOES_ON
-            cur = np.where(done, cur, self._next[ring])
-            done |= ended
-        ok &= self._live(cur)
-        back = start
-        for _ in range(self.stack - 1):  # backwards: the stacked frames
-            link = self._prev[back % self.capacity]
-            back = np.where(link == _NONE, back, link)
-            ok &= self._live(back)
-        return ok
-
-    def transitions(self, slots: np.ndarray) -> TransitionBatch:
-        """The transitions starting at ring ``slots`` (all `valid`)."""
-        slots = np.asarray(slots, np.int64)
-        size = len(slots)
-        rewards = np.zeros((size, self.n), np.float64)
-        steps = np.zeros(size, np.int64)  # steps covered
-        end = np.full(size, _GOES_ON, np.int8)
-        cur = slots.copy()
-        for i in range(self.n):
-            going = end == _GOES_ON
-            rewards[going, i] = self._rewards[cur[going]]
-            steps[going] += 1
-            end[going] = self._ends[cur[going]]
-            cur = np.where(going, self._next[cur] % self.capacity, cur)
-        returns = np.zeros(size, np.float64)
-        for i in range(self.n):  # while the episode goes on, as NStepAccumulator sums forwards
-            returns += self.gamma**i * rewards[:, i]
-        ended = end != _GOES_ON
-        horner = np.zeros(size, np.float64)
-        for i in reversed(range(self.n)):  # its flush at the episode's end sums backwards
-            horner = np.where(i < steps, rewards[:, i] + self.gamma * horner, horner)
-        returns = np.where(ended, horner, returns)
-        powers = np.array([self.gamma**k for k in range(self.n + 1)])
-        discounts = np.where(end == _TERMINATED, 0.0, powers[steps])
-        return TransitionBatch(
-            obs=self._stacked(slots),
-            actions=self._actions[slots],
-            rewards=returns.astype(np.float32),
-            next_obs=self._stacked(cur),
-            discounts=discounts.astype(np.float32),
-            next_masks=self._masks[cur],
-            versions=self._versions[slots],
-        )
+        if stream in self._streams:
+            self._abandon(self._streams[stream])
 
     def sample(self, batch_size: int, beta: float | None = None) -> SampledBatch:
         """Draws ``batch_size`` valid transitions uniformly with replacement (redrawing slots
-        that start none: an episode's last frame, transitions still open or partly overwritten).
-        ``beta`` is ignored, as by the uniform `ReplayBuffer`.
+        that start none: a fragment's earlier frames, an episode's last frame, stale steps,
+        transitions still open or partly overwritten). ``beta`` is ignored, as by the uniform
+        `ReplayBuffer`.
 
         Raises:
-            ValueError: no valid transition after many draws.
+            ValueError: ``batch_size`` < 1, or no valid transition is stored.
         """
-        live = min(self.total_written, self.capacity)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        written, valid = self.ring.written, self.ring.valid
         chosen = np.zeros(0, np.int64)
-        for _ in range(100 if live else 0):
-            draw = self._rng.integers(0, live, size=2 * batch_size)
-            chosen = np.concatenate([chosen, draw[self.valid(draw)]])
+        for _ in range(_DRAW_ROUNDS if written else 0):
+            draw = self._rng.integers(0, written, size=2 * batch_size)
+            chosen = np.concatenate([chosen, draw[valid(draw)]])
             if len(chosen) >= batch_size:
-                chosen = chosen[:batch_size]
-                return SampledBatch(
-                    self.transitions(chosen), chosen, np.ones(batch_size, np.float32)
-                )
-        raise ValueError("the replay holds no complete transition to sample")
+                break
+        if len(chosen) < batch_size:  # few valid slots: draw among all of them
+            every = np.flatnonzero(valid(np.arange(written)))
+            if not len(every):
+                raise ValueError("the replay holds no complete transition to sample")
+            chosen = np.concatenate([chosen, self._rng.choice(every, batch_size - len(chosen))])
+        chosen = chosen[:batch_size]
+        weights = np.ones(batch_size, np.float32)
+        return SampledBatch(self.ring.transitions(chosen), chosen, weights)
 
-    def _write(self, frame: np.ndarray, previous: int, mask: np.ndarray | None) -> int:
-        """Writes a frame (and the valid actions at it, all if None) into the next slot, linked
-        after slot number ``previous``; returns its slot number."""
-        number = self.total_written
-        slot = number % self.capacity
-        self._frames[slot] = frame
-        self._masks[slot] = True if mask is None else mask
-        self._stamp[slot], self._next[slot], self._prev[slot] = number, _NONE, previous
-        self._ends[slot], self._is_step[slot] = _GOES_ON, False
-        self.total_written += 1
-        if previous != _NONE and self._live(previous):
-            self._next[previous % self.capacity] = number
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """Does nothing: uniform replay has no priorities."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns copies of the written slots, the open streams, counters and RNG state."""
+        self._prune()
+        streams = list(self._streams.items())
+        pending = np.full((len(streams), self.n - 1), NONE, np.int64)
+        for row, (_, stream) in enumerate(streams):
+            pending[row, : len(stream.pending)] = list(stream.pending)
+        spec = self.obs_spec
+        return {
+            "layout": LAYOUT,
+            **self.ring.arrays(),
+            "capacity": self.capacity,
+            "num_actions": self.num_actions,
+            "n": self.n,
+            "stack": self.stack,
+            "obs_shape": list(spec.shape),
+            "obs_dtype": spec.dtype,
+            "obs_high": spec.high,
+            "total_written": self.ring.total_written,
+            "stream_ids": np.array([key for key, _ in streams], np.int64),
+            "stream_open": np.array([s.open for _, s in streams], np.int64),
+            "stream_seq": np.array([s.seq for _, s in streams], np.int64),
+            "stream_pending": pending,
+            "rng_state": copy.deepcopy(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a `state_dict`; later samples match those of the saved buffer.
+
+        Raises:
+            ValueError: The state is of a transitions replay, of a buffer of other sizes, or
+                inconsistent.
+        """
+        layout = state.get("layout", "transitions")
+        if layout != LAYOUT:
+            raise ValueError(
+                f"the saved replay stores {layout} (algo.replay_layout={layout}), this run "
+                "stores frames (algo.replay_layout=frames): resume with the saved layout, or "
+                "without the saved replay"
+            )
+        for key in ("capacity", "num_actions", "n", "stack"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"state has {key}={state[key]}, buffer has {getattr(self, key)}")
+        saved = _saved_obs_spec(state)
+        if saved != self.obs_spec:
+            raise ValueError(
+                f"state holds {saved.describe()} frames, buffer {self.obs_spec.describe()}"
+            )
+        columns = ("stream_ids", "stream_open", "stream_seq", "stream_pending")
+        streams = {
+            int(key): _Stream(int(number), int(seq), deque(int(p) for p in pending if p != NONE))
+            for key, number, seq, pending in zip(*(state[c] for c in columns), strict=True)
+        }
+        ring = FrameRing(
+            self.capacity, self.obs_spec, self.num_actions, self.n, self.gamma, self.stack
+        )
+        ring.load_arrays(state, int(state["total_written"]))
+        self.ring, self._streams = ring, streams
+        self._rng.bit_generator.state = copy.deepcopy(state["rng_state"])
+
+    def _stream(self, key: int) -> _Stream:
+        """The stream ``key`` (a new one after forgetting those whose frames are overwritten)."""
+        if key not in self._streams:
+            self._prune()
+            self._streams[key] = _Stream()
+        return self._streams[key]
+
+    def _prune(self) -> None:
+        """Forgets streams with no live newest frame: nothing of theirs can continue."""
+        for key in [k for k, s in self._streams.items() if not self.ring.live(s.open)]:
+            del self._streams[key]
+
+    def _step(
+        self,
+        stream: _Stream,
+        step: tuple[int, float, int],
+        next_frame: np.ndarray,
+        end: tuple[bool, bool],
+        mask: np.ndarray,
+        keep: bool,
+    ) -> None:
+        """Adds one step (action, reward, version) to the stream's open episode, whose newest
+        frame is live; ``end`` is (terminated, truncated) after it."""
+        ring, number = self.ring, stream.open
+        ring.set_step(number, *step, end, keep)
+        stream.pending.append(number)
+        following = ring.write(next_frame, number, mask)
+        ended = any(end)
+        while stream.pending and (ended or len(stream.pending) >= self.n):
+            ring.close_step(stream.pending.popleft(), complete=True)
+        stream.open = NONE if ended else following
+
+    def _abandon(self, stream: _Stream) -> None:
+        """Ends the stream's open episode where it is: its open steps start no transition."""
+        for number in stream.pending:
+            self.ring.close_step(number, complete=False)
+        stream.pending.clear()
+        stream.open = NONE
+
+    def _write_start(self, frames: np.ndarray) -> int:
+        """Writes a fragment's first observation, its frames [k, *frame] oldest first, as a chain
+        of slots (leading frames equal to the next are left out: the stack repeats its oldest
+        frame); returns the slot number of the newest."""
+        first = 0
+        while first < len(frames) - 1 and np.array_equal(frames[first], frames[first + 1]):
+            first += 1
+        number = NONE
+        for frame in frames[first:]:
+            number = self.ring.write(frame, number, None)
         return number
-
-    def _live(self, numbers: np.ndarray | int) -> np.ndarray:
-        """Whether slot numbers are written and not yet overwritten."""
-        numbers = np.asarray(numbers)
-        oldest = self.total_written - self.capacity
-        return (numbers != _NONE) & (numbers < self.total_written) & (numbers >= oldest)
-
-    def _stacked(self, slots: np.ndarray) -> np.ndarray:
-        """The frames of ring ``slots`` with the ``stack - 1`` before each (oldest first)."""
-        frames = [self._frames[slots]]
-        back = slots
-        for _ in range(self.stack - 1):
-            link = self._prev[back]
-            back = np.where(link == _NONE, back, link % self.capacity)
-            frames.insert(0, self._frames[back])
-        return frames[0] if self.stack == 1 else np.concatenate(frames, axis=-1)
-
-    def _mask(self, mask: np.ndarray | None) -> np.ndarray:
-        if mask is None:
-            return np.ones(self.num_actions, np.bool_)
-        return np.asarray(mask, np.bool_)

@@ -75,8 +75,9 @@ class _Episodes:
         return TransitionBatch(**{name: stored[name] for name in FIELDS})
 
     def frame_transitions(self) -> TransitionBatch:
-        live = np.arange(min(self.frames.total_written, self.frames.capacity))
-        return self.frames.transitions(live[self.frames.valid(live)])
+        ring = self.frames.ring
+        live = np.arange(ring.written)
+        return ring.transitions(live[ring.valid(live)])
 
 
 def _by_version(batch: TransitionBatch) -> dict[int, int]:
@@ -119,8 +120,8 @@ def test_sampling_draws_valid_transitions_uniformly_and_each_frame_is_stored_onc
     episodes = _Episodes(3, 4, capacity=10_000, seed=3)
     episodes.run(300)
     sampled = episodes.frames.sample(256)
-    assert episodes.frames.valid(sampled.indices).all()
-    again = episodes.frames.transitions(sampled.indices)
+    assert episodes.frames.ring.valid(sampled.indices).all()
+    again = episodes.frames.ring.transitions(sampled.indices)
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(sampled.batch, name), getattr(again, name))
     assert sampled.batch.obs.shape == (256, 5, 6, 8) and sampled.batch.obs.dtype == np.uint8
@@ -145,11 +146,11 @@ def test_an_episode_whose_newest_frame_was_overwritten_goes_on_without_stacking_
         replay.push(1, frames[10], 2, 0.0, frames[10], False, False, None, 1 + t)
     replay.push(0, frames[1], 3, 2.0, frames[2], False, False, None, 9)
     live = np.arange(replay.capacity)
-    starts = live[replay.valid(live)]
-    resumed = starts[replay._versions[starts] == 9]
+    starts = live[replay.ring.valid(live)]
+    resumed = starts[replay.ring.transitions(starts).versions == 9]
     if stack == 2:  # its stack needs frames[0], which is gone
         assert len(resumed) == 0
     else:
-        batch = replay.transitions(resumed)
+        batch = replay.ring.transitions(resumed)
         assert batch.obs[0, 0, 0, 0] == 1 and batch.next_obs[0, 0, 0, 0] == 2
         assert batch.rewards[0] == 2.0 and batch.discounts[0] == np.float32(0.9)
