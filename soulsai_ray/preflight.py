@@ -156,23 +156,26 @@ def check_replay_memory(cfg: TrainConfig, available: int | None = None) -> None:
 
 def _check_replay_memory(cfg: TrainConfig, spec: Any, available: int | None) -> None:
     from soulsai_ray.algo_config import DQNConfig
-    from soulsai_ray.replay import replay_bytes
+    from soulsai_ray.replay_factory import replay_bytes
 
     if spec is None or not isinstance(cfg.algo, DQNConfig):
         return
 
-    need = replay_bytes(cfg.algo, spec.obs, spec.num_actions)
+    need = replay_bytes(cfg.algo, spec.obs, spec.num_actions, cfg.env.frame_stack)
     if available is None:
         import psutil
 
         available = int(psutil.virtual_memory().available)
     if need > available:
         fits = int(cfg.algo.buffer_size * available / need)
+        if cfg.algo.replay_layout == "frames":
+            what = f"frames of {spec.obs.single_frame(cfg.env.frame_stack).describe()}"
+        else:
+            what = f"transitions of {spec.obs.describe()} observations"
         raise ConfigError(
             "algo.buffer_size",
-            f"{cfg.algo.buffer_size:,} transitions of {spec.obs.describe()} observations need "
-            f"{need / 2**30:.1f} GiB of replay, but this machine has {available / 2**30:.1f} GiB "
-            f"available; at most about {fits:,} fit",
+            f"{cfg.algo.buffer_size:,} {what} need {need / 2**30:.1f} GiB of replay, but this "
+            f"machine has {available / 2**30:.1f} GiB available; at most about {fits:,} fit",
         )
 
 

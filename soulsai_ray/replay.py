@@ -1,15 +1,16 @@
 """Replay storage for off-policy learning: uniform ring buffer and prioritized replay.
 
 The learner calls `sample`, trains on the batch, then `update_priorities` with its TD errors.
-Transitions and the n-step accumulator live in :mod:`soulsai_ray.transitions`.
+Transitions and the n-step accumulator live in :mod:`soulsai_ray.transitions`; the replay a
+config asks for (these, or a :class:`~soulsai_ray.frame_replay.FrameReplay`) is built by
+:func:`soulsai_ray.replay_factory.replay_buffer`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,16 +22,7 @@ from soulsai_ray.transitions import (
     _zeros_batch,
 )
 
-if TYPE_CHECKING:
-    from soulsai_ray.algo_config import DQNConfig
-
-__all__ = [
-    "PrioritizedReplayBuffer",
-    "ReplayBuffer",
-    "SampledBatch",
-    "SumTree",
-    "replay_buffer",
-]
+__all__ = ["PrioritizedReplayBuffer", "ReplayBuffer", "SampledBatch", "SumTree"]
 
 
 class SumTree:
@@ -197,6 +189,7 @@ class ReplayBuffer:
         }
         spec = self.obs_spec
         state.update(
+            layout="transitions",
             capacity=self.capacity,
             obs_shape=list(spec.shape),
             obs_dtype=spec.dtype,
@@ -211,8 +204,15 @@ class ReplayBuffer:
         """Restores a `state_dict`; later samples match those of the saved buffer.
 
         Raises:
-            ValueError: If the state belongs to a buffer of another shape or is inconsistent.
+            ValueError: If the state belongs to a frames replay, a buffer of another shape, or
+                is inconsistent.
         """
+        layout = state.get("layout", "transitions")
+        if layout != "transitions":
+            raise ValueError(
+                f"the saved replay stores {layout} (algo.replay_layout={layout}), this run stores "
+                "transitions: resume with the saved layout, or without the saved replay"
+            )
         for key in ("capacity", "num_actions"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state has {key}={state[key]}, buffer has {getattr(self, key)}")
@@ -349,38 +349,6 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_write(self, slots: np.ndarray) -> None:
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
-
-
-def replay_bytes(cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int) -> int:
-    """Bytes the buffer of :func:`replay_buffer` allocates: its storage (observations in their
-    own dtype: one byte per pixel of an image) and, when prioritized, its sum tree."""
-    row = _zeros_batch(1, ObsSpec.of(obs_spec), num_actions)
-    per_row = sum(getattr(row, f.name).nbytes for f in dataclasses.fields(row))
-    total = cfg.buffer_size * per_row
-    if cfg.prioritized:
-        total += 2 * (1 << (cfg.buffer_size - 1).bit_length()) * np.dtype(np.float64).itemsize
-    return total
-
-
-def replay_buffer(
-    cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int, seed: int
-) -> ReplayBuffer:
-    """The replay buffer ``cfg`` describes: prioritized when ``cfg.prioritized``, else uniform.
-
-    The replay actor and ``soulsai_bench lockstep`` build theirs here, so a screened setting is
-    the setting a run uses.
-    """
-    if cfg.prioritized:
-        return PrioritizedReplayBuffer(
-            cfg.buffer_size,
-            obs_spec,
-            num_actions,
-            cfg.per_alpha,
-            cfg.per_beta_start,
-            cfg.per_eps,
-            seed,
-        )
-    return ReplayBuffer(cfg.buffer_size, obs_spec, num_actions, seed)
 
 
 def _saved_obs_spec(state: dict[str, Any]) -> ObsSpec:

@@ -14,20 +14,25 @@ import numpy as np
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.counts import BoundedCounts
-from soulsai_ray.inbound import Limits, check_transitions
+from soulsai_ray.inbound import Limits, check_steps, check_transitions
 from soulsai_ray.rejections import Rejections, batch_rows
-from soulsai_ray.replay import SampledBatch, replay_buffer
-from soulsai_ray.transitions import TransitionBatch, filter_stale
+from soulsai_ray.replay import SampledBatch
+from soulsai_ray.replay_factory import replay_buffer
+from soulsai_ray.steps import StepBatch
+from soulsai_ray.transitions import TransitionBatch, fresh_mask
 
 
 class ReplayStore:
-    """Stores pushed transitions and serves sampled batches to the learner.
+    """Stores pushed transitions (or, with ``algo.replay_layout: frames``, env steps) and serves
+    sampled batches to the learner.
 
-    Every pushed batch passes :func:`~soulsai_ray.inbound.check_transitions` against the env's
-    spec and the run's limits or is rejected whole and counted. Transitions produced by a policy
-    more than ``max_model_lag`` versions older than the newest are dropped and counted. The
-    newest version is the largest the learner announced (:meth:`observe_version`) or sampled
-    with, starting at ``learner_version``.
+    Every pushed batch passes :func:`~soulsai_ray.inbound.check_transitions` (frames:
+    :func:`~soulsai_ray.inbound.check_steps`) against the env's spec and the run's limits or is
+    rejected whole and counted. Samples produced by a policy more than ``max_model_lag``
+    versions older than the newest are dropped and counted (a stale step's frame is still
+    stored, for the transitions of the steps before it). The newest version is the largest the
+    learner announced (:meth:`observe_version`) or sampled with, starting at
+    ``learner_version``.
 
     Args:
         cfg: The DQN config (buffer kind and size, ``learning_starts``, ``max_model_lag``).
@@ -49,7 +54,7 @@ class ReplayStore:
         self.limits = limits
         self.incarnation = uuid.uuid4().hex
         """Differs after every (re)start: the driver starts its replay ratio over on a new one."""
-        self.buffer = replay_buffer(cfg, limits.obs, limits.num_actions, seed)
+        self.buffer = replay_buffer(cfg, limits.obs, limits.num_actions, seed, limits.frame_stack)
         if saved_buffer is not None:
             self.buffer.load_state_dict(saved_buffer)
         self.learner_version = learner_version
@@ -62,23 +67,28 @@ class ReplayStore:
     def __len__(self) -> int:
         return len(self.buffer)
 
-    def add(self, batch: TransitionBatch, actor_index: int, node_id: str = "") -> bool:
-        """Adds a pushed batch after dropping stale transitions.
+    def add(self, batch: TransitionBatch | StepBatch, actor_index: int, node_id: str = "") -> bool:
+        """Adds a pushed batch (the run's layout: transitions or steps) without its stale samples.
 
         Returns:
             False if the whole batch was rejected (counted, and logged naming the actor).
         """
-        problem = check_transitions(batch, self.limits, self.learner_version)
+        frames = self.cfg.replay_layout == "frames"
+        check = check_steps if frames else check_transitions
+        problem = check(batch, self.limits, self.learner_version)
         if problem is not None:
             self.rejections.record(problem, batch_rows(batch), actor_index, str(node_id))
             return False
-        batch, stale = filter_stale(batch, self.learner_version, self.cfg.max_model_lag)
-        if len(batch):
-            self.buffer.add(batch)
-            self.lag_sum += int(np.sum(self.learner_version - batch.versions))
-        self.accepted += len(batch)
-        self.stale += stale
-        self.accepted_by_node.add(node_id, len(batch))
+        keep = fresh_mask(batch.versions, self.learner_version, self.cfg.max_model_lag)
+        kept = int(np.count_nonzero(keep))
+        if frames:
+            self.buffer.add(batch, keep)
+        elif kept:
+            self.buffer.add(batch.select(keep))
+        self.lag_sum += int(np.sum(self.learner_version - batch.versions[keep]))
+        self.accepted += kept
+        self.stale += len(batch) - kept
+        self.accepted_by_node.add(node_id, kept)
         return True
 
     def observe_version(self, version: int) -> None:
@@ -88,7 +98,8 @@ class ReplayStore:
     def sample(
         self, num_batches: int, batch_size: int, learner_version: int, beta: float | None = None
     ) -> list[SampledBatch]:
-        """Up to ``num_batches`` batches; none until ``learning_starts`` transitions are stored."""
+        """Up to ``num_batches`` batches; none until ``learning_starts`` transitions are stored
+        (frames: complete transitions, one per stored step)."""
         self.observe_version(learner_version)
         if len(self.buffer) < max(self.cfg.learning_starts, batch_size):
             return []

@@ -206,7 +206,7 @@ def test_a_replay_larger_than_the_memory_available_is_refused_naming_both_number
     from dataclasses import replace
 
     from soulsai_ray.preflight import check_replay_memory
-    from soulsai_ray.replay import replay_bytes
+    from soulsai_ray.replay_factory import replay_bytes
     from soulsai_ray.typed_config import ConfigError
 
     algo = DQNConfig(hidden_sizes=[8], buffer_size=400_000_000, learning_starts=50)

@@ -17,7 +17,8 @@ from soulsai_ray.inbound import Limits, check_rollout, check_transitions, env_ou
 from soulsai_ray.models import ImageActorCritic, QNetwork, actor_critic, state_dict_to_numpy
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.policies import NumpyQNetwork, actor_critic_policy, q_policy
-from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, replay_bytes
+from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
+from soulsai_ray.replay_factory import replay_bytes
 from soulsai_ray.torsos import ImpalaCNN, NatureCNN, conv_torso
 from soulsai_ray.transitions import NStepAccumulator, RolloutBatch, TransitionBatch
 
