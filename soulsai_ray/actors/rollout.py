@@ -1,4 +1,5 @@
-"""RolloutActor: runs one env with the newest policy and pushes n-step transitions to replay."""
+"""RolloutActor: runs one env with the newest policy and pushes n-step transitions (or, with
+algo.replay_layout frames, env steps) to replay."""
 
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class RolloutActor(RolloutShell):
         return len(self._push_refs)
 
     def _push(self) -> None:
-        chunk = self.sampler.pop_transitions()
+        chunk = self.sampler.pop_batch()
         if chunk is None:
             return
         while len(self._push_refs) >= self.cfg.max_inflight_pushes:

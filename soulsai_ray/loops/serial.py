@@ -170,9 +170,9 @@ class SerialDQNLoop(SerialLoop):
             if self._synced[index] >= a.weight_sync_every and sampler.version < self.version:
                 sampler.load_weights(self._weights, self.version)
                 self._synced[index] = 0
-            transitions = sampler.pop_transitions()
-            if transitions is not None:
-                self.replay.add(transitions, index, NODE)
+            batch = sampler.pop_batch()
+            if batch is not None:
+                self.replay.add(batch, index, NODE)
             stats = sampler.pop_stats()
             steps = self.accept_report(
                 index, NODE, stats.env_steps, stats.returns, stats.lengths, stats.metrics

@@ -1,4 +1,5 @@
-"""Epsilon-greedy sampling of n-step transitions from one env (plain Python, no Ray).
+"""Epsilon-greedy sampling from one env for replay (plain Python, no Ray): n-step transitions,
+or with ``algo.replay_layout: frames`` the env steps a frames replay builds them from.
 
 Order of calls::
 
@@ -7,7 +8,7 @@ Order of calls::
     sampler.set_n_step(n)                         # optional: n for the next episodes
     for _ in range(k):
         sampler.step(epsilon)                     # one env step, crash-safe
-    chunk = sampler.pop_transitions()             # completed n-step transitions
+    chunk = sampler.pop_batch()                   # for replay: transitions or steps
     stats = sampler.pop_stats()                   # finished episodes, env errors
 """
 
@@ -28,13 +29,16 @@ from soulsai_ray.envs.wrappers import action_mask_from_info, episode_metrics_fro
 from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import q_policy
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
+from soulsai_ray.steps import StepBatch, StepRecorder
 from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
 
 logger = logging.getLogger(__name__)
 
 
 class EpsilonGreedySampler:
-    """Steps one env with an epsilon-greedy Q-policy and builds n-step transitions.
+    """Steps one env with an epsilon-greedy Q-policy and records its steps for replay: as n-step
+    transitions (`NStepAccumulator`), or with ``cfg.replay_layout`` frames as env steps
+    (`StepRecorder`, which splits observations into ``frame_stack`` frames).
 
     An exception raised by the env in ``reset`` or ``step`` discards the partial episode (its
     pending transitions never reach the caller), re-creates the env after a growing back-off,
@@ -52,6 +56,7 @@ class EpsilonGreedySampler:
         hard_reset_every_s: float | None = None,
         max_abs_obs: float = math.inf,
         max_abs_reward: float = math.inf,
+        frame_stack: int = 1,
     ) -> None:
         self._bounds = (max_abs_obs, max_abs_reward)
         self._seed = seed
@@ -62,7 +67,11 @@ class EpsilonGreedySampler:
         self.obs_spec = env_spec(self.env).obs
         self.q_net = q_policy(cfg, self.obs_spec, self.num_actions)
         self.version = -1
-        self._nstep = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
+        self._record: NStepAccumulator | StepRecorder
+        if cfg.replay_layout == "frames":
+            self._record = StepRecorder(self.num_actions, frame_stack)
+        else:
+            self._record = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
         self._stats = EpisodeStats()
         self._obs: np.ndarray | None = None
         self._mask: np.ndarray | None = None
@@ -73,9 +82,11 @@ class EpsilonGreedySampler:
     @classmethod
     def for_run(cls, cfg: TrainConfig, seed: int) -> EpsilonGreedySampler:
         """The sampler of one of a run's actors: ``cfg.env`` (made by `make_env`), with its
-        bounds and re-creation schedule, and ``cfg.algo``."""
+        bounds, re-creation schedule and frame stack, and ``cfg.algo``."""
         env_cfg = cfg.env
-        return cls(lambda: make_env(env_cfg), cfg.algo, seed=seed, **env_guards(env_cfg))
+        frame_stack = env_cfg.frame_stack
+        guards = env_guards(env_cfg)
+        return cls(lambda: make_env(env_cfg), cfg.algo, seed, frame_stack=frame_stack, **guards)
 
     def load_weights(self, weights: Mapping[str, np.ndarray], version: int) -> None:
         """Installs published policy weights (incl. normalizer statistics) of the given version."""
@@ -83,8 +94,8 @@ class EpsilonGreedySampler:
         self.version = version
 
     def set_n_step(self, n: int) -> None:
-        """Builds ``n``-step transitions from the next episode on."""
-        self._nstep.set_n(n)
+        """Builds ``n``-step transitions from the next episode on (frames: the replay's n)."""
+        self._record.set_n(n)
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None, epsilon: float) -> int:
         """Epsilon-greedy action among the valid ones (a random one until weights arrive)."""
@@ -114,7 +125,7 @@ class EpsilonGreedySampler:
             return
         self._recovery.succeeded()
         next_obs = np.asarray(next_obs, dtype=self.obs_spec.np_dtype)
-        self._nstep.push(
+        self._record.push(
             self._obs,
             action,
             float(reward),
@@ -135,14 +146,15 @@ class EpsilonGreedySampler:
         else:
             self._obs, self._mask = next_obs, next_mask
 
-    def pop_transitions(self) -> TransitionBatch | None:
-        """Completed n-step transitions since the last call, or None."""
-        return self._nstep.pop()
+    def pop_batch(self) -> TransitionBatch | StepBatch | None:
+        """What goes to replay since the last call (completed n-step transitions, or steps), or
+        None."""
+        return self._record.pop()
 
     @property
-    def pending_transitions(self) -> int:
-        """Env steps not yet turned into complete transitions."""
-        return self._nstep.pending
+    def pending_steps(self) -> int:
+        """Env steps not yet in a batch `pop_batch` returns (waiting for later steps)."""
+        return self._record.pending
 
     def pop_stats(self) -> EpisodeStats:
         """Episode statistics since the last call."""
@@ -161,7 +173,7 @@ class EpsilonGreedySampler:
 
     def eval_env(self) -> gym.Env:
         """The env, for a greedy evaluation; the running episode is given up (never reported)."""
-        self._nstep.reset()
+        self._record.reset()
         self._obs = None
         return self.env
 
@@ -197,13 +209,13 @@ class EpsilonGreedySampler:
             return False
         logger.debug("dropping the episode: %s", problem)
         self._stats.invalid_steps += 1
-        self._nstep.reset()
+        self._record.reset()
         self._obs = None
         return True
 
     def _recover(self, err: Exception) -> None:
         """Discards the partial episode and re-creates the env after a capped back-off."""
         self._stats.env_errors += 1
-        self._nstep.reset()
+        self._record.reset()
         self._obs = None
         self.env = self._recovery.recreate(self.env, err)

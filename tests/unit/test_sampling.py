@@ -55,7 +55,7 @@ def _run(sampler: EpsilonGreedySampler, steps: int, epsilon: float):
     batches = []
     for _ in range(steps):
         sampler.step(epsilon)
-        chunk = sampler.pop_transitions()
+        chunk = sampler.pop_batch()
         if chunk is not None:
             batches.append(chunk)
     return batches[0].concat(batches), sampler.pop_stats()
