@@ -198,9 +198,14 @@ def test_preflight_on_iudex_img_reads_the_frames_spec(monkeypatch):
     vectors = compose_config("dqn", "iudex", ["algo.torso=nature_cnn"])  # FakeSouls' spec
     with pytest.raises(ConfigError, match=r"^algo.torso: .*needs image.*109 float32"):
         check_before_start(vectors)
-    cfg = compose_config("dqn", "iudex_img", [])
-    with pytest.raises(ConfigError, match=r"^algo.buffer_size: 100,000 transitions of 90x160x3"):
+    cfg = compose_config("dqn", "iudex_img", [])  # each frame stored once: 4.0 GiB
+    need = r"100,000 frames of 90x160x3 uint8 image need 4\.0 GiB of replay, but this machine has"
+    with pytest.raises(ConfigError, match=rf"^algo.buffer_size: {need} 1\.0 GiB available"):
         check_replay_memory(cfg, available=2**30)
+    check_replay_memory(cfg, available=int(4.5e9))
+    transitions = compose_config("dqn", "iudex_img", ["algo.replay_layout=transitions"])
+    with pytest.raises(ConfigError, match=r"^algo.buffer_size: 100,000 transitions of 90x160x3"):
+        check_replay_memory(transitions, available=int(4.5e9))  # obs and next_obs: 8.1 GiB
 
 
 def test_a_serial_dqn_run_on_frames_writes_a_checkpoint_and_fight_metrics(tmp_path):
