@@ -8,6 +8,7 @@ import pytest
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.envs.wrappers import Float32Observation
+from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.sampling.epsilon_greedy import EpsilonGreedySampler
 from soulsai_ray.sampling.on_policy import OnPolicySampler
@@ -73,6 +74,26 @@ def test_dqn_sampler_transitions_never_cross_a_crash():
     assert ((span >= 1) & (span <= 3)).all()
     # every finished episode in the stats ran to its natural end
     assert set(stats.lengths) == {12}
+
+
+def test_dqn_sampler_steps_for_a_frames_replay_never_cross_a_crash_either():
+    cfg = DQNConfig(hidden_sizes=[8], n_step=3, replay_layout="frames")
+    sampler = EpsilonGreedySampler(_factory, cfg, seed=1, max_backoff_s=0.0)
+    sampler.version = 0  # the steps' version, as after a first install (acting stays random)
+    replay = FrameReplay(10_000, ObsSpec.vector(2), 3, n=3, gamma=0.9)
+    for _ in range(3000):
+        sampler.step(0.5)
+        assert sampler.pending_steps == 0
+        steps = sampler.pop_batch()
+        if steps is not None:
+            replay.add(steps)
+    assert sampler.pop_stats().env_errors > 20
+    slots = np.arange(replay.ring.written)
+    b = replay.ring.transitions(slots[replay.ring.valid(slots)])
+    assert len(b) > 1000
+    assert (b.obs[:, 0] == b.next_obs[:, 0]).all()
+    span = b.next_obs[:, 1] - b.obs[:, 1]
+    assert ((span >= 1) & (span <= 3)).all()
 
 
 def test_ppo_sampler_batches_stop_before_a_crash():
