@@ -91,21 +91,6 @@ def fresh_mask(versions: np.ndarray, current_version: int, max_model_lag: int) -
     return np.asarray(versions) >= current_version - max_model_lag
 
 
-def filter_stale(
-    batch: TransitionBatch, current_version: int, max_model_lag: int
-) -> tuple[TransitionBatch, int]:
-    """Drops transitions whose version is older than `current_version - max_model_lag`.
-
-    Returns:
-        The kept transitions (a copy) and the number dropped.
-
-    Raises:
-        ValueError: If `max_model_lag` is negative.
-    """
-    keep = fresh_mask(batch.versions, current_version, max_model_lag)
-    return batch.select(keep), int(len(batch) - np.count_nonzero(keep))
-
-
 class _Step(NamedTuple):
     """One env step waiting inside `NStepAccumulator`."""
 

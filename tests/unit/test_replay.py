@@ -1,4 +1,4 @@
-"""TransitionBatch helpers, filter_stale, SumTree, uniform and prioritized replay."""
+"""TransitionBatch helpers, fresh_mask, SumTree, uniform and prioritized replay."""
 
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -9,7 +9,7 @@ import pytest
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from soulsai_ray.replay_factory import replay_buffer
-from soulsai_ray.transitions import TransitionBatch, filter_stale
+from soulsai_ray.transitions import TransitionBatch, fresh_mask
 
 OBS_DIM = 2
 NUM_ACTIONS = 3
@@ -45,7 +45,7 @@ def chi_square(freqs: np.ndarray, probs: np.ndarray, draws: int) -> float:
     return float(draws * ((freqs - probs) ** 2 / probs).sum())
 
 
-# --- TransitionBatch and filter_stale ---------------------------------------------------------
+# --- TransitionBatch and fresh_mask -----------------------------------------------------------
 
 
 def test_select_and_concat() -> None:
@@ -59,17 +59,14 @@ def test_select_and_concat() -> None:
         TransitionBatch.concat([])
 
 
-def test_filter_stale() -> None:
-    batch = make_batch([7, 5, 9, 6, 8])  # versions equal the ids
-    kept, dropped = filter_stale(batch, current_version=9, max_model_lag=2)
-    assert dropped == 2
-    np.testing.assert_array_equal(kept.versions, [7, 9, 8])
-    kept, dropped = filter_stale(batch, current_version=9, max_model_lag=0)
-    assert (dropped, kept.versions.tolist()) == (4, [9])
-    kept, dropped = filter_stale(batch, current_version=3, max_model_lag=0)
-    assert (dropped, len(kept)) == (0, 5)
+def test_fresh_mask() -> None:
+    versions = np.array([7, 5, 9, 6, 8])
+    fresh = fresh_mask(versions, current_version=9, max_model_lag=2)
+    np.testing.assert_array_equal(versions[fresh], [7, 9, 8])
+    assert versions[fresh_mask(versions, current_version=9, max_model_lag=0)].tolist() == [9]
+    assert fresh_mask(versions, current_version=3, max_model_lag=0).all()
     with pytest.raises(ValueError):
-        filter_stale(batch, current_version=9, max_model_lag=-1)
+        fresh_mask(versions, current_version=9, max_model_lag=-1)
 
 
 # --- SumTree ------------------------------------------------------------------------------------
