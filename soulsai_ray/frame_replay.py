@@ -13,7 +13,7 @@ transition is built when it is sampled.
 Transitions equal, field for field, those of :class:`~soulsai_ray.transitions.NStepAccumulator`
 over the same steps (stacks: over stacked observations). A transition becomes valid once all its
 slots are written, and stops being valid when one of them is overwritten. Rollout actors send
-steps as :class:`~soulsai_ray.steps.StepBatch` es (``algo.replay_layout: frames``).
+steps in batches (:class:`~soulsai_ray.steps.StepBatch`, ``algo.replay_layout: frames``).
 
 Order of calls::
 

@@ -3,7 +3,7 @@ frame once, for :class:`~soulsai_ray.frame_replay.FrameReplay` to rebuild n-step
 and frame stacks from (plain numpy, no torch).
 
 A sampler records every env step into its :class:`StepRecorder` and ships `StepRecorder.pop`
-results, :class:`StepBatch` es, to the replay owner, which checks them with
+results (:class:`StepBatch`) to the replay owner, which checks them with
 :func:`~soulsai_ray.inbound.check_steps` and adds them with ``FrameReplay.add``.
 
 The format. One recorder is one **stream** (a random 63-bit id drawn when it is made: a
@@ -86,7 +86,7 @@ class _Step(NamedTuple):
 
 
 class StepRecorder:
-    """Records the env steps of ONE env as `StepBatch` es: the counterpart of
+    """Records the env steps of ONE env in `StepBatch` batches: the counterpart of
     :class:`~soulsai_ray.transitions.NStepAccumulator` for a frames replay, with its interface.
 
     Every recorded step ships at the next `pop` (nothing waits for later steps): the replay
