@@ -1,9 +1,12 @@
 """Image observations through Ray: MinAtar's uint8 frames sampled by rollout actors, pushed,
 checked on arrival, stored and trained on by the DQN and PPO learners, with a rollout actor
-killed mid-run (its successor acts on images from the republished weights)."""
+killed mid-run (its successor acts on images from the republished weights). DQN stacks 2 frames
+and stores each once (``algo.replay_layout=frames``): its actors push steps, not transitions,
+and the killed actor's successor is a new stream."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -23,6 +26,7 @@ pytest.importorskip("minatar")
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 BREAKOUT = EnvConfig(id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", max_episode_steps=300)
+ENVS = {"dqn": dataclasses.replace(BREAKOUT, frame_stack=2), "ppo": BREAKOUT}
 ALGOS = {
     "dqn": DQNConfig(
         torso="minatar_cnn",
@@ -34,6 +38,7 @@ ALGOS = {
         target_update_every=100,
         eps_decay_steps=1000,
         ratio_slack_steps=500,
+        replay_layout="frames",
     ),
     "ppo": PPOConfig(
         torso="minatar_cnn",
@@ -49,7 +54,7 @@ ALGOS = {
 
 @pytest.mark.parametrize("name", ["dqn", "ppo"])
 def test_image_batches_train_through_the_actors_and_survive_a_killed_rollout_actor(name, tmp_path):
-    cfg = run_config(ALGOS[name], BREAKOUT, steps=10**6, time_s=180)
+    cfg = run_config(ALGOS[name], ENVS[name], steps=10**6, time_s=180)
     killed: dict[str, float] = {}
     with build_experiment(cfg, tmp_path) as experiment:
         loop = experiment.loop
@@ -80,3 +85,9 @@ def test_image_batches_train_through_the_actors_and_survive_a_killed_rollout_act
     latest = CheckpointManager(tmp_path / "checkpoints").latest()
     trained, config = load_trained_policy(latest.path)  # the convolution's weights fit
     assert trained.algo.torso == config["algo"]["torso"] == "minatar_cnn"
+    assert config["env"]["frame_stack"] == cfg.env.frame_stack
+    if name == "dqn":  # the first convolution reads 2 stacked frames of MinAtar's 4 planes
+        first = next(w for key, w in trained.weights.items() if w.ndim == 4)
+        assert first.shape[1] == 8, {k: w.shape for k, w in trained.weights.items()}
+        stored = sum(summary["samples_by_node"].values())  # steps replay accepted
+        assert stored > ALGOS[name].learning_starts, summary["samples_by_node"]
