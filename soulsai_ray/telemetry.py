@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch.utils.tensorboard import SummaryWriter
 
 from soulsai_ray import metric_names as mn
 from soulsai_ray.checkpoint_folder import write_text_atomic
@@ -35,6 +34,7 @@ from soulsai_ray.console import ConsoleProgress
 from soulsai_ray.curve import DEFAULT_CURVE_POINTS, LearningCurve, rolling_mean
 from soulsai_ray.episode_window import EpisodeWindow
 from soulsai_ray.run_writes import WriteGuard
+from soulsai_ray.scalar_writer import ScalarWriter
 
 _clock = time.monotonic  # module-level so tests can control time
 
@@ -103,7 +103,7 @@ class Telemetry:
         self.writes = writes or WriteGuard()
         _quiet_event_writer_threads()
         self._tb_dir = self.run_dir / tb_subdir
-        self._writer: SummaryWriter | None = None
+        self._writer: ScalarWriter | None = None
         self._closed = False
         self._tb_retry_at = -math.inf
         self._with_writer(lambda writer: None)  # the event file exists from the start
@@ -324,7 +324,7 @@ class Telemetry:
                 # at the writer's next flush
                 raise FileNotFoundError(errno.ENOENT, "folder deleted", str(self._tb_dir))
             if self._writer is None:
-                self._writer = SummaryWriter(log_dir=str(self._tb_dir))
+                self._writer = ScalarWriter(log_dir=str(self._tb_dir))
             write(self._writer)
 
         if not self.writes.attempt("tensorboard", run):
@@ -350,7 +350,7 @@ def _quiet_event_writer_threads() -> None:
     threading.excepthook = hook
 
 
-def _add_scalars(writer: SummaryWriter, scalars: Sequence[tuple[str, float]], step: int) -> None:
+def _add_scalars(writer: ScalarWriter, scalars: Sequence[tuple[str, float]], step: int) -> None:
     for tag, value in scalars:
         writer.add_scalar(tag, value, step)
 

@@ -13,7 +13,6 @@ from ray.exceptions import RayError
 
 from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.actors.shell import next_version, setup_process
-from soulsai_ray.algos.dqn import DQNLearner
 from soulsai_ray.algos.publish import PublishSchedule, resolve_device
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.observations import ObsSpec
@@ -63,6 +62,8 @@ class LearnerActor:
         resume_path: str | None = None,
     ) -> None:
         setup_process(cfg)
+        from soulsai_ray.algos.dqn import DQNLearner  # torch: here, not in the driver
+
         self.cfg = cfg.algo
         self.learner = DQNLearner(
             cfg.algo, obs_spec, num_actions, resolve_device(cfg.device), cfg.seed

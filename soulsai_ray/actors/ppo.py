@@ -14,7 +14,6 @@ import ray
 
 from soulsai_ray.actors.restore import load_payload
 from soulsai_ray.actors.shell import next_version, setup_process
-from soulsai_ray.algos.ppo import PPOLearner
 from soulsai_ray.config import TrainConfig
 from soulsai_ray.inbound import Limits, check_rollout
 from soulsai_ray.rejections import Rejections, batch_rows
@@ -50,9 +49,10 @@ class PPOLearnerActor:
         checkpoint_dir: str,
         resume_path: str | None = None,
     ) -> None:
+        setup_process(cfg)
+        from soulsai_ray.algos.ppo import PPOLearner  # torch: here, not in the driver
         from soulsai_ray.algos.publish import resolve_device
 
-        setup_process(cfg)
         self.limits = limits
         self.rejections = Rejections()
         self.learner = PPOLearner(

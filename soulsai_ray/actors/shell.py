@@ -29,9 +29,9 @@ def setup_process(cfg: TrainConfig) -> None:
     """Per-process settings of every actor: torch threads, silenced read-only-array warnings.
 
     Rollout actors of vector envs act in numpy (`soulsai_ray.policies`) and never import torch;
-    a learner's module has imported it before this runs. Rollout actors of image envs import
-    torch after this, when their sampler builds its policy: torch sizes its thread pool from
-    ``OMP_NUM_THREADS`` then, so that is set to ``cluster.torch_threads`` here.
+    learners import it after this (so that the driver, which defines their actor classes, never
+    does), rollout actors of image envs when their sampler builds its policy: torch sizes its
+    thread pool from ``OMP_NUM_THREADS`` then, so that is set to ``cluster.torch_threads`` here.
     """
     threads = cfg.cluster.torch_threads
     torch = sys.modules.get("torch")
