@@ -30,6 +30,17 @@ def fake_souls(**kwargs: Any) -> EnvConfig:
 SOULS_DQN = DQNConfig(
     hidden_sizes=[64], learning_starts=500, batch_size=32, replay_ratio=8, n_step=3
 )
+
+
+def image_dqn(torso: str = "minatar_cnn", **changes: Any) -> DQNConfig:
+    """A small DQN on images: ``torso`` under one 32-unit layer, batches of 16 at 16 samples
+    per stored transition, a 2,000 replay and learning from 100 transitions on; ``changes``
+    replace any of these."""
+    small = {"hidden_sizes": [32], "batch_size": 16, "replay_ratio": 16, "buffer_size": 2000}
+    small |= {"learning_starts": 100, "target_update_every": 50, "eps_decay_steps": 300}
+    return DQNConfig(torso=torso, **(small | changes))
+
+
 SOULS_PPO = PPOConfig(hidden_sizes=[64], n_steps=128, epochs=2, minibatch_size=128)
 SOULS_EVAL_EVERY = {"dqn": 200, "ppo": 20}
 """Updates between evaluations in a FakeSouls test run: a few per run (PPO counts gradient

@@ -14,9 +14,9 @@ import time
 
 import pytest
 import ray
-from run_configs import run_config
+from run_configs import image_dqn, run_config
 
-from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.config import EnvConfig
 from soulsai_ray.evaluation import load_trained_policy
@@ -28,15 +28,9 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 BREAKOUT = EnvConfig(id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", max_episode_steps=300)
 ENVS = {"dqn": dataclasses.replace(BREAKOUT, frame_stack=2), "ppo": BREAKOUT}
 ALGOS = {
-    "dqn": DQNConfig(
-        torso="minatar_cnn",
-        hidden_sizes=[32],
-        batch_size=32,
-        replay_ratio=16,
-        buffer_size=5000,
-        learning_starts=300,
+    "dqn": dataclasses.replace(
+        image_dqn(batch_size=32, buffer_size=5000, learning_starts=300, eps_decay_steps=1000),
         target_update_every=100,
-        eps_decay_steps=1000,
         ratio_slack_steps=500,
         replay_layout="frames",
     ),

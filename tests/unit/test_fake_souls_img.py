@@ -3,15 +3,15 @@ against soulsgym's own env class, the configs, the preflight and a serial DQN ru
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 import pytest
-from run_configs import SOULS_ANGLES, run_config
+from run_configs import SOULS_ANGLES, image_dqn, run_config
 from soulsgym_envs import soulsgym_env_without_game
 
 from soulsai_ray import algo_config
-from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.compose import compose_config
 from soulsai_ray.config import EnvConfig
@@ -209,15 +209,9 @@ def test_preflight_on_iudex_img_reads_the_frames_spec(monkeypatch):
 
 
 def test_a_serial_dqn_run_on_frames_writes_a_checkpoint_and_fight_metrics(tmp_path):
-    algo = DQNConfig(
-        torso="nature_cnn",
-        hidden_sizes=[32],
-        batch_size=8,
-        replay_ratio=2,
-        buffer_size=1000,
-        learning_starts=150,
-        target_update_every=20,
-        eps_decay_steps=200,
+    algo = image_dqn("nature_cnn", batch_size=8, replay_ratio=2, buffer_size=1000)
+    algo = dataclasses.replace(
+        algo, learning_starts=150, target_update_every=20, eps_decay_steps=200
     )
     env = EnvConfig(id=FAKE_IMG, max_episode_steps=50)
     cfg = run_config(algo, env, steps=400, serial=True, checkpoint_every=10, log_every_s=0.05)

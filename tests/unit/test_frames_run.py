@@ -9,7 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from run_configs import run_config
+from run_configs import image_dqn, run_config
 
 from soulsai_ray.algo_config import DQNConfig
 from soulsai_ray.checkpoint import CheckpointManager
@@ -110,17 +110,7 @@ def test_a_resume_keeps_the_replay_layout_and_frame_stack():
 MINATAR = EnvConfig(
     id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", max_episode_steps=200, frame_stack=2
 )
-FRAMES_DQN = DQNConfig(
-    torso="minatar_cnn",
-    hidden_sizes=[32],
-    batch_size=16,
-    replay_ratio=16,
-    buffer_size=2000,
-    learning_starts=300,
-    target_update_every=50,
-    eps_decay_steps=300,
-    replay_layout="frames",
-)
+FRAMES_DQN = image_dqn(learning_starts=300, replay_layout="frames")
 
 
 def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path):

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from run_configs import run_config
+from run_configs import image_dqn, run_config
 
-from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.compose import compose_config
 from soulsai_ray.config import EnvConfig
@@ -57,16 +57,7 @@ def test_a_torso_or_normalizer_that_cannot_read_the_images_is_refused_before_the
         compose_config("dqn", "cartpole", ["algo.torso=resnet"])
 
 
-DQN = DQNConfig(
-    torso="minatar_cnn",
-    hidden_sizes=[32],
-    batch_size=16,
-    replay_ratio=16,
-    buffer_size=2000,
-    learning_starts=100,
-    target_update_every=50,
-    eps_decay_steps=300,
-)
+DQN = image_dqn()
 
 
 @pytest.mark.parametrize(
