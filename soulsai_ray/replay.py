@@ -141,13 +141,19 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self._size
 
-    def add(self, batch: TransitionBatch) -> None:
+    def add(self, batch: TransitionBatch, checked: bool = False) -> None:
         """Stores `batch`, overwriting the oldest transitions once full.
+
+        Args:
+            batch: The transitions.
+            checked: The caller has passed the batch through `inbound.check_transitions`
+                against this buffer's sizes or stricter limits (`ReplayStore`); else it is
+                checked here.
 
         Raises:
             ValueError: If the batch fails `inbound.check_transitions` (sizes only).
         """
-        problem = check_transitions(batch, self._shapes(), None)
+        problem = None if checked else check_transitions(batch, self._shapes(), None)
         if problem is not None:
             raise ValueError(f"invalid batch: {problem.detail}")
         n = len(batch)

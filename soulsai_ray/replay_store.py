@@ -84,7 +84,7 @@ class ReplayStore:
         if frames:
             self.buffer.add(batch, keep)
         elif kept:
-            self.buffer.add(batch.select(keep))
+            self.buffer.add(batch.select(keep), checked=True)  # against self.limits, above
         self.lag_sum += int(np.sum(self.learner_version - batch.versions[keep]))
         self.accepted += kept
         self.stale += len(batch) - kept

@@ -12,7 +12,8 @@ Prometheus) is absent::
 DQN: the ``cluster.num_rollout_actors`` samplers take one env step each in turn; after each step
 the learner makes the updates the replay ratio allows (:class:`ReplayRatio`, with no slack:
 sampling never runs ahead), publishes on the learner's schedule, and each sampler installs the
-newest weights every ``algo.weight_sync_every`` of its steps. PPO: each iteration every sampler
+newest weights every ``algo.weight_sync_every`` of its steps. A sampler's transitions reach
+replay every ``algo.push_every`` of its steps, in one checked batch, as a rollout actor's do. PPO: each iteration every sampler
 collects ``algo.n_steps`` with the current weights, then the learner updates on all of them.
 """
 
@@ -143,6 +144,7 @@ class SerialDQNLoop(SerialLoop):
         self.schedule = PublishSchedule(a.publish_every, 0.0)
         self.interval = IntervalStats()
         self._synced = [0] * len(self.samplers)
+        self._unpushed = [0] * len(self.samplers)
         self._publish(bump=False)
         for sampler in self.samplers:
             sampler.load_weights(self._weights, self.version)
@@ -170,9 +172,12 @@ class SerialDQNLoop(SerialLoop):
             if self._synced[index] >= a.weight_sync_every and sampler.version < self.version:
                 sampler.load_weights(self._weights, self.version)
                 self._synced[index] = 0
-            batch = sampler.pop_batch()
-            if batch is not None:
-                self.replay.add(batch, index, NODE)
+            self._unpushed[index] += 1
+            if self._unpushed[index] >= a.push_every:
+                self._unpushed[index] = 0
+                batch = sampler.pop_batch()
+                if batch is not None:
+                    self.replay.add(batch, index, NODE)
             stats = sampler.pop_stats()
             steps = self.accept_report(
                 index, NODE, stats.env_steps, stats.returns, stats.lengths, stats.metrics
