@@ -126,15 +126,32 @@ class Lan:
             )
 
     def run(
-        self, host: Host, cmd: list[str], env: dict[str, str], timeout: float = 120
+        self,
+        host: Host,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        input: str | None = None,
+        check: bool = False,
     ) -> subprocess.CompletedProcess:
-        """Runs ``cmd`` in ``host``'s namespace to the end; stdout and stderr kept apart."""
+        """Runs ``cmd`` in ``host``'s namespace to the end; stdout and stderr kept apart.
+
+        Args:
+            host: The namespace to run in.
+            cmd: The command and its arguments.
+            env: Its environment (None: this process's).
+            timeout: Seconds before it is killed and `subprocess.TimeoutExpired` raised.
+            input: Text for its stdin.
+            check: Raise `subprocess.CalledProcessError` if it fails.
+        """
         return subprocess.run(
             ["ip", "netns", "exec", host.ns, *cmd],
             env=env,
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=check,
             start_new_session=True,
         )
 
@@ -190,13 +207,7 @@ class Lan:
 
     def exec(self, host: Host, *cmd: str, input: str | None = None) -> str:
         """Runs a short command in ``host``'s namespace; returns its stdout (raises on failure)."""
-        return subprocess.run(
-            ["ip", "netns", "exec", host.ns, *cmd],
-            input=input,
-            text=True,
-            check=True,
-            capture_output=True,
-        ).stdout
+        return self.run(host, list(cmd), input=input, check=True).stdout
 
     def blocked_ports(self, host: Host) -> set[int]:
         """Ports of connections the firewall of ``host`` dropped."""

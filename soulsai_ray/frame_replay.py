@@ -19,7 +19,7 @@ Order of calls::
 
     replay = FrameReplay(capacity, frame_spec, num_actions, n=3, gamma=0.99, stack=4)
     replay.add(step_batch, keep)              # a stream's steps; stale ones (keep False) start none
-    replay.push(stream, obs, action, reward, next_obs, terminated, truncated, next_mask, version)
+    replay.push(stream, env_step)             # or a stream's steps one EnvStep at a time
     replay.abandon(stream)                    # the stream's running episode is lost (env crash)
     sampled = replay.sample(batch_size)       # SampledBatch of TransitionBatch, like ReplayBuffer
 """
@@ -38,6 +38,7 @@ from soulsai_ray.inbound import Limits, check_steps
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import SampledBatch, _saved_obs_spec
 from soulsai_ray.steps import StepBatch
+from soulsai_ray.transitions import EnvStep
 
 LAYOUT = "frames"
 """The ``layout`` tag of a saved FrameReplay (``algo.replay_layout``)."""
@@ -147,34 +148,23 @@ class FrameReplay:
             )
         stream.seq = batch.seq + len(batch)
 
-    def push(
-        self,
-        stream: int,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
-        truncated: bool,
-        next_mask: np.ndarray | None,
-        version: int,
-    ) -> None:
-        """Adds one env step of ``stream`` (an actor's env), with the arguments of
-        :meth:`NStepAccumulator.push <soulsai_ray.transitions.NStepAccumulator.push>` (single
-        frames: with ``stack`` > 1 an episode's stacks repeat its first frame).
+    def push(self, stream: int, step: EnvStep) -> None:
+        """Adds one env step of ``stream`` (an actor's env); its observations are single frames
+        (with ``stack`` > 1 an episode's stacks repeat its first frame).
 
-        ``next_obs`` is stored; ``obs`` only at an episode's first step (later it is the frame
-        the previous push stored).
+        ``step.next_obs`` is stored; ``step.obs`` only at an episode's first step (later it is
+        the frame the previous push stored).
         """
         running = self._stream(stream)
         if not self.ring.live(running.open):
             # an episode's first frame; after an overwritten one, linked to it so that no stack
             # reaches back past it
             running.pending.clear()
-            running.open = self.ring.write(obs, running.open, None)
-        mask = np.ones(self.num_actions, np.bool_) if next_mask is None else next_mask
-        step = (action, reward, version)
-        self._step(running, step, next_obs, (terminated, truncated), mask, True)
+            running.open = self.ring.write(step.obs, running.open, None)
+        mask = np.ones(self.num_actions, np.bool_) if step.next_mask is None else step.next_mask
+        end = (step.terminated, step.truncated)
+        acted = (step.action, step.reward, step.version)
+        self._step(running, acted, step.next_obs, end, mask, True)
 
     def abandon(self, stream: int) -> None:
         """Forgets ``stream``'s running episode: its open steps never complete a transition."""

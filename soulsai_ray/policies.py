@@ -21,8 +21,9 @@ Order of calls::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -36,6 +37,7 @@ MOST_NEGATIVE = float(np.finfo(np.float32).min)
 """The logit of an invalid action: probability exactly 0, log-probabilities stay finite."""
 
 Layout = dict[str, tuple[int, ...]]
+PolicyT = TypeVar("PolicyT")
 
 
 def _normalizer_layout(obs_dim: int) -> Layout:
@@ -265,12 +267,7 @@ def q_policy(cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int) -> QPoli
     Raises:
         ValueError: ``cfg.torso`` cannot read these observations.
     """
-    obs = _checked(cfg, obs_spec)
-    if not obs.is_image:
-        return NumpyQNetwork(cfg, obs.size, num_actions)
-    from soulsai_ray.torch_policies import TorchQNetwork
-
-    return TorchQNetwork(cfg, obs, num_actions)
+    return _policy(cfg, obs_spec, num_actions, NumpyQNetwork, "TorchQNetwork")
 
 
 def actor_critic_policy(
@@ -281,20 +278,30 @@ def actor_critic_policy(
     Raises:
         ValueError: ``cfg.torso`` cannot read these observations.
     """
-    obs = _checked(cfg, obs_spec)
-    if not obs.is_image:
-        return NumpyActorCritic(cfg, obs.size, num_actions)
-    from soulsai_ray.torch_policies import TorchActorCritic
-
-    return TorchActorCritic(cfg, obs, num_actions)
+    return _policy(cfg, obs_spec, num_actions, NumpyActorCritic, "TorchActorCritic")
 
 
-def _checked(cfg: DQNConfig | PPOConfig, obs_spec: ObsSpec | int) -> ObsSpec:
+def _policy(
+    cfg: DQNConfig | PPOConfig,
+    obs_spec: ObsSpec | int,
+    num_actions: int,
+    numpy_policy: Callable[..., PolicyT],
+    torch_policy: str,
+) -> PolicyT:
+    """``numpy_policy`` for vector observations; for images the class named ``torch_policy`` of
+    :mod:`soulsai_ray.torch_policies`, which is imported only then.
+
+    Raises:
+        ValueError: ``cfg.torso`` cannot read these observations.
+    """
     obs = ObsSpec.of(obs_spec)
     problem = torso_problem(cfg.torso, obs)
     if problem is not None:
         raise ValueError(f"algo.torso={cfg.torso}: {problem}")
-    return obs
+    if not obs.is_image:
+        return numpy_policy(cfg, obs.size, num_actions)
+    torch_policies = importlib.import_module("soulsai_ray.torch_policies")
+    return getattr(torch_policies, torch_policy)(cfg, obs, num_actions)
 
 
 def masked_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

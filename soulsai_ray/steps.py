@@ -2,9 +2,10 @@
 frame once, for :class:`~soulsai_ray.frame_replay.FrameReplay` to rebuild n-step transitions
 and frame stacks from (plain numpy, no torch).
 
-A sampler records every env step into its :class:`StepRecorder` and ships `StepRecorder.pop`
-results (:class:`StepBatch`) to the replay owner, which checks them with
-:func:`~soulsai_ray.inbound.check_steps` and adds them with ``FrameReplay.add``.
+A sampler records every env step (an :class:`~soulsai_ray.transitions.EnvStep`) into its
+:class:`StepRecorder` and ships `StepRecorder.pop` results (:class:`StepBatch`) to the replay
+owner, which checks them with :func:`~soulsai_ray.inbound.check_steps` and adds them with
+``FrameReplay.add``.
 
 The format. One recorder is one **stream** (a random 63-bit id drawn when it is made: a
 restarted actor is a new stream); it numbers its steps 0, 1, 2, ... (``seq``), and a batch holds
@@ -28,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from soulsai_ray.transitions import _as_mask, _as_obs
+from soulsai_ray.transitions import EnvStep, _as_mask, _as_obs
 
 
 @dataclass
@@ -120,36 +121,24 @@ class StepRecorder:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
 
-    def push(
-        self,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
-        truncated: bool,
-        next_mask: np.ndarray | None,
-        version: int,
-    ) -> None:
-        """Records one env step; the arguments are those of ``NStepAccumulator.push``.
+    def push(self, step: EnvStep) -> None:
+        """Records one env step.
 
-        ``obs`` is kept only where the step begins a fragment; of ``next_obs`` only its newest
-        frame.
+        ``step.obs`` is kept only where the step begins a fragment; of ``step.next_obs`` only its
+        newest frame.
         """
-        mask = _as_mask(next_mask, self._num_actions)
+        mask = _as_mask(step.next_mask, self._num_actions)
         if not self._steps:
             self._continues = not self._fresh
         start = self._fresh or not self._steps
         if start:
-            self._first_obs.append(split_frames(_as_obs(obs), self._stack))
-        next_obs = _as_obs(next_obs)
-        newest = split_frames(next_obs, self._stack)[-1]
-        step = _Step(
-            start, int(action), float(reward), newest, terminated, truncated, mask, int(version)
-        )
-        self._steps.append(step)
+            self._first_obs.append(split_frames(_as_obs(step.obs), self._stack))
+        newest = split_frames(_as_obs(step.next_obs), self._stack)[-1]
+        end = (bool(step.terminated), bool(step.truncated))
+        action, reward, version = int(step.action), float(step.reward), int(step.version)
+        self._steps.append(_Step(start, action, reward, newest, *end, mask, version))
         self._recorded += 1
-        self._fresh = bool(terminated or truncated)
+        self._fresh = any(end)
 
     def pop(self) -> StepBatch | None:
         """Returns the steps recorded since the last call (None if there are none)."""

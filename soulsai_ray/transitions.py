@@ -1,10 +1,10 @@
 """What rollout actors send: DQN's n-step transitions (the batch container, the n-step
 accumulator and the stale-sample filter) and PPO's rollout batches. Plain numpy, no torch.
 
-Each DQN rollout actor feeds every env step of its env into its own `NStepAccumulator` and ships
-`pop()` results to the replay owner, which drops stale ones (`fresh_mask`) before
-`ReplayBuffer.add`. With ``algo.replay_layout: frames`` it ships env steps instead
-(:mod:`soulsai_ray.steps`).
+Each DQN rollout actor feeds every env step of its env (an `EnvStep`) into its own
+`NStepAccumulator` and ships `pop()` results to the replay owner, which drops stale ones
+(`fresh_mask`) before `ReplayBuffer.add`. With ``algo.replay_layout: frames`` it ships env steps
+instead (:mod:`soulsai_ray.steps`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,30 @@ def fresh_mask(versions: np.ndarray, current_version: int, max_model_lag: int) -
     if max_model_lag < 0:
         raise ValueError(f"max_model_lag must be >= 0, got {max_model_lag}")
     return np.asarray(versions) >= current_version - max_model_lag
+
+
+class EnvStep(NamedTuple):
+    """One env step of one env, as a sampler records it for replay.
+
+    Attributes:
+        obs: Observation at which `action` was chosen (a vector or a uint8 image).
+        action: Chosen action.
+        reward: Reward received for the step.
+        next_obs: Observation after the step.
+        terminated: The episode ended in a terminal state (no bootstrap).
+        truncated: The episode was cut off, e.g. by a time limit (bootstrap from `next_obs`).
+        next_mask: Valid actions at `next_obs`, shape [num_actions]; None means all valid.
+        version: Policy version that chose `action`.
+    """
+
+    obs: np.ndarray
+    action: int
+    reward: float
+    next_obs: np.ndarray
+    terminated: bool
+    truncated: bool
+    next_mask: np.ndarray | None
+    version: int
 
 
 class _Step(NamedTuple):
@@ -184,37 +208,17 @@ class NStepAccumulator:
         if not self._pending:
             self._n = n
 
-    def push(
-        self,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
-        truncated: bool,
-        next_mask: np.ndarray | None,
-        version: int,
-    ) -> None:
-        """Adds one env step; `terminated` wins over `truncated` when both are set.
-
-        Args:
-            obs: Observation at which `action` was chosen (a vector or a uint8 image).
-            action: Chosen action.
-            reward: Reward received for the step.
-            next_obs: Observation after the step.
-            terminated: The episode ended in a terminal state (no bootstrap).
-            truncated: The episode was cut off, e.g. by a time limit (bootstrap from `next_obs`).
-            next_mask: Valid actions at `next_obs`, shape [num_actions]; None means all valid.
-            version: Policy version that chose `action`.
-        """
-        mask = _as_mask(next_mask, self._num_actions)
-        final = _as_obs(next_obs)
-        self._pending.append(_Step(_as_obs(obs), int(action), float(reward), int(version)))
-        if terminated or truncated:
-            self._flush(final, mask, bootstrap=not terminated)
+    def push(self, step: EnvStep) -> None:
+        """Adds one env step; `terminated` wins over `truncated` when both are set."""
+        mask = _as_mask(step.next_mask, self._num_actions)
+        final = _as_obs(step.next_obs)
+        pending = _Step(_as_obs(step.obs), int(step.action), float(step.reward), int(step.version))
+        self._pending.append(pending)
+        if step.terminated or step.truncated:
+            self._flush(final, mask, bootstrap=not step.terminated)
             self._n = self._next_n
         elif len(self._pending) == self._n:
-            ret = sum(self._gamma**i * step.reward for i, step in enumerate(self._pending))
+            ret = sum(self._gamma**i * p.reward for i, p in enumerate(self._pending))
             self._emit(self._pending.popleft(), ret, final, self._gamma**self._n, mask)
 
     def pop(self) -> TransitionBatch | None:

@@ -30,7 +30,7 @@ from soulsai_ray.inbound import env_output_problem
 from soulsai_ray.policies import q_policy
 from soulsai_ray.sampling.episodes import EnvRecovery, EpisodeStats, env_guards
 from soulsai_ray.steps import StepBatch, StepRecorder
-from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class EpsilonGreedySampler:
             return
         self._recovery.succeeded()
         next_obs = np.asarray(next_obs, dtype=self.obs_spec.np_dtype)
-        self._record.push(
+        step = EnvStep(
             self._obs,
             action,
             float(reward),
@@ -135,6 +135,7 @@ class EpsilonGreedySampler:
             next_mask,
             self.version,
         )
+        self._record.push(step)
         self._stats.env_steps += 1
         self._episode_return += float(reward)
         self._episode_length += 1

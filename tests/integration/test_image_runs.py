@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
 import time
 
 import pytest
 import ray
 from run_configs import image_dqn, run_config
+from scenarios import run_beside
 
 from soulsai_ray.algo_config import PPOConfig
 from soulsai_ray.checkpoint import CheckpointManager
@@ -53,24 +53,18 @@ def test_image_batches_train_through_the_actors_and_survive_a_killed_rollout_act
     with build_experiment(cfg, tmp_path) as experiment:
         loop = experiment.loop
 
-        def kill_one_actor_then_stop_once_it_is_back() -> None:
-            try:
-                while loop.counters.updates == 0:
-                    time.sleep(0.1)
-                killed["pid"] = ray.get(loop.fleet.actors[0].pid.remote(), timeout=30)
-                os.kill(killed["pid"], signal.SIGKILL)
-                while loop.counters.actor_restarts == 0 or loop.fleet.num_alive < 2:
-                    time.sleep(0.1)
-                steps, updates = loop.counters.env_steps, loop.counters.updates
-                while loop.counters.env_steps < steps + 300 or loop.counters.updates <= updates:
-                    time.sleep(0.1)
-            finally:
-                experiment.stop("recovered")
+        def kill_one_actor_until_it_is_back() -> None:
+            while loop.counters.updates == 0:
+                time.sleep(0.1)
+            killed["pid"] = ray.get(loop.fleet.actors[0].pid.remote(), timeout=30)
+            os.kill(killed["pid"], signal.SIGKILL)
+            while loop.counters.actor_restarts == 0 or loop.fleet.num_alive < 2:
+                time.sleep(0.1)
+            steps, updates = loop.counters.env_steps, loop.counters.updates
+            while loop.counters.env_steps < steps + 300 or loop.counters.updates <= updates:
+                time.sleep(0.1)
 
-        thread = threading.Thread(target=kill_one_actor_then_stop_once_it_is_back, daemon=True)
-        thread.start()
-        summary = experiment.run()
-        thread.join(timeout=30)
+        summary = run_beside(experiment, kill_one_actor_until_it_is_back, "recovered")
     counters = summary["counters"]
     assert summary["stop_reason"] == "recovered", summary  # not the 180 s limit
     assert summary["updates"] > 0 and summary["episodes"] > 0 and "pid" in killed

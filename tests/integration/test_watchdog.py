@@ -12,6 +12,7 @@ import time
 import pytest
 import ray
 from run_configs import FAKE_SOULS_ID, run_config
+from scenarios import run_beside
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
 from soulsai_ray.config import EnvConfig
@@ -51,27 +52,21 @@ def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
     frozen = {}
 
     def freeze_one() -> None:
-        try:
-            while loop.counters.updates == 0:
-                time.sleep(0.1)
-            frozen["pid"] = ray.get(loop.fleet.actors[0].pid.remote())
-            os.kill(frozen["pid"], signal.SIGSTOP)  # a frozen game PC process: no answer at all
-            frozen["at"] = time.monotonic()
-            while loop.fleet.stalls == 0 and time.monotonic() - frozen["at"] < 60:
-                time.sleep(0.05)
-            frozen["noticed_s"] = time.monotonic() - frozen["at"]
-            time.sleep(3.0)
-            steps = loop.counters.env_steps
-            while loop.fleet.num_alive < 2 or loop.counters.env_steps < steps + 500:
-                time.sleep(0.1)
-            frozen["back_s"] = time.monotonic() - frozen["at"]
-        finally:
-            experiment.stop("recovery watched")
+        while loop.counters.updates == 0:
+            time.sleep(0.1)
+        frozen["pid"] = ray.get(loop.fleet.actors[0].pid.remote())
+        os.kill(frozen["pid"], signal.SIGSTOP)  # a frozen game PC process: no answer at all
+        frozen["at"] = time.monotonic()
+        while loop.fleet.stalls == 0 and time.monotonic() - frozen["at"] < 60:
+            time.sleep(0.05)
+        frozen["noticed_s"] = time.monotonic() - frozen["at"]
+        time.sleep(3.0)
+        steps = loop.counters.env_steps
+        while loop.fleet.num_alive < 2 or loop.counters.env_steps < steps + 500:
+            time.sleep(0.1)
+        frozen["back_s"] = time.monotonic() - frozen["at"]
 
-    thread = threading.Thread(target=freeze_one, daemon=True)
-    thread.start()
-    summary = experiment.run()
-    thread.join(timeout=30)
+    summary = run_beside(experiment, freeze_one, "recovery watched")
     assert summary["stop_reason"] == "recovery watched", summary  # not the 120 s limit
     assert summary["counters"]["env_stalls"] == 1
     assert frozen["noticed_s"] < 2.0 * 1.25 + 2.0, frozen  # timeout, probe interval, a poll
@@ -136,21 +131,16 @@ def test_the_driver_sleeps_while_rollouts_are_paused_and_the_learner_has_no_data
     measured = {}
 
     def measure() -> None:
-        try:
-            while not loop.ratio.sampling_paused():
-                time.sleep(0.1)
-            start, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
-            time.sleep(6)
-            end = resource.getrusage(resource.RUSAGE_SELF)
-            used = (end.ru_utime - cpu.ru_utime) + (end.ru_stime - cpu.ru_stime)
-            measured["cpu_share"] = used / (time.monotonic() - start)
-        finally:
-            experiment.stop("measured")  # stop now rather than at the time limit
+        while not loop.ratio.sampling_paused():
+            time.sleep(0.1)
+        start, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+        time.sleep(6)
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        used = (end.ru_utime - cpu.ru_utime) + (end.ru_stime - cpu.ru_stime)
+        measured["cpu_share"] = used / (time.monotonic() - start)
 
-    thread = threading.Thread(target=measure, daemon=True)
-    thread.start()
-    summary = experiment.run()
-    thread.join(timeout=30)
+    # stopped once measured rather than at the time limit
+    summary = run_beside(experiment, measure, "measured")
     assert summary["stop_reason"] == "measured", summary
     assert summary["counters"]["env_invalid_steps"] > 0 and summary["updates"] == 0
     assert measured["cpu_share"] < 0.15, measured

@@ -14,6 +14,7 @@ from soulsai_ray.inbound import REASONS, Limits, check_steps
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay_store import ReplayStore
 from soulsai_ray.steps import StepBatch, StepRecorder
+from soulsai_ray.transitions import EnvStep
 
 STACK, ACTIONS, VERSION = 2, 3, 5
 LIMITS = Limits(ObsSpec.image(4, 5, 2 * STACK, high=200), ACTIONS, 1e6, 10.0, 16, STACK)
@@ -27,7 +28,7 @@ def good_steps(rows: int = 6, seed: int = 0) -> StepBatch:
     for t in range(rows):
         next_obs = rng.integers(0, 201, LIMITS.obs.shape, np.uint8)
         ends = t == rows // 2
-        recorder.push(obs, t % ACTIONS, -1.5, next_obs, ends, False, None, VERSION - t % 2)
+        recorder.push(EnvStep(obs, t % ACTIONS, -1.5, next_obs, ends, False, None, VERSION - t % 2))
         obs = next_obs
     return recorder.pop()
 

@@ -18,7 +18,7 @@ from soulsai_ray.inbound import Limits
 from soulsai_ray.models import QNetwork, q_network, shrink_and_perturb
 from soulsai_ray.policies import NumpyQNetwork
 from soulsai_ray.replay import ReplayBuffer, SampledBatch
-from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 from soulsai_ray.typed_config import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -248,7 +248,9 @@ def test_inbound_limits_allow_the_longest_n():
 
 def _push(acc: NStepAccumulator, t: int, end: bool = False) -> None:
     obs = np.array([t, 0.0], np.float32)
-    acc.push(obs, 0, 1.0, obs + 1, terminated=end, truncated=False, next_mask=None, version=0)
+    acc.push(
+        EnvStep(obs, 0, 1.0, obs + 1, terminated=end, truncated=False, next_mask=None, version=0)
+    )
 
 
 def test_n_changes_between_episodes_only():

@@ -9,7 +9,7 @@ import pytest
 from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import ReplayBuffer
-from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 
 FRAME = ObsSpec.image(5, 6, 2)
 ACTIONS = 4
@@ -55,8 +55,8 @@ class _Episodes:
         flags = (terminated, ends and not terminated, mask, self.step)
         self.step += 1
         acc = self.accumulators[stream]
-        acc.push(self._stacked(frames, t), *args, self._stacked(frames, t + 1), *flags)
-        self.frames.push(stream, frames[t], *args, frames[t + 1], *flags)
+        acc.push(EnvStep(self._stacked(frames, t), *args, self._stacked(frames, t + 1), *flags))
+        self.frames.push(stream, EnvStep(frames[t], *args, frames[t + 1], *flags))
         batch = acc.pop()
         if batch is not None:
             self.naive.add(batch)
@@ -132,7 +132,7 @@ def test_sampling_draws_valid_transitions_uniformly_and_each_frame_is_stored_onc
     with pytest.raises(ValueError, match="no complete transition"):
         empty.sample(4)
     frame = np.zeros(FRAME.shape, np.uint8)
-    empty.push(0, frame, 1, 1.0, frame, False, False, None, 0)  # one step of three: open
+    empty.push(0, EnvStep(frame, 1, 1.0, frame, False, False, None, 0))  # one step of three: open
     with pytest.raises(ValueError, match="no complete transition"):
         empty.sample(4)
 
@@ -141,10 +141,10 @@ def test_sampling_draws_valid_transitions_uniformly_and_each_frame_is_stored_onc
 def test_an_episode_whose_newest_frame_was_overwritten_goes_on_without_stacking_past_it(stack):
     replay = FrameReplay(6, FRAME, ACTIONS, 1, 0.9, stack)
     frames = [np.full(FRAME.shape, i, np.uint8) for i in range(20)]
-    replay.push(0, frames[0], 1, 1.0, frames[1], False, False, None, 0)
+    replay.push(0, EnvStep(frames[0], 1, 1.0, frames[1], False, False, None, 0))
     for t in range(8):  # another actor's steps overwrite both frames of stream 0
-        replay.push(1, frames[10], 2, 0.0, frames[10], False, False, None, 1 + t)
-    replay.push(0, frames[1], 3, 2.0, frames[2], False, False, None, 9)
+        replay.push(1, EnvStep(frames[10], 2, 0.0, frames[10], False, False, None, 1 + t))
+    replay.push(0, EnvStep(frames[1], 3, 2.0, frames[2], False, False, None, 9))
     live = np.arange(replay.capacity)
     starts = live[replay.ring.valid(live)]
     resumed = starts[replay.ring.transitions(starts).versions == 9]

@@ -20,7 +20,7 @@ from soulsai_ray.policies import NumpyQNetwork, actor_critic_policy, q_policy
 from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
 from soulsai_ray.replay_factory import replay_bytes
 from soulsai_ray.torsos import ImpalaCNN, NatureCNN, conv_torso
-from soulsai_ray.transitions import NStepAccumulator, RolloutBatch, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, RolloutBatch, TransitionBatch
 
 SOULS = ObsSpec.image(90, 160, 3)
 ATARI = ObsSpec.image(84, 84, 4)
@@ -199,7 +199,7 @@ def test_n_step_transitions_of_images_stay_uint8():
     acc = NStepAccumulator(2, 0.9, 3)
     frames = _images(MINATAR, 4)
     for t in range(3):
-        acc.push(frames[t], 1, 1.0, frames[t + 1], False, t == 2, None, 0)
+        acc.push(EnvStep(frames[t], 1, 1.0, frames[t + 1], False, t == 2, None, 0))
     batch = acc.pop()
     assert batch.obs.dtype == batch.next_obs.dtype == np.uint8
     np.testing.assert_array_equal(batch.obs, frames[:3])

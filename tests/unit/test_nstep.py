@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from soulsai_ray.inbound import Limits, check_transitions
-from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 
 NUM_ACTIONS = 3
 
@@ -25,7 +25,7 @@ def push_steps(
     """Pushes steps start, start+1, ... with the given rewards; `end` marks the last step."""
     for i, reward in enumerate(rewards):
         last = i == len(rewards) - 1
-        acc.push(
+        step = EnvStep(
             obs(start + i),
             action=(start + i) % NUM_ACTIONS,
             reward=reward,
@@ -35,6 +35,7 @@ def push_steps(
             next_mask=None if masks is None else masks[i],
             version=0 if versions is None else versions[i],
         )
+        acc.push(step)
 
 
 def pop(acc: NStepAccumulator) -> TransitionBatch:
@@ -95,7 +96,7 @@ def test_truncation_bootstraps_from_final_obs_with_gamma_power_k() -> None:
 
 def test_terminated_wins_over_truncated() -> None:
     acc = NStepAccumulator(n=2, gamma=0.5, num_actions=NUM_ACTIONS)
-    acc.push(obs(0), 0, 1.0, obs(1), True, True, None, 0)
+    acc.push(EnvStep(obs(0), 0, 1.0, obs(1), True, True, None, 0))
     np.testing.assert_allclose(pop(acc).discounts, [0.0])
 
 
@@ -159,7 +160,7 @@ def test_versions_and_masks_carried_through() -> None:
 def test_push_copies_inputs() -> None:
     acc = NStepAccumulator(n=1, gamma=0.5, num_actions=NUM_ACTIONS)
     o, mask = obs(1), np.array([True, True, False])
-    acc.push(o, 0, 1.0, o, False, False, mask, 0)
+    acc.push(EnvStep(o, 0, 1.0, o, False, False, mask, 0))
     o[:] = 99.0
     mask[:] = False
     batch = pop(acc)
@@ -176,7 +177,7 @@ def test_rejects_bad_config(n: int, gamma: float, num_actions: int) -> None:
 def test_rejects_mask_of_wrong_length_and_non_flat_obs() -> None:
     acc = NStepAccumulator(n=2, gamma=0.5, num_actions=NUM_ACTIONS)
     with pytest.raises(ValueError, match="next_mask"):
-        acc.push(obs(0), 0, 1.0, obs(1), False, False, np.ones(2, bool), 0)
+        acc.push(EnvStep(obs(0), 0, 1.0, obs(1), False, False, np.ones(2, bool), 0))
     with pytest.raises(ValueError, match="1-D"):
-        acc.push(np.zeros((2, 2)), 0, 1.0, obs(1), False, False, None, 0)
+        acc.push(EnvStep(np.zeros((2, 2)), 0, 1.0, obs(1), False, False, None, 0))
     assert acc.pending == 0

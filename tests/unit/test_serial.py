@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
 import pytest
 from run_configs import run_config
+from scenarios import run_beside
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
@@ -82,15 +82,11 @@ def test_stop_from_another_thread_ends_the_run_with_a_final_checkpoint(algo, tmp
     experiment = build_experiment(_cfg(algo, steps=10**7), tmp_path)
     loop = experiment.loop
 
-    def stop_after_updates() -> None:
+    def wait_for_updates() -> None:
         while loop.counters.updates < 60:
             time.sleep(0.01)
-        experiment.stop("enough")
 
-    thread = threading.Thread(target=stop_after_updates, daemon=True)
-    thread.start()
-    summary = experiment.run()
-    thread.join(timeout=5)
+    summary = run_beside(experiment, wait_for_updates, "enough")
     assert summary["stop_reason"] == "enough"
     latest = CheckpointManager(tmp_path / "checkpoints").latest()
     assert latest is not None and latest.meta["updates"] == summary["updates"]

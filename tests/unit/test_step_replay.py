@@ -13,7 +13,7 @@ from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import ReplayBuffer
 from soulsai_ray.steps import StepBatch, StepRecorder, split_frames
-from soulsai_ray.transitions import NStepAccumulator, TransitionBatch
+from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 
 FRAME = ObsSpec.image(5, 6, 2)
 ACTIONS, N, GAMMA = 4, 3, 0.9
@@ -99,8 +99,9 @@ class _Streams:
         args = (self.obs[i], action, reward, next_obs, terminated, truncated, info["action_mask"])
         self.version += 1
         self.seq_of[self.version] = self.seqs[i]
-        self.recorders[i].push(*args, self.version)
-        self.accumulators[i].push(*args, self.version)
+        step = EnvStep(*args, self.version)
+        self.recorders[i].push(step)
+        self.accumulators[i].push(step)
         done = self.accumulators[i].pop()
         if done is not None:
             self.naive.append((i, self.seqs[i], done))
@@ -187,7 +188,9 @@ def test_a_batch_after_a_lost_one_begins_anew_with_the_true_stack_history():
         return np.concatenate([frames[max(t - i, 0)] for i in (2, 1, 0)], axis=-1)
 
     def push(t: int) -> None:
-        recorder.push(stacked(t), t % ACTIONS, float(t), stacked(t + 1), False, False, None, t)
+        recorder.push(
+            EnvStep(stacked(t), t % ACTIONS, float(t), stacked(t + 1), False, False, None, t)
+        )
 
     for t in range(4):
         push(t)
@@ -216,17 +219,17 @@ def test_stale_steps_store_their_frames_but_start_no_transition_and_len_counts_c
     replay = FrameReplay(100, FRAME, ACTIONS, n=3, gamma=GAMMA)
     frame = np.zeros(FRAME.shape, np.uint8)
     for t in range(6):
-        recorder.push(frame + t, 0, 1.0, frame + t + 1, False, False, None, t)
+        recorder.push(EnvStep(frame + t, 0, 1.0, frame + t + 1, False, False, None, t))
     replay.add(recorder.pop(), np.array([True, False, False, True, True, True]))
     assert len(replay) == 2  # steps 0 and 3 are complete; 4 and 5 wait, 1 and 2 are stale
     sampled = replay.sample(16).batch
     assert set(sampled.versions.tolist()) == {0, 3}
     assert np.all(sampled.rewards == np.float32(1 + GAMMA + GAMMA**2))  # over the stale steps
-    recorder.push(frame + 6, 0, 1.0, frame + 7, True, False, None, 6)
+    recorder.push(EnvStep(frame + 6, 0, 1.0, frame + 7, True, False, None, 6))
     replay.add(recorder.pop())
     assert len(replay) == 5
     stale = FrameReplay(100, FRAME, ACTIONS, n=1, gamma=GAMMA)
-    recorder.push(frame, 0, 1.0, frame, True, False, None, 0)
+    recorder.push(EnvStep(frame, 0, 1.0, frame, True, False, None, 0))
     stale.add(recorder.pop(), np.array([False]))
     assert len(stale) == 0
     with pytest.raises(ValueError, match="no complete transition"):
