@@ -107,7 +107,7 @@ class FrameReplay:
     def __len__(self) -> int:
         return self.ring.complete
 
-    def add(self, batch: StepBatch, keep: np.ndarray | None = None) -> None:
+    def add(self, batch: StepBatch, keep: np.ndarray | None = None, checked: bool = False) -> None:
         """Stores a stream's steps (see :mod:`soulsai_ray.steps` for the format).
 
         A batch whose ``seq`` is not the one its stream's open episode expects (a batch was lost
@@ -118,12 +118,14 @@ class FrameReplay:
             keep: bool [B]; a step where False (stale) stores its frame and links, so the
                 transitions of the steps before it are whole, but starts no transition.
                 None keeps every step.
+            checked: The caller has passed the batch through `inbound.check_steps` against
+                this replay's sizes or stricter limits (`ReplayStore`); else it is checked here.
 
         Raises:
             ValueError: If the batch fails `inbound.check_steps` (sizes only) or ``keep``
                 does not match it.
         """
-        problem = check_steps(batch, self._shapes, None)
+        problem = None if checked else check_steps(batch, self._shapes, None)
         if problem is not None:
             raise ValueError(f"invalid batch: {problem.detail}")
         keep = np.ones(len(batch), np.bool_) if keep is None else np.asarray(keep, np.bool_)

@@ -82,9 +82,9 @@ class ReplayStore:
         keep = fresh_mask(batch.versions, self.learner_version, self.cfg.max_model_lag)
         kept = int(np.count_nonzero(keep))
         if frames:
-            self.buffer.add(batch, keep)
+            self.buffer.add(batch, keep, checked=True)  # against self.limits, above
         elif kept:
-            self.buffer.add(batch.select(keep), checked=True)  # against self.limits, above
+            self.buffer.add(batch.select(keep), checked=True)
         self.lag_sum += int(np.sum(self.learner_version - batch.versions[keep]))
         self.accepted += kept
         self.stale += len(batch) - kept
