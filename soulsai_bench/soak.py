@@ -37,9 +37,9 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from soulsai_bench import ROOT, TRAIN_SCRIPT
+from soulsai_bench.soak_probe import RunReader, actors_alive, rss_mb
 from soulsai_bench.soak_report import RECOVERY_TIMEOUT_S, Fault, Segment, SoakReport, print_report
 
 ACTOR_CLASSES = {
@@ -61,25 +61,6 @@ STEP_TIMEOUT_S = 5.0
 TMPFS_MB = 64
 QUIET_S = 60.0
 """No fault in the first and last minute of a soak (a quarter of a soak under 8 minutes)."""
-
-
-def actors_alive(classes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """GCS records of the live actors of the given classes."""
-    from ray._private import state
-
-    return [
-        info
-        for info in state.actors().values()
-        if info["ActorClassName"] in classes and info["State"] == "ALIVE"
-    ]
-
-
-def rss_mb(pid: int) -> float | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
 
 
 class Soak:
@@ -113,7 +94,7 @@ class Soak:
         self.driver: subprocess.Popen | None = None
         self.mounted = False
         self.start = 0.0
-        self._accumulators: dict[Path, Any] = {}
+        self.reader = RunReader(self.run_dir, self.report)
 
     # --- processes ----------------------------------------------------------------------------
 
@@ -148,11 +129,11 @@ class Soak:
     def start_driver(self, address: str, resume: bool) -> None:
         segment = Segment()
         if resume:
-            latest = self._latest_checkpoint()
+            latest = self.reader.latest_checkpoint()
             segment.resumed_from_env_steps = latest["env_steps"] if latest else None
         args = [*self.overrides(address), *(["resume=auto"] if resume else [])]
         log = open(self.work / f"driver_{len(self.report.segments)}.log", "w")  # noqa: SIM115
-        before = set(self._events_files())
+        before = set(self.reader.events_files())
         self.driver = subprocess.Popen(
             [sys.executable, str(TRAIN_SCRIPT), *args],
             cwd=ROOT,
@@ -164,7 +145,7 @@ class Soak:
         self.report.segments.append(segment)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            new = [f for f in self._events_files() if f not in before]
+            new = [f for f in self.reader.events_files() if f not in before]
             if new:
                 segment.events = new[0]
                 return
@@ -172,43 +153,6 @@ class Soak:
                 raise RuntimeError(f"driver exited with {self.driver.returncode}; see {log.name}")
             time.sleep(0.5)
         raise RuntimeError("the driver wrote no TensorBoard file within 120 s")
-
-    def _events_files(self) -> list[Path]:
-        tb = self.run_dir / "tb"
-        return sorted(tb.glob("events.out.tfevents.*")) if tb.is_dir() else []
-
-    def _latest_checkpoint(self) -> dict[str, Any] | None:
-        from soulsai_ray.checkpoint import CheckpointManager
-
-        latest = CheckpointManager(self.checkpoints).latest()
-        return latest.meta if latest else None
-
-    # --- reading progress ---------------------------------------------------------------------
-
-    def scalar(self, tag: str) -> tuple[int, float] | None:
-        """(env step, value) of the newest ``tag`` in the current driver's TensorBoard file."""
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-        segment = self.report.segments[-1]
-        if segment.events is None:
-            return None
-        acc = self._accumulators.get(segment.events)
-        if acc is None:
-            acc = EventAccumulator(str(segment.events), size_guidance={"scalars": 0})
-            self._accumulators[segment.events] = acc
-        acc.Reload()
-        if tag not in acc.Tags()["scalars"]:
-            return None
-        events = acc.Scalars(tag)
-        if tag == "progress/updates":
-            segment.first_env_steps = segment.first_env_steps or events[0].step
-            segment.last_env_steps, segment.last_updates = events[-1].step, int(events[-1].value)
-        return events[-1].step, events[-1].value
-
-    def progress(self) -> tuple[int, int]:
-        """(env steps, updates) of the run now."""
-        newest = self.scalar("progress/updates")
-        return (newest[0], int(newest[1])) if newest else (0, 0)
 
     def wait_until(self, ok, since: float) -> float | None:
         """Seconds from ``since`` until ``ok()`` holds, or None after ``RECOVERY_TIMEOUT_S``.
@@ -227,7 +171,7 @@ class Soak:
 
     def moved_past(self, steps: int, updates: int):
         def ok() -> bool:
-            now_steps, now_updates = self.progress()
+            now_steps, now_updates = self.reader.progress()
             return now_steps > steps + 100 and now_updates > updates + 10
 
         return ok
@@ -251,7 +195,7 @@ class Soak:
     def inject(self, kind: str, address: str) -> Fault:
         fault = Fault(kind, time.monotonic() - self.start)
         since = time.monotonic()
-        steps, updates = self.progress()
+        steps, updates = self.reader.progress()
         if self.driver.poll() is not None:
             raise RuntimeError(f"the driver died on its own (exit {self.driver.returncode})")
         if kind in ACTOR_CLASSES:
@@ -270,13 +214,13 @@ class Soak:
                 return fault
             victim = self.rng.choice(victims)
             os.kill(victim["Pid"], signal.SIGSTOP)
-            stalls = (self.scalar("env/stalls") or (0, 0.0))[1]
+            stalls = (self.reader.scalar("env/stalls") or (0, 0.0))[1]
             fault.detail = f"SIGSTOP pid {victim['Pid']}"
             noticed = self.wait_until(
-                lambda: (self.scalar("env/stalls") or (0, 0.0))[1] > stalls, since
+                lambda: (self.reader.scalar("env/stalls") or (0, 0.0))[1] > stalls, since
             )
             fault.recovered_s = noticed and self.wait_until(
-                self.moved_past(*self.progress()), since
+                self.moved_past(*self.reader.progress()), since
             )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim["Pid"], signal.SIGKILL)  # if Ray's kill has not landed yet
@@ -286,7 +230,7 @@ class Soak:
             fault.detail, graceful = self.stop_gracefully(
                 STOP_SIGNALS[kind], group=kind == "group_sigterm"
             )
-            final = self._latest_checkpoint() or {}  # the resumed run starts from here
+            final = self.reader.latest_checkpoint() or {}  # the resumed run starts from here
             self.start_driver(address, resume=True)
             baseline = (final.get("env_steps", 0), final.get("updates", 0))
             moved = self.wait_until(self.moved_past(*baseline), since)
@@ -294,10 +238,10 @@ class Soak:
         elif kind == "driver":
             self.driver.send_signal(signal.SIGKILL)
             self.driver.wait(timeout=60)
-            latest = self._latest_checkpoint()
+            latest = self.reader.latest_checkpoint()
             fault.detail = f"resume from env step {latest['env_steps'] if latest else 0}"
             self.start_driver(address, resume=True)
-            fault.recovered_s = self.wait_until(self.moved_past(*self.progress()), since)
+            fault.recovered_s = self.wait_until(self.moved_past(*self.reader.progress()), since)
         return fault
 
     def stop_gracefully(self, sig: signal.Signals, group: bool) -> tuple[str, bool]:
@@ -320,7 +264,7 @@ class Soak:
             summary = json.loads((self.run_dir / "summary.json").read_text())
         except (OSError, ValueError):
             summary = {}
-        latest = self._latest_checkpoint() or {}
+        latest = self.reader.latest_checkpoint() or {}
         graceful = (
             code == 0
             and summary.get("stop_reason") == sig.name
@@ -336,19 +280,22 @@ class Soak:
         if not self.mounted:
             return None
         filler = self.checkpoints / ".filler"
-        failures = (self.scalar("io/write_failures/checkpoint") or (0, 0.0))[1]
+        failures = (self.reader.scalar("io/write_failures/checkpoint") or (0, 0.0))[1]
         with open(filler, "wb") as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * (1 << 20))
         failed = self.wait_until(
-            lambda: (self.scalar("io/write_failures/checkpoint") or (0, 0.0))[1] > failures, since
+            lambda: (self.reader.scalar("io/write_failures/checkpoint") or (0, 0.0))[1] > failures,
+            since,
         )
         filler.unlink()
         if failed is None:
             return None
-        newest = self._latest_checkpoint() or {"updates": -1}
+        newest = self.reader.latest_checkpoint() or {"updates": -1}
         return self.wait_until(
-            lambda: (self._latest_checkpoint() or {"updates": -1})["updates"] > newest["updates"],
+            lambda: (
+                (self.reader.latest_checkpoint() or {"updates": -1})["updates"] > newest["updates"]
+            ),
             since,
         )
 
@@ -402,7 +349,7 @@ class Soak:
             for at_s, kind in self.schedule():
                 while time.monotonic() - self.start < at_s:
                     self.sample_rss()
-                    self.progress()
+                    self.reader.progress()
                     time.sleep(1.0)
                 fault = self.inject(kind, cluster.address)
                 self.report.faults.append(fault)
@@ -411,9 +358,9 @@ class Soak:
                 )
             while time.monotonic() - self.start < self.duration_s:
                 self.sample_rss()
-                self.progress()
+                self.reader.progress()
                 time.sleep(1.0)
-            self.progress()
+            self.reader.progress()
             self.driver.send_signal(signal.SIGINT)
             self.driver.wait(timeout=300)
             self.report.summary = json.loads((self.run_dir / "summary.json").read_text())
