@@ -19,6 +19,8 @@ from typing import Any
 
 WARMUP_S = 2.0
 """Seconds between every actor having installed published weights and the measurement window."""
+REPORT_WAIT_S = 60.0
+"""Longest wait for a learner call to report, at each end of the measurement window."""
 
 
 def scale_config(actors: int, rate: float, address: str) -> Any:
@@ -83,9 +85,11 @@ class SteadyWindow:
                 return
             time.sleep(WARMUP_S)
             c = loop.counters
-            t0, steps0, updates0 = time.monotonic(), c.env_steps, c.updates
+            self._next_report()  # the window opens and closes as a learner call reports, so it
+            t0, steps0, updates0 = time.monotonic(), c.env_steps, c.updates  # counts whole calls
             lag0, samples0 = c.model_lag_sum, c.model_lag_samples
             time.sleep(self.seconds)
+            self._next_report()
             dt = time.monotonic() - t0
             self.rates.update(
                 steps_per_s=(c.env_steps - steps0) / dt,
@@ -96,6 +100,16 @@ class SteadyWindow:
             self.error = err
         finally:
             loop.stop("benchmark window over")
+
+    def _next_report(self) -> None:
+        """Waits (up to `REPORT_WAIT_S`) until the learner's update count moves: it moves by a
+        whole learner call (up to ``updates_per_call`` updates) at a time."""
+        c, deadline = self.loop.counters, time.monotonic() + REPORT_WAIT_S
+        before = c.updates
+        while c.updates == before and self.loop.stop_requested is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the learner reported no update within {REPORT_WAIT_S:.0f}s")
+            time.sleep(0.01)
 
 
 def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str, Any]:
