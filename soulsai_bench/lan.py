@@ -29,6 +29,8 @@ from soulsai_bench import SCRIPTS
 SUBNET = "10.77.0"
 PREFIX = "srl"
 """Namespaces and links of this harness start with this, the creating pid and a letter."""
+STARTUP_TIMED_OUT = "timed out during startup"
+"""What ``ray start`` says when its raylet did not register within Ray's fixed 30 s."""
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -165,20 +167,19 @@ class Lan:
     def join(
         self, pc: Host, head: Host, token: Path, *extra: str, **env: str
     ) -> subprocess.CompletedProcess:
-        """``join_cluster.sh`` on ``pc`` as the README says: one ``soulsgym`` slot, one CPU."""
-        return self.script(
-            pc,
-            "join_cluster.sh",
-            f"{head.ip}:6379",
-            "--token-file",
-            str(token),
-            "--resources",
-            '{"soulsgym": 1}',
-            "--num-cpus",
-            "1",
-            *extra,
-            **env,
-        )
+        """``join_cluster.sh`` on ``pc`` as the README says: one ``soulsgym`` slot, one CPU.
+
+        Once more if the PC's raylet missed Ray's fixed 30 s registration wait, after ending by
+        pid what the timed-out start left on ``pc``: this machine hosts every node, and its two
+        cores may be busy with other work while a real game PC starts only its own node.
+        """
+        args = [f"{head.ip}:6379", "--token-file", str(token), "--resources", '{"soulsgym": 1}']
+        args += ["--num-cpus", "1", *extra]
+        joined = self.script(pc, "join_cluster.sh", *args, **env)
+        if joined.returncode != 0 and STARTUP_TIMED_OUT in joined.stdout + joined.stderr:
+            self.kill(pc)
+            joined = self.script(pc, "join_cluster.sh", *args, **env)
+        return joined
 
     def copy_token(self, token: Path, host: Host) -> Path:
         """The head's ``token``, copied to ``host`` the way the README says (mode 0600)."""

@@ -66,27 +66,12 @@ def cluster() -> Iterator[Cluster]:
         )
         assert started.returncode == 0, started.stdout + started.stderr
         for pc in pcs:
-            joined = _join_at_start(cluster, pc)
+            joined = cluster.join(pc, cluster.token_copy(pc))
             assert joined.returncode == 0, joined.stdout + joined.stderr
         wait_for_nodes(cluster, 1 + GAME_PCS)
         yield cluster
     finally:
         lan.close()
-
-
-STARTUP_TIMED_OUT = "timed out during startup"
-"""What ``ray start`` says when its raylet did not register within Ray's fixed 30 s."""
-
-
-def _join_at_start(cluster: Cluster, pc: Host):
-    """Joins ``pc`` as the module starts; once more if its raylet missed Ray's fixed 30 s
-    registration wait. This machine hosts every node while other test modules load its two
-    cores; a game PC starts only its own node."""
-    joined = cluster.join(pc, cluster.token_copy(pc))
-    if joined.returncode != 0 and STARTUP_TIMED_OUT in joined.stdout + joined.stderr:
-        cluster.lan.kill(pc)  # what the timed-out start left running, by pid
-        joined = cluster.join(pc, cluster.token_copy(pc))
-    return joined
 
 
 def wait_for_nodes(cluster: Cluster, count: int, timeout_s: float = 60) -> None:
