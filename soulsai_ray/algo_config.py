@@ -90,6 +90,12 @@ class DQNConfig:
     """Huber loss threshold (TD errors beyond it are penalized linearly)."""
     grad_clip: float = 10.0
     """Max global gradient norm (0 disables clipping)."""
+    compile: bool = False
+    """Run the learner's update step as one ``torch.compile`` graph: 2-3x the updates per second
+    of the eager step on a CPU, the same numbers to float rounding. The first update then takes
+    5-15 s to compile (a few seconds once inductor's on-disk cache holds that network); where
+    compiling fails (no C++ compiler) the learner logs why and runs eager. The shipped configs
+    (``conf/algo/dqn.yaml``) turn it on; a config built in Python runs eager unless it asks."""
     reset_every_updates: int | None = None
     """Updates between resets of the Q-network (the replay is kept); null: never. Many updates
     per env step overfit the first data a network sees; a reset lets it learn again from the

@@ -42,6 +42,8 @@ class TrainReport:
     report (`NonFiniteGuard.take_rollbacks`)."""
     publishes: list[tuple[int, float]]
     """(version, wall time) of each publish during the call."""
+    compiled: bool = False
+    """The updates ran as one compiled graph (``algo.compile``, and compiling worked)."""
 
 
 @ray.remote(num_cpus=0)
@@ -111,6 +113,7 @@ class LearnerActor:
             busy_s=time.perf_counter() - start,
             nan_rollbacks=self.learner.guard.take_rollbacks(),
             publishes=self._pop_publishes(),
+            compiled=self.learner.compiled_update is not None,
         )
 
     def _pop_publishes(self) -> list[tuple[int, float]]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from soulsai_ray.algo_config import DQNConfig
+from soulsai_ray.algos.compiled_step import BatchTensors, CompiledUpdate, StepOutcome
 from soulsai_ray.algos.guard import NonFiniteGuard, raise_if_not_finite
 from soulsai_ray.algos.optim import FlatAdam
 from soulsai_ray.models import q_network, shrink_and_perturb, state_dict_to_numpy
@@ -72,21 +73,18 @@ def dqn_loss(
     targets: torch.Tensor,
     weights: torch.Tensor,
     huber_delta: float,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Importance-weighted Huber loss on the taken actions' Q-values.
 
     Returns:
-        The scalar loss, the per-sample TD errors [B] (detached), and metrics.
+        The scalar loss, the per-sample TD errors [B] and the mean of the taken actions'
+        Q-values (both detached).
     """
     chosen = q_values.gather(1, actions.unsqueeze(1)).squeeze(1)
     td_errors = targets - chosen
     per_sample = nn.functional.huber_loss(chosen, targets, reduction="none", delta=huber_delta)
     loss = (weights * per_sample).mean()
-    metrics = {
-        "q_mean": float(chosen.detach().mean()),
-        "td_abs_mean": float(td_errors.detach().abs().mean()),
-    }
-    return loss, td_errors.detach(), metrics
+    return loss, td_errors.detach(), chosen.detach().mean()
 
 
 @dataclass
@@ -122,6 +120,18 @@ class DQNLearner:
         self.q_net = q_network(cfg, *self.shape).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = FlatAdam(self.q_net, cfg.lr)
+        self.compiled_update = None
+        """The update step as one compiled graph (``cfg.compile``), or None: eager."""
+        if cfg.compile:
+            self.compiled_update = CompiledUpdate(
+                self.q_net,
+                self.target_net,
+                self.optimizer,
+                self._bootstrap,
+                self._loss,
+                cfg.double,
+                cfg.grad_clip,
+            )
         self.updates = 0
         self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
         """Rolls back to the weights of the last publish when an update meets a NaN or inf."""
@@ -149,37 +159,18 @@ class DQNLearner:
         return result
 
     def _step(self, sampled: SampledBatch) -> UpdateResult:
-        b = sampled.batch
-        as_tensor = self._tensor
-        # observations keep their dtype on the way: images travel as uint8, the net scales them
-        obs, next_obs = as_tensor(b.obs, None), as_tensor(b.next_obs, None)
-        actions = as_tensor(b.actions, torch.int64)
+        batch = self._batch_tensors(sampled)
         if self.q_net.normalizer is not None:
-            self.q_net.normalizer.update(obs)
-        next_masks = as_tensor(b.next_masks, torch.bool)
-        q_values, next_online = self.q_net(obs), None
-        with torch.no_grad():  # the backward pass then runs over this batch only
-            if self.cfg.double:
-                next_online = self.q_net(next_obs)
-            next_target = self.target_net(next_obs)
-        targets = td_targets(
-            as_tensor(b.rewards),
-            as_tensor(b.discounts),
-            next_target if next_online is None else next_online,
-            next_target,
-            next_masks,
-            self.cfg.double,
-        )
-        loss, td_errors, metrics = dqn_loss(
-            q_values, actions, targets, as_tensor(sampled.weights), self.cfg.huber_delta
-        )
-        self.optimizer.zero_grad()
-        loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        grad_norm = float(self.optimizer.clip_grad_norm(max_norm))
-        loss_value = float(loss.detach())
-        raise_if_not_finite(loss_value, grad_norm)
-        self.optimizer.step()
+            self.q_net.normalizer.update(batch.obs)
+        outcome = None
+        if self.compiled_update is not None:
+            outcome = self.compiled_update(batch)
+            if outcome is None:  # compiling failed (logged): eager from now on
+                self.compiled_update = None
+        if outcome is None:
+            outcome = self._eager_step(batch)
+        loss_value, grad_norm = float(outcome.loss), float(outcome.grad_norm)
+        raise_if_not_finite(loss_value, grad_norm)  # the compiled step then changed nothing
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
             self._update_target()
@@ -188,10 +179,57 @@ class DQNLearner:
             self.reset_network()
         return UpdateResult(
             indices=sampled.indices,
-            td_errors=td_errors.cpu().numpy(),
+            td_errors=outcome.td_errors.cpu().numpy(),
             loss=loss_value,
-            q_mean=metrics["q_mean"],
+            q_mean=float(outcome.q_mean),
             grad_norm=grad_norm,
+        )
+
+    def _eager_step(self, batch: BatchTensors) -> StepOutcome:
+        """Forward, loss, backward, clipping and, when loss and gradient are finite, Adam."""
+        q_values = self.q_net(batch.obs)
+        with torch.no_grad():  # the backward pass then runs over this batch only
+            next_target = self.target_net(batch.next_obs)
+            next_online = self.q_net(batch.next_obs) if self.cfg.double else None
+            targets = self._bootstrap(next_online, next_target, batch)
+        loss, (td_errors, q_mean) = self._loss(q_values, targets, batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = self.optimizer.clip_grad_norm(max_norm)
+        loss = loss.detach()
+        if math.isfinite(float(loss)) and math.isfinite(float(grad_norm)):
+            self.optimizer.step()
+        return StepOutcome(loss, grad_norm, td_errors, q_mean)
+
+    def _bootstrap(
+        self, next_online: torch.Tensor | None, next_target: torch.Tensor, batch: BatchTensors
+    ) -> torch.Tensor:
+        chooser = next_target if next_online is None else next_online
+        return td_targets(
+            batch.rewards, batch.discounts, chooser, next_target, batch.next_masks, self.cfg.double
+        )
+
+    def _loss(
+        self, q_values: torch.Tensor, targets: torch.Tensor, batch: BatchTensors
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        loss, td_errors, q_mean = dqn_loss(
+            q_values, batch.actions, targets, batch.weights, self.cfg.huber_delta
+        )
+        return loss, (td_errors, q_mean)
+
+    def _batch_tensors(self, sampled: SampledBatch) -> BatchTensors:
+        b = sampled.batch
+        as_tensor = self._tensor
+        # observations keep their dtype on the way: images travel as uint8, the net scales them
+        return BatchTensors(
+            obs=as_tensor(b.obs, None),
+            actions=as_tensor(b.actions, torch.int64),
+            rewards=as_tensor(b.rewards),
+            next_obs=as_tensor(b.next_obs, None),
+            discounts=as_tensor(b.discounts),
+            weights=as_tensor(sampled.weights),
+            next_masks=as_tensor(b.next_masks, torch.bool),
         )
 
     @property

@@ -76,20 +76,16 @@ class FlatAdam:
         if ADAM_KERNEL is None or not group["fused"]:
             self.optimizer.step()
             return
-        state = self.optimizer.state[self.flat]
-        if not state:  # as Adam initializes it for the fused kernel
-            state["step"] = torch.zeros((), dtype=torch.float32, device=self.flat.device)
-            state["exp_avg"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
-        state["step"].add_(1)
+        step, exp_avg, exp_avg_sq = self.moments()
+        step.add_(1)
         beta1, beta2 = group["betas"]
         ADAM_KERNEL(
             [self.flat.data],
             [self.flat.grad],
-            [state["exp_avg"]],
-            [state["exp_avg_sq"]],
+            [exp_avg],
+            [exp_avg_sq],
             [],
-            [state["step"]],
+            [step],
             amsgrad=False,
             lr=group["lr"],
             beta1=beta1,
@@ -100,6 +96,16 @@ class FlatAdam:
             grad_scale=None,
             found_inf=None,
         )
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Adam's step count, first and second moments (zeros until the first step), as the
+        fused kernel keeps them: the tensors :meth:`state_dict` saves."""
+        state = self.optimizer.state[self.flat]
+        if not state:  # as Adam initializes it for the fused kernel
+            state["step"] = torch.zeros((), dtype=torch.float32, device=self.flat.device)
+            state["exp_avg"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
+        return state["step"], state["exp_avg"], state["exp_avg_sq"]
 
     def reset(self) -> None:
         """Forgets Adam's moments (they belong to weights that were just re-initialized)."""

@@ -42,8 +42,9 @@ def _cfg(**algo) -> TrainConfig:
 
 
 @pytest.fixture
-def wired(tmp_path):
-    cfg = _cfg()
+def wired(tmp_path, request):
+    """Store, replay, 2 rollout actors and a learner; ``request.param``: algo settings."""
+    cfg = _cfg(**getattr(request, "param", {}))
     store = WeightStore.options(name="test-weights").remote()
     actors = [
         RolloutActor.options(num_cpus=0).remote(cfg, i, 2, "test-replay", "test-weights")
@@ -63,13 +64,15 @@ def wired(tmp_path):
         ray.kill(handle)
 
 
+@pytest.mark.parametrize("wired", [{"compile": True}], indirect=True, ids=["compiled_update"])
 def test_learner_gets_data_from_every_actor_and_versions_reach_every_actor(wired):
+    """The learner's update compiled in its Ray worker, as the shipped configs run it."""
     cfg, store, replay, actors, learner = wired
     reports = ray.get([a.collect.remote(0) for a in actors])
     assert all(r.env_steps == cfg.algo.collect_steps for r in reports)
     assert all(r.version == 0 for r in reports)
     train = ray.get(learner.train.remote(40))
-    assert train.updates == 40
+    assert train.updates == 40 and train.compiled
     assert train.version == 40 // cfg.algo.publish_every
     _wait_for_version(store, train.version)
     before = ray.get(replay.stats.remote())["accepted"]

@@ -44,11 +44,11 @@ def test_dqn_loss_huber_and_importance_weights():
     actions = torch.tensor([1, 0])
     targets = torch.tensor([1.5, 5.0])  # errors 0.5 (quadratic) and 3.0 (linear, delta 1)
     weights = torch.tensor([1.0, 0.5])
-    loss, td, metrics = dqn_loss(q, actions, targets, weights, huber_delta=1.0)
+    loss, td, q_mean = dqn_loss(q, actions, targets, weights, huber_delta=1.0)
     expected = (1.0 * 0.5 * 0.5**2 + 0.5 * (3.0 - 0.5)) / 2
     assert loss.item() == pytest.approx(expected)
     assert td.tolist() == pytest.approx([0.5, 3.0])
-    assert metrics["q_mean"] == pytest.approx(1.5)
+    assert q_mean.item() == pytest.approx(1.5)
 
 
 def test_dueling_aggregation():
