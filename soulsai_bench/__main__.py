@@ -140,6 +140,7 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
     )
     scale.add_argument("--delay-ms", type=int, default=30, help="--hosts: link delay (netem)")
     scale.add_argument("--loss-pct", type=float, default=0.0, help="--hosts: link loss")
+    scale.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     scale.add_argument("--json", help="write the table to this file")
     scale.set_defaults(func=cmd_scale)
 
@@ -157,6 +158,7 @@ def _add_soak(sub: argparse._SubParsersAction) -> None:
         choices=FAULT_KINDS,
         help="strike only with these kinds of fault (default: every kind the algo has)",
     )
+    soak.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     soak.add_argument("--json", help="write the report to this file")
     soak.set_defaults(func=cmd_soak)
 

@@ -38,6 +38,8 @@ class LearnerSpeed:
     ms_per_update: float
     """Median over the timed windows."""
     ms_per_update_range: tuple[float, float]
+    compiled: bool = False
+    """The update ran as one compiled graph (``algo.compile``, and compiling worked)."""
 
     @property
     def updates_per_s(self) -> float:
@@ -110,7 +112,7 @@ def measure_learner(
         return SampledBatch(transitions, np.arange(size), np.ones(size, np.float32))
 
     batches = [batch() for _ in range(32)]
-    for sampled in batches:  # warm-up: allocations, Adam's state
+    for sampled in batches:  # warm-up: allocations, Adam's state, compiling (algo.compile)
         learner.update(sampled)
     per_window = seconds / windows
     costs = []
@@ -133,6 +135,7 @@ def measure_learner(
         replay_ratio=cfg.algo.replay_ratio,
         ms_per_update=statistics.median(costs),
         ms_per_update_range=(min(costs), max(costs)),
+        compiled=learner.compiled_update is not None,
     )
 
 
@@ -142,7 +145,8 @@ def report(speed: LearnerSpeed, game_rate: float) -> str:
     updates_per_step = speed.replay_ratio / speed.batch_size
     return "\n".join(
         [
-            f"learner algo={speed.algo} env={speed.env} on {speed.device} (obs {speed.obs_dim}, "
+            f"learner algo={speed.algo} env={speed.env} on {speed.device}, "
+            f"{'compiled' if speed.compiled else 'eager'} update (obs {speed.obs_dim}, "
             f"{speed.num_actions} actions, batch {speed.batch_size}, "
             f"replay ratio {speed.replay_ratio:g} = {updates_per_step:g} "
             f"update{'' if updates_per_step == 1 else 's'} per env step)",

@@ -14,6 +14,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ REPORT_WAIT_S = 60.0
 """Longest wait for a learner call to report, at each end of the measurement window."""
 
 
-def scale_config(actors: int, rate: float, address: str) -> Any:
-    """DQN on a game-rate Acrobot with ``actors`` rollout actors on ``soulsgym`` nodes."""
+def scale_config(actors: int, rate: float, address: str, overrides: Sequence[str] = ()) -> Any:
+    """DQN on a game-rate Acrobot with ``actors`` rollout actors on ``soulsgym`` nodes;
+    ``overrides`` (Hydra's, as for ``train.py``) come last."""
     from soulsai_ray.compose import compose_config
 
     return compose_config(
@@ -54,6 +56,7 @@ def scale_config(actors: int, rate: float, address: str) -> Any:
             "checkpoint.every_updates=1000000000",
             "telemetry.console=false",
             "telemetry.prometheus=false",
+            *overrides,
         ],
     )
 
@@ -112,7 +115,9 @@ class SteadyWindow:
             time.sleep(0.01)
 
 
-def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str, Any]:
+def scale_once(
+    actors: int, nodes: int, rate: float, seconds: float, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """DQN with ``actors`` latency-bound rollout actors spread over ``nodes`` simulated game PCs."""
     import ray
     from ray.cluster_utils import Cluster
@@ -128,7 +133,7 @@ def scale_once(actors: int, nodes: int, rate: float, seconds: float) -> dict[str
                 num_cpus=per_node, resources={"soulsgym": per_node}, node_ip_address="127.0.0.1"
             )
         ray.init(address=cluster.address)
-        cfg = scale_config(actors, rate, cluster.address)
+        cfg = scale_config(actors, rate, cluster.address, overrides)
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench_scale_{actors}_"))
         experiment = build_experiment(cfg, run_dir)  # joins the cluster this process is on
         window = SteadyWindow(experiment.loop, actors, seconds)
@@ -163,7 +168,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
     print(" actors  steps/s  limit  efficiency  updates/s  model lag  sync p50  sync p99")
     rows = []
     for n in args.actors:
-        r = scale_once(n, min(args.nodes, n), args.rate, args.seconds)
+        r = scale_once(n, min(args.nodes, n), args.rate, args.seconds, args.override)
         rows.append(r)
         print(
             f"{n:7d} {r['steps_per_s']:8.1f} {r['limit_steps_per_s']:6.0f} {r['efficiency']:11.3f} "

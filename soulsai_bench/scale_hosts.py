@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,15 @@ that every window holds at least 8 points to fit rates to."""
 
 
 def scale_hosts_once(
-    hosts: int, rate: float, seconds: float, delay_ms: int, loss_pct: float
+    hosts: int,
+    rate: float,
+    seconds: float,
+    delay_ms: int,
+    loss_pct: float,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """One LAN of ``hosts`` game PCs; returns the steady-state row."""
+    """One LAN of ``hosts`` game PCs; returns the steady-state row (``overrides``: Hydra's, for
+    the run on the head)."""
     lan = Lan()
     try:
         head = lan.add_host("head", 1)
@@ -52,7 +59,8 @@ def scale_hosts_once(
         )
         for pc in pcs:
             _check(lan.join(pc, head, lan.copy_token(token, pc)))
-        return {"hosts": hosts, "link": link, **_train(lan, head, hosts, token, rate, seconds)}
+        row = _train(lan, head, hosts, token, rate, seconds, overrides)
+        return {"hosts": hosts, "link": link, **row}
     finally:
         lan.close()
 
@@ -64,7 +72,13 @@ def _check(done: subprocess.CompletedProcess) -> None:
 
 
 def _train(
-    lan: Lan, head: Host, hosts: int, token: Path, rate: float, seconds: float
+    lan: Lan,
+    head: Host,
+    hosts: int,
+    token: Path,
+    rate: float,
+    seconds: float,
+    overrides: Sequence[str],
 ) -> dict[str, Any]:
     run_dir = head.root / "run"
     command = [
@@ -84,6 +98,7 @@ def _train(
         "stop.env_steps=null",
         "stop.time_s=3600",  # ended by SIGINT after the window
         f"hydra.run.dir={run_dir}",
+        *overrides,
     ]
     env = lan.env(head, RAY_AUTH_TOKEN_PATH=str(token))
     log = head.root / "driver.log"
@@ -228,7 +243,9 @@ def cmd_scale_hosts(args: Any) -> None:
     print(header)
     rows = []
     for n in args.hosts:
-        r = scale_hosts_once(n, args.rate, args.seconds, args.delay_ms, args.loss_pct)
+        r = scale_hosts_once(
+            n, args.rate, args.seconds, args.delay_ms, args.loss_pct, args.override
+        )
         rows.append(r)
         print(
             f"{n:6d} {r['steps_per_s']:8.1f} {r['limit_steps_per_s']:6.0f} "

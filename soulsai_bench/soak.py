@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,9 +75,11 @@ class Soak:
         nodes: int,
         step_latency: float,
         faults: list[str] | None = None,
+        overrides: Sequence[str] = (),
     ) -> None:
         """Args:
         faults: The kinds of fault to strike with (default: every kind ``algo`` has).
+        overrides: Hydra overrides for every driver of the run (after the soak's own).
         """
         kinds = KINDS[algo]
         unknown = sorted(set(faults or ()) - set(kinds))
@@ -84,6 +87,7 @@ class Soak:
             raise ValueError(f"faults {unknown} do not apply to algo={algo}; choose from {kinds}")
         self.kinds = tuple(k for k in kinds if faults is None or k in faults)
         self.algo, self.seed, self.nodes = algo, seed, nodes
+        self.extra = list(overrides)
         self.duration_s = minutes * 60
         self.step_latency = step_latency
         self.rng = random.Random(seed)
@@ -131,7 +135,7 @@ class Soak:
         if resume:
             latest = self.reader.latest_checkpoint()
             segment.resumed_from_env_steps = latest["env_steps"] if latest else None
-        args = [*self.overrides(address), *(["resume=auto"] if resume else [])]
+        args = [*self.overrides(address), *self.extra, *(["resume=auto"] if resume else [])]
         log = open(self.work / f"driver_{len(self.report.segments)}.log", "w")  # noqa: SIM115
         before = set(self.reader.events_files())
         self.driver = subprocess.Popen(
@@ -388,7 +392,15 @@ class Soak:
 
 def cmd_soak(args: argparse.Namespace) -> None:
     try:
-        soak = Soak(args.algo, args.minutes, args.seed, args.nodes, args.step_latency, args.faults)
+        soak = Soak(
+            args.algo,
+            args.minutes,
+            args.seed,
+            args.nodes,
+            args.step_latency,
+            args.faults,
+            args.override,
+        )
     except ValueError as err:
         raise SystemExit(f"soak: {err}") from None
     report = soak.run()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+from script_runs import script_args
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
@@ -32,7 +33,7 @@ def start_training(run_dir: Path, *overrides: str, time_s: int = 60) -> subproce
     """
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "RAY_ADDRESS")}
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    args = [
+    args = (
         "algo=dqn",
         "env=cartpole",
         "cluster.num_rollout_actors=2",
@@ -44,10 +45,10 @@ def start_training(run_dir: Path, *overrides: str, time_s: int = 60) -> subproce
         "telemetry.log_every_s=0.5",
         f"hydra.run.dir={run_dir}",
         *overrides,
-    ]
+    )
     with open(f"{run_dir}.out", "w") as out:
         return subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *script_args("train.py", args)],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -10,10 +10,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+EAGER_UPDATE = "algo.compile=false"
+"""What a DQN test run adds unless it names ``algo.compile``: compiling the update costs seconds
+of CPU at each learner start, and these runs are short (tests/unit/test_compiled_step.py checks
+the compiled step's numbers, tests/e2e/test_learning.py trains the shipped config with it)."""
+
+
+def script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` for ``scripts/<script>``: DQN runs of train.py get :data:`EAGER_UPDATE`."""
+    if script != "train.py" or "algo=ppo" in args or any("algo.compile" in a for a in args):
+        return args
+    return (*args, EAGER_UPDATE)
+
 
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs ``scripts/<script>`` with this interpreter; returns the finished process."""
-    return run_python(str(ROOT / "scripts" / script), *args, timeout=timeout)
+    return run_python(str(ROOT / "scripts" / script), *script_args(script, args), timeout=timeout)
 
 
 def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -41,4 +53,5 @@ def start_script(script: str, *args: str, **popen: object) -> subprocess.Popen:
         "text": True,
         **popen,
     }
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), *args], **options)
+    command = [sys.executable, str(ROOT / "scripts" / script), *script_args(script, args)]
+    return subprocess.Popen(command, **options)

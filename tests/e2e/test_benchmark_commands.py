@@ -17,6 +17,11 @@ from script_runs import run_python
 ROOT = Path(__file__).resolve().parents[2]
 
 
+EAGER = "algo.compile=false"
+"""The learner's update runs eager in these short runs: compiling it (seconds of CPU) is checked
+by test_bench_learner.py and test_compiled_step.py."""
+
+
 def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs ``python -m soulsai_bench ARGS`` from the checkout; returns the finished process."""
     return run_python("-m", "soulsai_bench", *args, timeout=timeout)
@@ -45,6 +50,7 @@ def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path):
             "--time-limit=3",
             "--override",
             "algo.learning_starts=200",
+            EAGER,
             "--json",
             str(tmp_path / "solve.json"),
         )
@@ -69,6 +75,7 @@ def test_lockstep_reports_every_seed(tmp_path):
             "--jobs=1",  # one worker process: torch is imported once
             "--override",
             "algo.learning_starts=100",
+            EAGER,
             "--json",
             str(tmp_path / "lockstep.json"),
         )
@@ -80,11 +87,14 @@ def test_lockstep_reports_every_seed(tmp_path):
 
 
 def test_learner_times_each_config():
+    eager = ("--override", EAGER)
     out = succeeded(
-        bench("learner", "--algo", "dqn", "dqn_efficient", "--env=cartpole", "--seconds=0.3")
+        bench(
+            "learner", "--algo", "dqn", "dqn_efficient", "--env=cartpole", "--seconds=0.3", *eager
+        )
     )
     for algo in ("dqn", "dqn_efficient"):
-        assert f"learner algo={algo} env=cartpole on cpu (obs 4, 2 actions" in out
+        assert f"learner algo={algo} env=cartpole on cpu, eager update (obs 4, 2 actions" in out
     assert len(re.findall(r"ms per update \(.*\), \d+ updates/s", out)) == 2
     assert len(re.findall(r"game PCs at 20 steps/s", out)) == 2
 
@@ -92,7 +102,10 @@ def test_learner_times_each_config():
 def test_learner_times_the_gpu_where_torch_sees_one():
     import torch
 
-    proc = bench("learner", "--env=cartpole", "--seconds=0.3", "--device", "cpu", "cuda")
+    proc = bench(
+        "learner", "--env=cartpole", "--seconds=0.3", "--device", "cpu", "cuda",
+        "--override", EAGER,
+    )  # fmt: skip
     if torch.cuda.is_available():
         out = succeeded(proc)
         assert "env=cartpole on cpu" in out and "env=cartpole on cuda" in out
@@ -124,6 +137,8 @@ def test_scale_reports_a_row_per_actor_count(tmp_path):
             "--nodes=2",
             "--rate=100",
             "--seconds=1",
+            "--override",
+            EAGER,
             "--json",
             str(tmp_path / "scale.json"),
         )
@@ -145,6 +160,8 @@ def test_soak_reports_the_faults_it_struck(tmp_path):
             "--step-latency=0.01",
             "--faults",
             "rollout",
+            "--override",
+            EAGER,
             "--json",
             str(tmp_path / "soak.json"),
         )

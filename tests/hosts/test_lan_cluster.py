@@ -26,6 +26,7 @@ def _train_command(cluster, run_dir, *overrides: str) -> list[str]:
         "algo.learning_starts=200",
         "checkpoint.every_updates=200",
         "telemetry.console=false",
+        "algo.compile=false",  # a short run: compiling the update is test_compiled_step.py's
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]

@@ -14,7 +14,7 @@ def test_game_pcs_follow_from_the_update_cost_and_the_replay_ratio():
     assert speed.updates_per_s == pytest.approx(500.0)
     assert speed.env_steps_per_s == pytest.approx(125.0)
     text = report(speed, game_rate=20.0)
-    assert "env=lunarlander on cpu (obs 8" in text
+    assert "env=lunarlander on cpu, eager update (obs 8" in text
     assert "2.00 ms per update (1.90-2.20), 500 updates/s" in text
     assert "4 updates per env step" in text
     assert "up to 125 env steps/s: 6.2 game PCs at 20 steps/s" in text
@@ -22,7 +22,11 @@ def test_game_pcs_follow_from_the_update_cost_and_the_replay_ratio():
 
 @pytest.mark.parametrize("algo", ["dqn", "dqn_efficient"])
 def test_the_shipped_configs_are_timed_with_the_envs_shape(algo):
-    speed = measure_learner(algo, "cartpole", [], seconds=0.3, windows=3)
+    """``dqn`` as shipped, its update compiled; ``dqn_efficient`` eager (the compiled step's
+    numbers are test_compiled_step.py's)."""
+    eager = [] if algo == "dqn" else ["algo.compile=false"]
+    speed = measure_learner(algo, "cartpole", eager, seconds=0.3, windows=3)
+    assert speed.compiled == (algo == "dqn")
     assert (speed.obs_dim, speed.num_actions) == (4, 2)
     # algo=dqn env=cartpole: 32 from conf/algo_env/dqn_cartpole.yaml, the algo x env settings apply
     assert speed.replay_ratio == {"dqn": 32.0, "dqn_efficient": 512.0}[algo]
@@ -32,7 +36,9 @@ def test_the_shipped_configs_are_timed_with_the_envs_shape(algo):
 
 def test_game_envs_take_their_sizes_from_the_command_line():
     """SoulsGym needs the game to be created; its sizes come from --obs-dim/--actions."""
-    speed = measure_learner("dqn_efficient", "iudex", [], seconds=0.2, windows=2, spec=(30, 20))
+    speed = measure_learner(
+        "dqn_efficient", "iudex", ["algo.compile=false"], seconds=0.2, windows=2, spec=(30, 20)
+    )
     assert (speed.obs_dim, speed.num_actions) == (30, 20)
     # conf/algo_env/dqn_efficient_iudex.yaml: 4 updates of 64 per env step
     assert (speed.batch_size, speed.replay_ratio) == (64, 256.0)
