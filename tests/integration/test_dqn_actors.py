@@ -64,7 +64,15 @@ def wired(tmp_path, request):
         ray.kill(handle)
 
 
-@pytest.mark.parametrize("wired", [{"compile": True}], indirect=True, ids=["compiled_update"])
+COMPILED = dict(
+    compile=True, hidden_sizes=[32, 32], layer_norm=True, normalize_obs=True, batch_size=64,
+    grad_clip=0.5,
+)  # fmt: skip
+"""A compiled learner with the Q-network, batch and clipping of tests/unit/test_compiled_step.py:
+one graph, so the one of the two suites that runs second finds it in inductor's cache."""
+
+
+@pytest.mark.parametrize("wired", [COMPILED], indirect=True, ids=["compiled_update"])
 def test_learner_gets_data_from_every_actor_and_versions_reach_every_actor(wired):
     """The learner's update compiled in its Ray worker, as the shipped configs run it."""
     cfg, store, replay, actors, learner = wired

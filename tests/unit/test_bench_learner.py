@@ -18,15 +18,15 @@ def test_game_pcs_follow_from_the_update_cost_and_the_replay_ratio():
     assert "2.00 ms per update (1.90-2.20), 500 updates/s" in text
     assert "4 updates per env step" in text
     assert "up to 125 env steps/s: 6.2 game PCs at 20 steps/s" in text
+    compiled = LearnerSpeed("dqn", "cartpole", "cpu", 4, 2, 64, 32.0, 0.5, (0.4, 0.6), True)
+    assert "env=cartpole on cpu, compiled update (obs 4, 2 actions" in report(compiled, 20.0)
 
 
 @pytest.mark.parametrize("algo", ["dqn", "dqn_efficient"])
 def test_the_shipped_configs_are_timed_with_the_envs_shape(algo):
-    """``dqn`` as shipped, its update compiled; ``dqn_efficient`` eager (the compiled step's
-    numbers are test_compiled_step.py's)."""
-    eager = [] if algo == "dqn" else ["algo.compile=false"]
-    speed = measure_learner(algo, "cartpole", eager, seconds=0.3, windows=3)
-    assert speed.compiled == (algo == "dqn")
+    """Timed eager: compiling is test_compiled_step.py's and test_learning.py's."""
+    speed = measure_learner(algo, "cartpole", ["algo.compile=false"], seconds=0.3, windows=3)
+    assert not speed.compiled
     assert (speed.obs_dim, speed.num_actions) == (4, 2)
     # algo=dqn env=cartpole: 32 from conf/algo_env/dqn_cartpole.yaml, the algo x env settings apply
     assert speed.replay_ratio == {"dqn": 32.0, "dqn_efficient": 512.0}[algo]

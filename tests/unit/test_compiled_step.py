@@ -18,7 +18,8 @@ EFFICIENT = dict(
     hidden_sizes=[32, 32], layer_norm=True, normalize_obs=True, lr=1e-3, grad_clip=0.5,
     target_update_every=25, target_tau=0.5, reset_every_updates=70,
 )  # fmt: skip
-"""dqn_efficient's switches, with a reset and a target blend within a short test."""
+"""dqn_efficient's switches, with a reset and a target blend within a short test (the network,
+batch and clipping of tests/integration/test_dqn_actors.py's compiled learner: one graph)."""
 
 
 def _state_difference(a: DQNLearner, b: DQNLearner) -> float:
@@ -39,6 +40,17 @@ def _assert_same_results(eager, compiled) -> None:
     np.testing.assert_allclose(compiled.td_errors, eager.td_errors, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread, as a learner actor has (``cluster.torch_threads``): inductor's code for a
+    thread count is its own, so the integration test's compiled graph is then this one's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_each_compiled_update_is_the_eager_update_through_resets_blends_and_a_rollback():
     """180 updates with importance weights, masks, clipping, a target blend every 25 updates, a
     shrink-and-perturb reset every 70 and a NaN reward at update 100 (both roll back to the state
