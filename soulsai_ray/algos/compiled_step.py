@@ -17,7 +17,6 @@ compiler on the CPU, an unsupported device) the learner logs why and runs the ea
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,7 +25,7 @@ from torch import nn
 from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
-from soulsai_ray.algos.optim import FlatAdam
+from soulsai_ray.algos.optim import FlatAdam, adam_update, clip_coefficient
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class CompiledUpdate:
         bootstrap: The learner's TD targets (no gradient flows through them).
         loss: The learner's loss on the online Q-values.
         double: Double DQN: the online network's Q-values at ``next_obs`` go to ``bootstrap``.
-        max_norm: Gradient clipping threshold (0 or less: never).
+        max_norm: Gradient clipping threshold (``inf``: never).
     """
 
     def __init__(
@@ -88,16 +87,13 @@ class CompiledUpdate:
     ) -> None:
         self.q_net, self.target_net, self.optimizer = q_net, target_net, optimizer
         self._bootstrap, self._loss, self._double = bootstrap, loss, double
-        self._max_norm = max_norm if max_norm > 0 else math.inf
+        self._max_norm = max_norm
         named = list(q_net.named_parameters())
         self._names = [name for name, _ in named]
         self._shapes = [param.shape for _, param in named]
         self._sizes = [param.numel() for _, param in named]
-        self._device = device = optimizer.flat.device
-        self._hyper: tuple[float, ...] = ()
-        self._hyper_tensor = torch.empty(0)
         options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
-        if device.type == "cpu":
+        if optimizer.flat.device.type == "cpu":
             options["cpp_wrapper"] = True
         self._compiled = torch.compile(self._step, dynamic=False, options=options)
         self._gradient = grad_and_value(self._loss_of_params, has_aux=True)
@@ -105,16 +101,9 @@ class CompiledUpdate:
     def __call__(self, batch: BatchTensors) -> StepOutcome | None:
         """One update; None if compiling it failed (logged; nothing was changed), and the
         caller runs its eager step instead."""
-        group = self.optimizer.param_groups[0]
-        hyper = (group["lr"], *group["betas"], group["eps"])
-        if (
-            hyper != self._hyper
-        ):  # a tensor: the compiled code reads a changed lr, never a stale one
-            self._hyper = hyper
-            self._hyper_tensor = torch.tensor(hyper, dtype=torch.float64, device=self._device)
-        moments = self.optimizer.moments()
+        opt = self.optimizer
         try:
-            return self._compiled(self.optimizer.flat.data, *moments, batch, self._hyper_tensor)
+            return self._compiled(opt.flat.data, opt.moments(), opt.hyperparameters(), batch)
         except TorchDynamoException as err:  # the compiler's (tracing or code generation): the
             # step has not run, so nothing changed
             logger.warning("compiling the DQN update failed, it runs eager: %s", _first(err))
@@ -133,13 +122,10 @@ class CompiledUpdate:
     def _step(
         self,
         flat: torch.Tensor,
-        step: torch.Tensor,
-        exp_avg: torch.Tensor,
-        exp_avg_sq: torch.Tensor,
-        batch: BatchTensors,
+        moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         hyper: torch.Tensor,
+        batch: BatchTensors,
     ) -> StepOutcome:
-        lr, beta1, beta2, eps = hyper.unbind()
         with torch.no_grad():
             next_target = self.target_net(batch.next_obs)
             next_online = None
@@ -149,20 +135,8 @@ class CompiledUpdate:
         grad, (loss, (td_errors, q_mean)) = self._gradient(flat, targets, batch)
         with torch.no_grad():
             norm = torch.linalg.vector_norm(grad)
-            grad = grad * torch.clamp(self._max_norm / (norm + 1e-6), max=1.0)
-            finite = torch.isfinite(loss) & torch.isfinite(norm)
-            # Adam as torch.optim.Adam computes it (no weight decay, no amsgrad)
-            new_step = step + 1
-            new_avg = exp_avg + (grad - exp_avg) * (1 - beta1)
-            new_avg_sq = exp_avg_sq * beta2 + grad * grad * (1 - beta2)
-            count = new_step.to(torch.float64)  # Adam's bias corrections are float64 numbers
-            bias1 = 1 - beta1**count
-            bias2 = 1 - beta2**count
-            denom = new_avg_sq.sqrt() / bias2.sqrt() + eps
-            new_flat = flat - (lr / bias1) * new_avg / denom
-            for old, new in ((flat, new_flat), (exp_avg, new_avg), (exp_avg_sq, new_avg_sq)):
-                old.copy_(torch.where(finite, new, old))
-            step.copy_(torch.where(finite, new_step, step))
+            grad = grad * clip_coefficient(norm, self._max_norm)
+            adam_update(flat, grad, moments, hyper, torch.isfinite(loss) & torch.isfinite(norm))
         return StepOutcome(loss.detach(), norm, td_errors, q_mean)
 
 

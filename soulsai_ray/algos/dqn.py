@@ -120,6 +120,7 @@ class DQNLearner:
         self.q_net = q_network(cfg, *self.shape).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = FlatAdam(self.q_net, cfg.lr)
+        self._max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         self.compiled_update = None
         """The update step as one compiled graph (``cfg.compile``), or None: eager."""
         if cfg.compile:
@@ -130,7 +131,7 @@ class DQNLearner:
                 self._bootstrap,
                 self._loss,
                 cfg.double,
-                cfg.grad_clip,
+                self._max_norm,
             )
         self.updates = 0
         self.guard = NonFiniteGuard(self.state_dict, self.load_state_dict)
@@ -167,10 +168,13 @@ class DQNLearner:
             outcome = self.compiled_update(batch)
             if outcome is None:  # compiling failed (logged): eager from now on
                 self.compiled_update = None
-        if outcome is None:
-            outcome = self._eager_step(batch)
+        eager = outcome is None
+        if eager:
+            outcome = self._eager_gradient(batch)
         loss_value, grad_norm = float(outcome.loss), float(outcome.grad_norm)
-        raise_if_not_finite(loss_value, grad_norm)  # the compiled step then changed nothing
+        raise_if_not_finite(loss_value, grad_norm)  # a compiled step then changed nothing
+        if eager:
+            self.optimizer.step()
         self.updates += 1
         if self.updates % self.cfg.target_update_every == 0:
             self._update_target()
@@ -185,8 +189,8 @@ class DQNLearner:
             grad_norm=grad_norm,
         )
 
-    def _eager_step(self, batch: BatchTensors) -> StepOutcome:
-        """Forward, loss, backward, clipping and, when loss and gradient are finite, Adam."""
+    def _eager_gradient(self, batch: BatchTensors) -> StepOutcome:
+        """Forward, loss, backward and clipping; the Adam step is the caller's."""
         q_values = self.q_net(batch.obs)
         with torch.no_grad():  # the backward pass then runs over this batch only
             next_target = self.target_net(batch.next_obs)
@@ -195,12 +199,8 @@ class DQNLearner:
         loss, (td_errors, q_mean) = self._loss(q_values, targets, batch)
         self.optimizer.zero_grad()
         loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        grad_norm = self.optimizer.clip_grad_norm(max_norm)
-        loss = loss.detach()
-        if math.isfinite(float(loss)) and math.isfinite(float(grad_norm)):
-            self.optimizer.step()
-        return StepOutcome(loss, grad_norm, td_errors, q_mean)
+        grad_norm = self.optimizer.clip_grad_norm(self._max_norm)
+        return StepOutcome(loss.detach(), grad_norm, td_errors, q_mean)
 
     def _bootstrap(
         self, next_online: torch.Tensor | None, next_target: torch.Tensor, batch: BatchTensors

@@ -50,6 +50,8 @@ class FlatAdam:
         except (RuntimeError, TypeError):  # no fused kernel for this device
             self.optimizer = torch.optim.Adam([self.flat], lr=lr)
         self._sizes = [p.numel() for p in params]
+        self._hyper_values: tuple[float, ...] = ()
+        self._hyper = torch.empty(0)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -68,7 +70,7 @@ class FlatAdam:
         ``torch.nn.utils.clip_grad_norm_`` does; returns the norm before clipping."""
         grad = self.flat.grad
         norm = torch.linalg.vector_norm(grad)
-        grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        grad.mul_(clip_coefficient(norm, max_norm))
         return norm
 
     def step(self) -> None:
@@ -107,6 +109,16 @@ class FlatAdam:
             state["exp_avg_sq"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
         return state["step"], state["exp_avg"], state["exp_avg_sq"]
 
+    def hyperparameters(self) -> torch.Tensor:
+        """``[lr, beta1, beta2, eps]`` as one float64 tensor for :func:`adam_update` (made again
+        only when one of them changes: compiled code reads a changed ``lr``, never a stale one)."""
+        group = self.optimizer.param_groups[0]
+        values = (group["lr"], *group["betas"], group["eps"])
+        if values != self._hyper_values:
+            self._hyper_values = values
+            self._hyper = torch.tensor(values, dtype=torch.float64, device=self.flat.device)
+        return self._hyper
+
     def reset(self) -> None:
         """Forgets Adam's moments (they belong to weights that were just re-initialized)."""
         self.optimizer.state.clear()
@@ -142,3 +154,36 @@ class FlatAdam:
                 },
             }
         return {"state": flat_state, "param_groups": [{**group, "params": [0]}]}
+
+
+def clip_coefficient(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """What ``clip_grad_norm_`` scales a gradient of ``norm`` by: at most 1 (``inf``: 1)."""
+    return torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+
+
+def adam_update(
+    flat: torch.Tensor,
+    grad: torch.Tensor,
+    moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    hyper: torch.Tensor,
+    apply: torch.Tensor,
+) -> None:
+    """One Adam step of ``flat`` in plain tensor operations, as ``torch.optim.Adam`` computes it
+    (no weight decay, no amsgrad), for code that ``torch.compile`` generates (the fused kernel
+    :meth:`FlatAdam.step` calls cannot be traced). Parameters and :meth:`FlatAdam.moments` change
+    in place, and only where the bool tensor ``apply`` holds.
+
+    Args:
+        hyper: :meth:`FlatAdam.hyperparameters`.
+    """
+    step, exp_avg, exp_avg_sq = moments
+    lr, beta1, beta2, eps = hyper.unbind()
+    new_step = step + 1
+    new_avg = exp_avg + (grad - exp_avg) * (1 - beta1)
+    new_avg_sq = exp_avg_sq * beta2 + grad * grad * (1 - beta2)
+    count = new_step.to(torch.float64)  # Adam's bias corrections are float64 numbers
+    bias1, bias2 = 1 - beta1**count, 1 - beta2**count
+    new_flat = flat - (lr / bias1) * new_avg / (new_avg_sq.sqrt() / bias2.sqrt() + eps)
+    for old, new in ((flat, new_flat), (exp_avg, new_avg), (exp_avg_sq, new_avg_sq)):
+        old.copy_(torch.where(apply, new, old))
+    step.copy_(torch.where(apply, new_step, step))
