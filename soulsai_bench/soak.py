@@ -42,6 +42,7 @@ from pathlib import Path
 from soulsai_bench import ROOT, TRAIN_SCRIPT
 from soulsai_bench.soak_probe import RunReader, actors_alive, rss_mb
 from soulsai_bench.soak_report import RECOVERY_TIMEOUT_S, Fault, Segment, SoakReport, print_report
+from soulsai_ray import metric_names as mn
 
 ACTOR_CLASSES = {
     "rollout": ("RolloutActor", "PPORolloutActor"),
@@ -218,11 +219,9 @@ class Soak:
                 return fault
             victim = self.rng.choice(victims)
             os.kill(victim["Pid"], signal.SIGSTOP)
-            stalls = (self.reader.scalar("env/stalls") or (0, 0.0))[1]
+            stalls = self.reader.count(mn.ENV_STALLS)
             fault.detail = f"SIGSTOP pid {victim['Pid']}"
-            noticed = self.wait_until(
-                lambda: (self.reader.scalar("env/stalls") or (0, 0.0))[1] > stalls, since
-            )
+            noticed = self.wait_until(lambda: self.reader.count(mn.ENV_STALLS) > stalls, since)
             fault.recovered_s = noticed and self.wait_until(
                 self.moved_past(*self.reader.progress()), since
             )
@@ -284,24 +283,18 @@ class Soak:
         if not self.mounted:
             return None
         filler = self.checkpoints / ".filler"
-        failures = (self.reader.scalar("io/write_failures/checkpoint") or (0, 0.0))[1]
+        failures = self.reader.count(mn.write_failures("checkpoint"))
         with open(filler, "wb") as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * (1 << 20))
         failed = self.wait_until(
-            lambda: (self.reader.scalar("io/write_failures/checkpoint") or (0, 0.0))[1] > failures,
-            since,
+            lambda: self.reader.count(mn.write_failures("checkpoint")) > failures, since
         )
         filler.unlink()
         if failed is None:
             return None
-        newest = self.reader.latest_checkpoint() or {"updates": -1}
-        return self.wait_until(
-            lambda: (
-                (self.reader.latest_checkpoint() or {"updates": -1})["updates"] > newest["updates"]
-            ),
-            since,
-        )
+        newest = self.reader.checkpoint_updates()
+        return self.wait_until(lambda: self.reader.checkpoint_updates() > newest, since)
 
     def fault_count(self) -> int:
         """Faults the soak strikes with: every kind once, and one per 75 s of a longer soak."""
@@ -392,15 +385,8 @@ class Soak:
 
 def cmd_soak(args: argparse.Namespace) -> None:
     try:
-        soak = Soak(
-            args.algo,
-            args.minutes,
-            args.seed,
-            args.nodes,
-            args.step_latency,
-            args.faults,
-            args.override,
-        )
+        fields = (args.algo, args.minutes, args.seed, args.nodes, args.step_latency, args.faults)
+        soak = Soak(*fields, args.override)
     except ValueError as err:
         raise SystemExit(f"soak: {err}") from None
     report = soak.run()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from soulsai_bench.soak_report import SoakReport
+from soulsai_ray import metric_names as mn
 
 
 def actors_alive(classes: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -52,6 +53,16 @@ class RunReader:
         latest = CheckpointManager(self.checkpoints).latest()
         return latest.meta if latest else None
 
+    def count(self, tag: str) -> float:
+        """The newest value of the counter ``tag``, 0 before the run has written it."""
+        newest = self.scalar(tag)
+        return newest[1] if newest else 0.0
+
+    def checkpoint_updates(self) -> int:
+        """The update count of the newest complete checkpoint, -1 before the first."""
+        latest = self.latest_checkpoint()
+        return int(latest["updates"]) if latest else -1
+
     def scalar(self, tag: str) -> tuple[int, float] | None:
         """(env step, value) of the newest ``tag`` in the current driver's TensorBoard file."""
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -67,12 +78,12 @@ class RunReader:
         if tag not in acc.Tags()["scalars"]:
             return None
         events = acc.Scalars(tag)
-        if tag == "progress/updates":
+        if tag == mn.PROGRESS_UPDATES:
             segment.first_env_steps = segment.first_env_steps or events[0].step
             segment.last_env_steps, segment.last_updates = events[-1].step, int(events[-1].value)
         return events[-1].step, events[-1].value
 
     def progress(self) -> tuple[int, int]:
         """(env steps, updates) of the run now."""
-        newest = self.scalar("progress/updates")
+        newest = self.scalar(mn.PROGRESS_UPDATES)
         return (newest[0], int(newest[1])) if newest else (0, 0)
