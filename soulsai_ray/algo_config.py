@@ -207,12 +207,6 @@ class DQNConfig:
         require(0.0 <= self.reset_keep < 1.0, f"{key}.reset_keep", "must be in [0, 1)")
         if self.replay_layout == "frames":
             require(
-                not self.prioritized,
-                f"{key}.prioritized",
-                f"must be false with {key}.replay_layout=frames (prioritized replay over frames "
-                "is not built)",
-            )
-            require(
                 self.n_step_start is None,
                 f"{key}.n_step_start",
                 f"must be null with {key}.replay_layout=frames (the replay rebuilds every "

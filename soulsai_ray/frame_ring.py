@@ -125,6 +125,17 @@ class FrameRing:
         oldest = self.total_written - self.capacity
         return (numbers != NONE) & (numbers < self.total_written) & (numbers >= oldest)
 
+    def readers(self, number: int) -> np.ndarray:
+        """Ring slots of the transitions that read slot number ``number``'s frame as their own
+        or a stacked one: it and the ``stack - 1`` slots linked after it that are written."""
+        slots = []
+        for _ in range(self.stack):
+            if not self.live(number):
+                break
+            slots.append(number % self.capacity)
+            number = int(self._next[number % self.capacity])
+        return np.array(slots, np.int64)
+
     def valid(self, slots: np.ndarray) -> np.ndarray:
         """Whether each ring slot starts a transition whose slots are all written and live."""
         slots = np.asarray(slots, np.int64)

@@ -22,7 +22,15 @@ from soulsai_ray.transitions import (
     _zeros_batch,
 )
 
-__all__ = ["PrioritizedReplayBuffer", "ReplayBuffer", "SampledBatch", "SumTree"]
+__all__ = [
+    "PrioritizedReplayBuffer",
+    "ReplayBuffer",
+    "SampledBatch",
+    "SumTree",
+    "importance_weights",
+    "stratified_draw",
+    "td_priorities",
+]
 
 
 class SumTree:
@@ -49,6 +57,16 @@ class SumTree:
         self._depth = (self._offset // self._top).bit_length() - 1
         self._nodes = np.zeros(2 * self._offset, np.float64)
         self._top_cumsum: np.ndarray | None = None
+
+    @staticmethod
+    def bytes_for(capacity: int) -> int:
+        """Bytes of a tree of ``capacity`` leaves (none allocated)."""
+        return 2 * (1 << (capacity - 1).bit_length()) * np.dtype(np.float64).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tree."""
+        return self._nodes.nbytes
 
     @property
     def total(self) -> float:
@@ -296,17 +314,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         Raises:
             ValueError: On mismatched shapes, non-finite TD errors or slots that hold no data.
         """
-        indices = np.asarray(indices, np.int64)
-        td = np.asarray(td_errors, np.float64)
-        if indices.ndim != 1 or indices.shape != td.shape:
-            raise ValueError(f"indices {indices.shape} and td_errors {td.shape} must be equal 1-D")
+        indices, priorities = td_priorities(indices, td_errors, self.alpha, self.eps)
         if indices.size == 0:
             return
-        if not np.isfinite(td).all():
-            raise ValueError("td_errors contain NaN or inf")
         if indices.min() < 0 or indices.max() >= self._size:
             raise ValueError(f"indices outside the {self._size} filled slots")
-        priorities = (np.abs(td) + self.eps) ** self.alpha
         self._tree.update(indices, priorities)
         self._max_priority = max(self._max_priority, float(priorities.max()))
 
@@ -346,15 +358,42 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return super().sample(batch_size)
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        total = self._tree.total
-        targets = (np.arange(batch_size) + self._rng.random(batch_size)) * (total / batch_size)
         # Rounding can walk past the last filled slot into empty (zero) leaves; clamp back.
-        indices = np.minimum(self._tree.retrieve(targets), self._size - 1)
-        weights = (self._size * self._tree.get(indices) / total) ** -self.beta
-        return indices, (weights / weights.max()).astype(np.float32)
+        indices = np.minimum(stratified_draw(self._tree, self._rng, batch_size), self._size - 1)
+        return indices, importance_weights(self._tree, indices, self.beta)
 
     def _on_write(self, slots: np.ndarray) -> None:
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
+
+
+def td_priorities(
+    indices: np.ndarray, td_errors: np.ndarray, alpha: float, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``indices`` (int64) and their priorities ``(|td| + eps)**alpha``.
+
+    Raises:
+        ValueError: On mismatched shapes or non-finite TD errors.
+    """
+    indices = np.asarray(indices, np.int64)
+    td = np.asarray(td_errors, np.float64)
+    if indices.ndim != 1 or indices.shape != td.shape:
+        raise ValueError(f"indices {indices.shape} and td_errors {td.shape} must be equal 1-D")
+    if not np.isfinite(td).all():
+        raise ValueError("td_errors contain NaN or inf")
+    return indices, (np.abs(td) + eps) ** alpha
+
+
+def stratified_draw(tree: SumTree, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Leaves drawn by priority, one from each of ``size`` equal slices of the total mass."""
+    targets = (np.arange(size) + rng.random(size)) * (tree.total / size)
+    return tree.retrieve(targets)
+
+
+def importance_weights(tree: SumTree, indices: np.ndarray, beta: float) -> np.ndarray:
+    """float32 (N P(i))**-beta of the drawn leaves, divided by the batch's largest (N, the
+    number of transitions, cancels out)."""
+    weights = (tree.get(indices) / tree.total) ** -beta
+    return (weights / weights.max()).astype(np.float32)
 
 
 def _saved_obs_spec(state: dict[str, Any]) -> ObsSpec:

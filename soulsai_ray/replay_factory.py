@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from soulsai_ray.frame_replay import FrameReplay
+from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
 from soulsai_ray.frame_ring import FrameRing
 from soulsai_ray.observations import ObsSpec
-from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
+from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from soulsai_ray.transitions import _zeros_batch
 
 if TYPE_CHECKING:
@@ -41,14 +39,13 @@ def replay_bytes(
         frame_stack: Frames an observation stacks (``env.frame_stack``).
     """
     spec = ObsSpec.of(obs_spec)
+    tree = SumTree.bytes_for(cfg.buffer_size) if cfg.prioritized else 0
     if cfg.replay_layout == "frames":
-        return FrameRing.bytes_for(cfg.buffer_size, spec.single_frame(frame_stack), num_actions)
+        frame = spec.single_frame(frame_stack)
+        return FrameRing.bytes_for(cfg.buffer_size, frame, num_actions) + tree
     row = _zeros_batch(1, spec, num_actions)
     per_row = sum(getattr(row, f.name).nbytes for f in dataclasses.fields(row))
-    total = cfg.buffer_size * per_row
-    if cfg.prioritized:
-        total += 2 * (1 << (cfg.buffer_size - 1).bit_length()) * np.dtype(np.float64).itemsize
-    return total
+    return cfg.buffer_size * per_row + tree
 
 
 def replay_buffer(
@@ -56,7 +53,8 @@ def replay_buffer(
 ) -> Replay:
     """The replay buffer ``cfg`` describes: with ``replay_layout: frames`` a `FrameReplay` of
     ``buffer_size`` frames (n-step transitions of ``n_step``, stacks of ``frame_stack``), else
-    a prioritized (``cfg.prioritized``) or uniform `ReplayBuffer` of transitions.
+    a prioritized (``cfg.prioritized``) or uniform `ReplayBuffer` of transitions; frames are
+    prioritized the same way (`PrioritizedFrameReplay`).
 
     Args:
         cfg: The DQN config.
@@ -68,9 +66,10 @@ def replay_buffer(
     spec = ObsSpec.of(obs_spec)
     if cfg.replay_layout == "frames":
         frame = spec.single_frame(frame_stack)
-        return FrameReplay(
-            cfg.buffer_size, frame, num_actions, cfg.n_step, cfg.gamma, frame_stack, seed
-        )
+        sizes = (cfg.buffer_size, frame, num_actions, cfg.n_step, cfg.gamma, frame_stack, seed)
+        if cfg.prioritized:
+            return PrioritizedFrameReplay(*sizes, cfg.per_alpha, cfg.per_beta_start, cfg.per_eps)
+        return FrameReplay(*sizes)
     if cfg.prioritized:
         return PrioritizedReplayBuffer(
             cfg.buffer_size,

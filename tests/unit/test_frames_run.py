@@ -19,7 +19,7 @@ from soulsai_ray.config import EnvConfig
 from soulsai_ray.envs.factory import make_env, probe_env_spec
 from soulsai_ray.envs.wrappers import StackFrames
 from soulsai_ray.experiment import build_experiment
-from soulsai_ray.frame_replay import FrameReplay
+from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.preflight import check_resume_matches
 from soulsai_ray.replay_factory import replay_buffer, replay_bytes
@@ -78,9 +78,12 @@ def test_the_image_dqn_configs_store_each_frame_once(algo, env):
     assert cfg.env.frame_stack == (4 if env == "atari_breakout" else 1)
 
 
-def test_frames_need_uniform_replay_and_a_fixed_n_naming_the_keys():
-    with pytest.raises(ConfigError, match=r"^algo.prioritized: .*replay_layout=frames"):
-        compose_config("dqn", "fake_souls_img", ["algo.prioritized=true"])
+def test_frames_are_prioritized_on_request_and_need_a_fixed_n_naming_the_key():
+    cfg = compose_config("dqn", "fake_souls_img", ["algo.prioritized=true"])
+    frame = ObsSpec.image(90, 160, 3)
+    replay = replay_buffer(replace(cfg.algo, buffer_size=1000), frame, 20, seed=0)
+    assert isinstance(replay, PrioritizedFrameReplay) and replay.alpha == cfg.algo.per_alpha
+    assert replay.nbytes == replay_bytes(replace(cfg.algo, buffer_size=1000), frame, 20)
     with pytest.raises(ConfigError, match=r"^algo.n_step_start: .*replay_layout=frames"):
         compose_config("dqn_efficient", "fake_souls_img", ["algo.n_step_start=5"])
     with pytest.raises(ConfigError, match=r"^env.frame_stack: must be > 0"):
@@ -113,11 +116,11 @@ MINATAR = EnvConfig(
 FRAMES_DQN = image_dqn(learning_starts=300, replay_layout="frames")
 
 
-def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path):
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path, prioritized):
     pytest.importorskip("minatar")
-    cfg = run_config(
-        FRAMES_DQN, MINATAR, steps=400, serial=True, save_replay=True, log_every_s=0.05
-    )
+    algo = replace(FRAMES_DQN, prioritized=prioritized)
+    cfg = run_config(algo, MINATAR, steps=400, serial=True, save_replay=True, log_every_s=0.05)
     first = build_experiment(cfg, tmp_path).run()
     assert first["stop_reason"] == "env_steps" and first["updates"] > 0
     pushed = 400 // cfg.algo.push_every * cfg.algo.push_every  # a push every push_every steps
@@ -128,6 +131,8 @@ def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path):
     assert buffer["layout"] == "frames" and buffer["stack"] == 2
     assert list(buffer["obs_shape"]) == [10, 10, 4]  # one frame of the 10x10x8 stack
     assert buffer["total_written"] > 400
+    if prioritized:  # the learner's TD errors reached the replay
+        assert len(np.unique(buffer["priorities"][buffer["priorities"] > 0])) > 10
     # the replay comes back: learning goes on at once instead of after learning_starts steps
     again = replace(cfg, resume="auto", stop=replace(cfg.stop, env_steps=700))
     second = build_experiment(again, tmp_path).run()

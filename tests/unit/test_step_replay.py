@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from soulsai_ray.envs.wrappers import StackFrames
-from soulsai_ray.frame_replay import FrameReplay
+from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.replay import ReplayBuffer
 from soulsai_ray.steps import StepBatch, StepRecorder, split_frames
@@ -55,14 +55,16 @@ class _Streams:
     """Several actors' envs stepped at random, each recorded both ways; batches popped at
     random, some lost on the way, samplers reset mid-episode."""
 
-    def __init__(self, stack: int, seed: int, capacity: int = 100_000, streams: int = 3) -> None:
+    def __init__(
+        self, stack: int, seed: int, capacity: int = 100_000, streams: int = 3, cls=FrameReplay
+    ) -> None:
         self.rng = np.random.default_rng(seed)
         self.stack = stack
         self.envs = [self._env() for _ in range(streams)]
         self.obs: list[np.ndarray | None] = [None] * streams
         self.recorders = [StepRecorder(ACTIONS, stack) for _ in range(streams)]
         self.accumulators = [NStepAccumulator(N, GAMMA, ACTIONS) for _ in range(streams)]
-        self.frames = FrameReplay(capacity, FRAME, ACTIONS, N, GAMMA, stack, seed)
+        self.frames = cls(capacity, FRAME, ACTIONS, N, GAMMA, stack, seed)
         self.naive: list[tuple[int, int, TransitionBatch]] = []
         """(stream, seq of the step that completed them, transitions) from the accumulators."""
         self.seqs = [0] * streams
@@ -177,6 +179,18 @@ def test_without_losses_each_frame_is_stored_once(stack):
     assert streams.frames.ring.total_written == steps + streams.episodes
     per_slot = streams.frames.nbytes / streams.frames.capacity
     assert per_slot == FRAME.nbytes + ACTIONS + 50
+
+
+@pytest.mark.parametrize("stack", [1, 4])
+def test_prioritized_batches_leave_a_priority_exactly_where_a_valid_transition_starts(stack):
+    """Batches with losses, resets and stale steps into a ring they overwrite many times."""
+    streams = _Streams(stack, seed=9, capacity=150, cls=PrioritizedFrameReplay)
+    replay = streams.frames
+    for _ in range(30):
+        streams.run(50, lose=0.1, reset=0.03)
+        valid = replay.ring.valid(np.arange(replay.ring.written))
+        np.testing.assert_array_equal(replay.state_dict()["priorities"] > 0, valid)
+    assert replay.ring.total_written > 5 * replay.capacity and streams.resets > 5
 
 
 def test_a_batch_after_a_lost_one_begins_anew_with_the_true_stack_history():
