@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EAGER_UPDATE = "algo.compile=false"
 """What a DQN test run adds unless it names ``algo.compile``: compiling the update costs seconds
 of CPU at each learner start, and these runs are short (tests/unit/test_compiled_step.py checks
-the compiled step's numbers, tests/e2e/test_learning.py trains the shipped config with it)."""
+each compiled update against the eager one, tests/integration/test_dqn_actors.py runs it in a
+Ray worker)."""
 
 
 def script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
