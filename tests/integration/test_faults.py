@@ -15,6 +15,7 @@ from run_configs import run_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.config import EnvConfig
 from soulsai_ray.experiment import build_experiment
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -28,6 +29,10 @@ COUNTER_OF = {
     "weights": "weight_store_restarts",
 }
 
+
+PACED_CARTPOLE = EnvConfig(id="CartPole-v1", step_latency_s=0.005)
+"""CartPole at 200 steps/s per actor, as a fast game: the run lasts as long as its faults do,
+and unpaced actors and learner would spend that time using every core they get."""
 
 RESTARTING = (
     ray.exceptions.RayActorError,
@@ -100,7 +105,7 @@ def _inject_faults(loop, kinds: list[str], log: dict) -> None:
 
 
 def _run_with_faults(algo, kinds: list[str], tmp_path) -> tuple[dict, dict, object]:
-    cfg = run_config(algo, time_s=600.0, checkpoint_every=200, keep_last=2)
+    cfg = run_config(algo, PACED_CARTPOLE, time_s=600.0, checkpoint_every=200, keep_last=2)
     experiment = build_experiment(cfg, tmp_path)
     loop = experiment.loop
     log = {"kills": dict.fromkeys(kinds, 0), "timeline": []}

@@ -46,7 +46,9 @@ def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
 
 
 def test_a_frozen_rollout_process_is_noticed_by_its_silent_heartbeat(tmp_path):
-    env = EnvConfig(id="CartPole-v1", step_timeout_s=2.0)
+    # paced at 200 steps/s per actor: the healthy actor and the learner would otherwise use
+    # every core they get while the test waits on the frozen one
+    env = EnvConfig(id="CartPole-v1", step_timeout_s=2.0, step_latency_s=0.005)
     experiment = _experiment(DQN, tmp_path, env, time_s=120)
     loop = experiment.loop
     frozen = {}
