@@ -40,7 +40,9 @@ from soulsai_ray.replay import (
     SampledBatch,
     SumTree,
     _saved_obs_spec,
+    check_priority_exponents,
     importance_weights,
+    priority_state,
     stratified_draw,
     td_priorities,
 )
@@ -347,30 +349,22 @@ class PrioritizedFrameReplay(FrameReplay):
     weights are max-normalized, as in the transitions replay.
 
     Args:
-        capacity, obs_spec, num_actions, n, gamma, stack, seed: As `FrameReplay`.
-        alpha: Priority exponent (0 gives uniform sampling).
-        beta: Importance-weight exponent; the learner anneals it towards 1.
-        eps: Added to |td| so that no transition has zero probability.
+        frame_args, frame_kwargs: `FrameReplay`'s arguments.
+        alpha, beta, eps: As `PrioritizedReplayBuffer`'s (here keywords only).
     """
 
     def __init__(
         self,
-        capacity: int,
-        obs_spec: ObsSpec | int,
-        num_actions: int,
-        n: int,
-        gamma: float,
-        stack: int = 1,
-        seed: int = 0,
+        *frame_args: Any,
         alpha: float = 0.6,
         beta: float = 0.4,
         eps: float = 1e-6,
+        **frame_kwargs: Any,
     ) -> None:
-        super().__init__(capacity, obs_spec, num_actions, n, gamma, stack, seed)
-        if alpha < 0 or beta < 0 or eps <= 0:
-            raise ValueError(f"need alpha >= 0, beta >= 0, eps > 0, got {alpha}, {beta}, {eps}")
+        super().__init__(*frame_args, **frame_kwargs)
+        check_priority_exponents(alpha, beta, eps)
         self.alpha, self.beta, self.eps = alpha, beta, eps
-        self._tree = SumTree(capacity)
+        self._tree = SumTree(self.capacity)
         self._max_priority = 1.0
         self._staged: dict[int, float] = {}
         """Priorities of the slots a push or batch changed (last value wins), until stored."""
@@ -428,15 +422,7 @@ class PrioritizedFrameReplay(FrameReplay):
 
     def state_dict(self) -> dict[str, Any]:
         """The frames replay's state plus priorities, max priority, alpha, beta and eps."""
-        state = super().state_dict()
-        state.update(
-            priorities=self._tree.get(np.arange(self.ring.written)),
-            max_priority=self._max_priority,
-            alpha=self.alpha,
-            beta=self.beta,
-            eps=self.eps,
-        )
-        return state
+        return {**super().state_dict(), **priority_state(self, self.ring.written)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a `state_dict`. A uniform frames replay's state gives every valid

@@ -27,7 +27,9 @@ __all__ = [
     "ReplayBuffer",
     "SampledBatch",
     "SumTree",
+    "check_priority_exponents",
     "importance_weights",
+    "priority_state",
     "stratified_draw",
     "td_priorities",
 ]
@@ -300,8 +302,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     ) -> None:
         """Allocates storage and a sum tree; see `ReplayBuffer` and the class attributes."""
         super().__init__(capacity, obs_spec, num_actions, seed)
-        if alpha < 0 or beta < 0 or eps <= 0:
-            raise ValueError(f"need alpha >= 0, beta >= 0, eps > 0, got {alpha}, {beta}, {eps}")
+        check_priority_exponents(alpha, beta, eps)
         self.alpha = alpha
         self.beta = beta
         self.eps = eps
@@ -324,15 +325,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def state_dict(self) -> dict[str, Any]:
         """Returns the uniform buffer's state plus priorities, max priority and beta."""
-        state = super().state_dict()
-        state.update(
-            priorities=self._tree.get(np.arange(self._size)),
-            max_priority=self._max_priority,
-            alpha=self.alpha,
-            beta=self.beta,
-            eps=self.eps,
-        )
-        return state
+        return {**super().state_dict(), **priority_state(self, self._size)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a `state_dict`; `alpha` and `eps` must match this buffer's.
@@ -364,6 +357,24 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_write(self, slots: np.ndarray) -> None:
         self._tree.update(slots, np.full(slots.shape, self._max_priority))
+
+
+def check_priority_exponents(alpha: float, beta: float, eps: float) -> None:
+    """Raises ValueError unless alpha >= 0, beta >= 0 and eps > 0."""
+    if alpha < 0 or beta < 0 or eps <= 0:
+        raise ValueError(f"need alpha >= 0, beta >= 0, eps > 0, got {alpha}, {beta}, {eps}")
+
+
+def priority_state(buffer: Any, filled: int) -> dict[str, Any]:
+    """What a prioritized replay saves beside its data: the priorities of its first ``filled``
+    slots, its largest priority so far, alpha, beta and eps."""
+    return {
+        "priorities": buffer._tree.get(np.arange(filled)),
+        "max_priority": buffer._max_priority,
+        "alpha": buffer.alpha,
+        "beta": buffer.beta,
+        "eps": buffer.eps,
+    }
 
 
 def td_priorities(

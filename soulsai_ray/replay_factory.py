@@ -68,7 +68,8 @@ def replay_buffer(
         frame = spec.single_frame(frame_stack)
         sizes = (cfg.buffer_size, frame, num_actions, cfg.n_step, cfg.gamma, frame_stack, seed)
         if cfg.prioritized:
-            return PrioritizedFrameReplay(*sizes, cfg.per_alpha, cfg.per_beta_start, cfg.per_eps)
+            per = {"alpha": cfg.per_alpha, "beta": cfg.per_beta_start, "eps": cfg.per_eps}
+            return PrioritizedFrameReplay(*sizes, **per)
         return FrameReplay(*sizes)
     if cfg.prioritized:
         return PrioritizedReplayBuffer(
