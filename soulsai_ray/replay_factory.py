@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
+from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.frame_ring import FrameRing
 from soulsai_ray.observations import ObsSpec
-from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree
+from soulsai_ray.priorities import SumTree
+from soulsai_ray.prioritized_frames import PrioritizedFrameReplay
+from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
 from soulsai_ray.transitions import _zeros_batch
 
 if TYPE_CHECKING:

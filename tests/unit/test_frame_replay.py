@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
+from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
+from soulsai_ray.prioritized_frames import PrioritizedFrameReplay
 from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
 from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
 

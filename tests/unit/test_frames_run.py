@@ -19,9 +19,10 @@ from soulsai_ray.config import EnvConfig
 from soulsai_ray.envs.factory import make_env, probe_env_spec
 from soulsai_ray.envs.wrappers import StackFrames
 from soulsai_ray.experiment import build_experiment
-from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
+from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
 from soulsai_ray.preflight import check_resume_matches
+from soulsai_ray.prioritized_frames import PrioritizedFrameReplay
 from soulsai_ray.replay_factory import replay_buffer, replay_bytes
 from soulsai_ray.typed_config import ConfigError
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from soulsai_ray.algo_config import DQNConfig
-from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree
+from soulsai_ray.priorities import SumTree
+from soulsai_ray.replay import PrioritizedReplayBuffer, ReplayBuffer
 from soulsai_ray.replay_factory import replay_buffer
 from soulsai_ray.transitions import TransitionBatch, fresh_mask
 

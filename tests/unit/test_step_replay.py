@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from soulsai_ray.envs.wrappers import StackFrames
-from soulsai_ray.frame_replay import FrameReplay, PrioritizedFrameReplay
+from soulsai_ray.frame_replay import FrameReplay
 from soulsai_ray.observations import ObsSpec
+from soulsai_ray.prioritized_frames import PrioritizedFrameReplay
 from soulsai_ray.replay import ReplayBuffer
 from soulsai_ray.steps import StepBatch, StepRecorder, split_frames
 from soulsai_ray.transitions import EnvStep, NStepAccumulator, TransitionBatch
