@@ -85,6 +85,9 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:
         "--override", nargs="*", default=[], help="extra Hydra overrides for our runs"
     )
     solve.add_argument("--json", help="write all results to this file")
+    solve.add_argument(
+        "--runs-dir", help="keep each run's folder (TensorBoard, checkpoints) under this folder"
+    )
     solve.set_defaults(func=cmd_solve)
 
 
@@ -160,6 +163,7 @@ def _add_soak(sub: argparse._SubParsersAction) -> None:
     )
     soak.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     soak.add_argument("--json", help="write the report to this file")
+    soak.add_argument("--runs-dir", help="an empty or new folder to keep the run and its logs in")
     soak.set_defaults(func=cmd_soak)
 
 

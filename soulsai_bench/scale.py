@@ -127,6 +127,7 @@ def scale_once(
     per_node = -(-actors // nodes)
     head = {"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args=head)
+    work = tempfile.TemporaryDirectory(prefix=f"bench_scale_{actors}_")
     try:
         for _ in range(nodes):
             cluster.add_node(
@@ -134,14 +135,14 @@ def scale_once(
             )
         ray.init(address=cluster.address)
         cfg = scale_config(actors, rate, cluster.address, overrides)
-        run_dir = Path(tempfile.mkdtemp(prefix=f"bench_scale_{actors}_"))
-        experiment = build_experiment(cfg, run_dir)  # joins the cluster this process is on
+        experiment = build_experiment(cfg, Path(work.name))  # joins the cluster this process is on
         window = SteadyWindow(experiment.loop, actors, seconds)
         window.start()
         summary = experiment.run()
     finally:
         ray.shutdown()
         cluster.shutdown()
+        work.cleanup()
     if not window.rates:
         raise RuntimeError(f"no steady window with {actors} actors") from window.error
     limit = actors * rate

@@ -19,7 +19,8 @@ the driver's first TensorBoard file), strikes with every kind of fault (or those
 
 After each fault it waits (bounded) for recovery: the actor is back (or the stall was noticed, or a
 checkpoint was written again) and env steps and updates move again. Progress is read from the
-run's TensorBoard files. Every process the soak starts is stopped by pid; the tmpfs is unmounted.
+run's TensorBoard files. Every process the soak starts is stopped by pid; the tmpfs is unmounted;
+the run's folder is removed unless ``--runs-dir`` names where to keep it.
 A soak shorter than 8 minutes keeps its first and last quarter free of faults instead of a minute.
 """
 
@@ -77,9 +78,12 @@ class Soak:
         step_latency: float,
         faults: list[str] | None = None,
         overrides: Sequence[str] = (),
+        work: Path | None = None,
     ) -> None:
         """Args:
         faults: The kinds of fault to strike with (default: every kind ``algo`` has).
+        work: A new folder for the run and its drivers' logs (default: a temporary folder,
+            removed when the soak ends).
         overrides: Hydra overrides for every driver of the run (after the soak's own).
         """
         kinds = KINDS[algo]
@@ -92,7 +96,11 @@ class Soak:
         self.duration_s = minutes * 60
         self.step_latency = step_latency
         self.rng = random.Random(seed)
-        self.work = Path(tempfile.mkdtemp(prefix=f"soak_{algo}_{seed}_"))
+        self.temporary = None if work else tempfile.TemporaryDirectory(prefix=f"soak_{algo}_")
+        self.work = Path(work or self.temporary.name)
+        if self.work.exists() and (not self.work.is_dir() or any(self.work.iterdir())):
+            raise ValueError(f"--runs-dir {self.work} is not an empty folder")
+        self.work.mkdir(parents=True, exist_ok=True)
         self.run_dir = self.work / "run"
         self.checkpoints = self.run_dir / "checkpoints"
         self.report = SoakReport()
@@ -368,6 +376,8 @@ class Soak:
                 subprocess.run(["umount", "-l", str(self.checkpoints)], check=False)
             ray.shutdown()
             cluster.shutdown()
+            if self.temporary is not None:
+                self.temporary.cleanup()
         return self.report
 
     def _mount_tmpfs(self) -> None:
@@ -386,7 +396,7 @@ class Soak:
 def cmd_soak(args: argparse.Namespace) -> None:
     try:
         fields = (args.algo, args.minutes, args.seed, args.nodes, args.step_latency, args.faults)
-        soak = Soak(*fields, args.override)
+        soak = Soak(*fields, args.override, Path(args.runs_dir) if args.runs_dir else None)
     except ValueError as err:
         raise SystemExit(f"soak: {err}") from None
     report = soak.run()

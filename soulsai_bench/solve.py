@@ -52,8 +52,19 @@ class SolveRun:
 
 
 def solve_ours(algo: str, env: str, seed: int, args: Any) -> SolveRun:
-    """Runs scripts/train.py to the env's target and reads its summary."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench_{algo}_{env}_{seed}_"))
+    """Runs scripts/train.py to the env's target and reads its summary; the run's folder is
+    temporary unless ``--runs-dir`` keeps it."""
+    if args.runs_dir:  # kept: TensorBoard, checkpoints and the summary of every seed
+        return _solve_in(_kept_run_dir(args.runs_dir, algo, env, seed), algo, env, seed, args)
+    with tempfile.TemporaryDirectory(prefix=f"bench_{algo}_{env}_{seed}_") as tmp:
+        return _solve_in(Path(tmp) / "run", algo, env, seed, args)
+
+
+def _kept_run_dir(runs_dir: str, algo: str, env: str, seed: int) -> Path:
+    return Path(runs_dir) / f"{algo}_{env}_{seed}"
+
+
+def _solve_in(run_dir: Path, algo: str, env: str, seed: int, args: Any) -> SolveRun:
     cmd = [
         sys.executable,
         str(TRAIN_SCRIPT),
@@ -130,6 +141,14 @@ def cmd_solve(args: Any) -> None:
         else ""
     )
     print(f"solve: algo={args.algo} env={args.env}, seeds {args.seeds}{rate}", flush=True)
+    if args.runs_dir:  # a run folder is never shared with an earlier run
+        taken = [
+            str(run_dir)
+            for seed in args.seeds
+            if (run_dir := _kept_run_dir(args.runs_dir, args.algo, args.env, seed)).exists()
+        ]
+        if taken:
+            raise SystemExit(f"solve: --runs-dir: {', '.join(taken)} exist; name a new folder")
     for seed in args.seeds:
         runs.append(solve_ours(args.algo, args.env, seed, args))
         print_run(runs[-1])

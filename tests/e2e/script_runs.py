@@ -29,9 +29,12 @@ def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.Comp
     return run_python(str(ROOT / "scripts" / script), *script_args(script, args), timeout=timeout)
 
 
-def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs ``python ARGS`` (this interpreter) from the checkout, Ray kept on loopback."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+def run_python(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python ARGS`` (this interpreter) from the checkout, Ray kept on loopback; ``env``
+    adds to the environment."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,

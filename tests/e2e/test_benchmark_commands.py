@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from script_runs import run_python
 
@@ -27,6 +31,23 @@ def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_python("-m", "soulsai_bench", *args, timeout=timeout)
 
 
+@pytest.fixture
+def leaves_no_temporary_files():
+    """Runs a ``bench`` command with a temporary folder of its own (Ray's stays where it is);
+    the command must leave nothing there but torch's compile cache, which torch keeps."""
+    folder = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))  # short: Ray's socket paths
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {"TMPDIR": str(folder), "RAY_TMPDIR": tempfile.gettempdir()}
+        proc = run_python("-m", "soulsai_bench", *args, timeout=300, env=env)
+        left = [p.name for p in folder.iterdir() if not p.name.startswith("torchinductor_")]
+        assert left == [], "left in its temporary folder"
+        return proc
+
+    yield run
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def succeeded(proc: subprocess.CompletedProcess) -> str:
     """The command's stdout, after checking that it exited 0."""
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -39,9 +60,9 @@ def test_help_names_every_subcommand():
         assert command in out
 
 
-def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path):
+def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path, leaves_no_temporary_files):
     out = succeeded(
-        bench(
+        leaves_no_temporary_files(
             "solve",
             "--algo=dqn",
             "--env=cartpole",
@@ -53,12 +74,18 @@ def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path):
             EAGER,
             "--json",
             str(tmp_path / "solve.json"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
         )
     )
     assert re.search(r"soulsai_ray +seed 0: (target after|target NOT reached)", out)
     assert re.search(r"^\| soulsai_ray \| [01]/1 \|", out, re.MULTILINE)
     [run] = json.loads((tmp_path / "solve.json").read_text())
     assert (run["who"], run["seed"]) == ("soulsai_ray", 0) and run["env_steps"] > 0
+    kept = json.loads((tmp_path / "runs" / "dqn_cartpole_0" / "summary.json").read_text())
+    assert kept["env_steps"] == run["env_steps"]
+    again = bench("solve", "--env=cartpole", "--runs-dir", str(tmp_path / "runs"))
+    assert again.returncode != 0 and "dqn_cartpole_0 exist" in again.stderr, again.stderr
 
 
 def test_lockstep_reports_every_seed(tmp_path):
@@ -127,14 +154,14 @@ def test_throughput_compares_actors_with_one_process():
     assert re.search(r"ratio: \d+\.\d\dx", out)
 
 
-def test_scale_reports_a_row_per_actor_count(tmp_path):
+def test_scale_reports_a_row_per_actor_count(tmp_path, leaves_no_temporary_files):
     """One actor count: each count is a cluster of its own, measured the same way."""
     out = succeeded(
-        bench(
+        leaves_no_temporary_files(
             "scale",
             "--actors",
             "2",
-            "--nodes=2",
+            "--nodes=1",
             "--rate=100",
             "--seconds=1",
             "--override",
@@ -151,9 +178,9 @@ def test_scale_reports_a_row_per_actor_count(tmp_path):
         assert r["weight_sync_p50_s"] is not None
 
 
-def test_soak_reports_the_faults_it_struck(tmp_path):
+def test_soak_reports_the_faults_it_struck(tmp_path, leaves_no_temporary_files):
     out = succeeded(
-        bench(
+        leaves_no_temporary_files(
             "soak",
             "--minutes=0.25",
             "--nodes=1",
