@@ -20,6 +20,7 @@ from script_runs import start_script
 
 from soulsai_ray.checkpoint import CheckpointManager
 from soulsai_ray.cluster import token_path
+from soulsai_ray.experiment import STOP_SIGNALS
 from soulsai_ray.loops.dqn_async import STOP_DRAIN_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,20 +47,23 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize(
-    ("sig", "freeze"),
+    ("sig", "ray"),
     [(signal.SIGHUP, False), (signal.SIGTERM, True)],
-    ids=["SIGHUP", "SIGTERM-with-a-frozen-actor"],
+    ids=["SIGHUP-serial", "SIGTERM-ray-with-a-frozen-actor"],
 )
-def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path, sig, freeze):
-    """Also: every socket of a local run is on the loopback, no process of it outlives it, and a
-    frozen rollout actor (SIGSTOP: a hung game) delays the stop by at most `STOP_DRAIN_S`."""
+def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path, sig, ray):
+    """Every stop signal takes the same graceful path (`STOP_SIGNALS`); SIGHUP's runs in one
+    process (``cluster=serial``). With Ray, also: every socket of a local run is on the loopback,
+    no process of it outlives it, and a frozen rollout actor (SIGSTOP: a hung game) delays the
+    stop by at most `STOP_DRAIN_S`."""
+    assert set(STOP_SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     run_dir = tmp_path / "run"
     args = [
         "env=cartpole",
         "stop.env_steps=10000000",
         "checkpoint.every_updates=100",
         "telemetry.console=false",
-        "cluster.include_dashboard=false",
+        "cluster.include_dashboard=false" if ray else "cluster=serial",
         f"hydra.run.dir={run_dir}",
     ]
     # a session of its own, as a terminal or a systemd unit gives it
@@ -70,11 +74,11 @@ def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
             time.sleep(0.2)
         processes = psutil.Process(proc.pid).children(recursive=True)
-        assert any(p.name() == "gcs_server" for p in processes)
+        assert any(p.name() == "gcs_server" for p in processes) == ray
         sockets = _listening(processes)
-        assert any(name == "gcs_server" for name, _, _ in sockets), sockets
+        assert any(name == "gcs_server" for name, _, _ in sockets) == ray, sockets
         assert [s for s in sockets if s[1] not in LOOPBACK] == []
-        if freeze:
+        if ray:
             actor = next(p for p in processes if p.name().startswith("ray::RolloutActor"))
             actor.suspend()
         signalled = time.monotonic()
@@ -94,7 +98,7 @@ def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path
     assert final is not None and final.meta["env_steps"] == summary["env_steps"]
     assert f"finished ({sig.name})" in out
     assert stop_s < STOP_DRAIN_S + 15, stop_s  # the drain, the final checkpoint, Ray's shutdown
-    assert ("did not answer within" in out) == freeze
+    assert ("did not answer within" in out) == ray
     token = token_path()  # the run's token: its owner's alone
-    if not os.environ.get("RAY_AUTH_TOKEN"):
+    if ray and not os.environ.get("RAY_AUTH_TOKEN"):
         assert stat.S_IMODE(token.stat().st_mode) == 0o600

@@ -95,7 +95,7 @@ def test_a_learner_far_faster_than_the_games_keeps_their_samples(tmp_path: Path,
         ratio_slack_steps=None,
     )
     env = EnvConfig(id="CartPole-v1", step_latency_s=0.05)  # 20 steps/s per actor
-    cfg = run_config(algo, env, steps=500)
+    cfg = run_config(algo, env, steps=300)
     with build_experiment(cfg, tmp_path) as experiment:
         summary = experiment.run()
     counters = summary["counters"]
