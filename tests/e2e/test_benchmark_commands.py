@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from script_runs import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
