@@ -84,8 +84,7 @@ class DQNConfig:
     replay_layout: Literal["transitions", "frames"] = "transitions"
     """transitions: each n-step transition stored with its obs and next_obs; frames: each env
     frame stored once, n-step transitions and frame stacks rebuilt when sampled; buffer_size
-    then counts frames (for image envs, where frames are big; needs uniform replay and a fixed
-    n_step)."""
+    then counts frames (for image envs, where frames are big)."""
     huber_delta: float = 1.0
     """Huber loss threshold (TD errors beyond it are penalized linearly)."""
     grad_clip: float = 10.0
@@ -205,13 +204,6 @@ class DQNConfig:
             value = getattr(self, name)
             require(value is None or value > 0, f"{key}.{name}", "must be > 0 or null")
         require(0.0 <= self.reset_keep < 1.0, f"{key}.reset_keep", "must be in [0, 1)")
-        if self.replay_layout == "frames":
-            require(
-                self.n_step_start is None,
-                f"{key}.n_step_start",
-                f"must be null with {key}.replay_layout=frames (the replay rebuilds every "
-                f"transition with one n: {key}.n_step)",
-            )
 
     @property
     def max_n_step(self) -> int:

@@ -6,6 +6,8 @@ frames multiplies that by k. Here, as in Dopamine's and Ape-X's circular buffers
 writes one slot (the frame after it, with the valid actions there; the step's action, reward and
 policy version go to the slot of the frame it acted on), and a fragment's start the frames of
 its first observation (one slot at an episode's start, whose stack repeats its first frame).
+Each step carries the n of its transition (`StepRecorder.set_n`: ``algo.n_step_start`` anneals
+it), at most the replay's n.
 Slots are linked to the next and previous slot of the same episode
 (:class:`~soulsai_ray.frame_ring.FrameRing`), so several actors' streams may interleave; a
 transition is built when it is sampled.
@@ -68,7 +70,8 @@ class FrameReplay:
         capacity: Slots: one per env step plus one per fragment start (its first frames).
         obs_spec: One frame (a uint8 image [H, W, C]; vectors work the same way).
         num_actions: Size of the discrete action space.
-        n: Steps per transition.
+        n: The most steps a transition sums over: a step's own n (`StepBatch.horizons`) is at
+            most this.
         gamma: Discount factor.
         stack: Frames per observation, stacked along the last axis, oldest first.
         seed: Seed of the sampling RNG.
@@ -93,7 +96,7 @@ class FrameReplay:
         self.n, self.gamma, self.stack = n, gamma, stack
         self.obs_spec = spec = ObsSpec.of(obs_spec)
         stacked = ObsSpec((*spec.shape[:-1], spec.shape[-1] * stack), spec.dtype, spec.high)
-        self._shapes = Limits.of_shapes(stacked, num_actions, stack)
+        self._shapes = Limits.of_shapes(stacked, num_actions, stack, max_n=n)
         self._rng = np.random.default_rng(seed)
         self.ring = FrameRing(capacity, spec, num_actions, n, gamma, stack)
         """The slots; its ``valid`` and ``transitions`` rebuild what `sample` draws."""
@@ -142,7 +145,7 @@ class FrameReplay:
                     stream.open = self._write_start(frames)
             self._step(
                 stream,
-                (batch.actions[i], batch.rewards[i], batch.versions[i]),
+                (batch.actions[i], batch.rewards[i], batch.versions[i], batch.horizons[i]),
                 batch.next_frames[i],
                 (bool(batch.terminated[i]), bool(batch.truncated[i])),
                 batch.next_masks[i],
@@ -151,13 +154,20 @@ class FrameReplay:
         stream.seq = batch.seq + len(batch)
         self._stored()
 
-    def push(self, stream: int, step: EnvStep) -> None:
+    def push(self, stream: int, step: EnvStep, n: int | None = None) -> None:
         """Adds one env step of ``stream`` (an actor's env); its observations are single frames
         (with ``stack`` > 1 an episode's stacks repeat its first frame).
 
         ``step.next_obs`` is stored; ``step.obs`` only at an episode's first step (later it is
-        the frame the previous push stored).
+        the frame the previous push stored). Its transition sums ``n`` steps (default: the
+        replay's n).
+
+        Raises:
+            ValueError: ``n`` is outside [1, the replay's n].
         """
+        n = self.n if n is None else n
+        if not 1 <= n <= self.n:
+            raise ValueError(f"n must be in [1, {self.n}], got {n}")
         running = self._stream(stream)
         if not self.ring.live(running.open):
             # an episode's first frame; after an overwritten one, linked to it so that no stack
@@ -166,7 +176,7 @@ class FrameReplay:
             running.open = self._write(step.obs, running.open, None)
         mask = np.ones(self.num_actions, np.bool_) if step.next_mask is None else step.next_mask
         end = (step.terminated, step.truncated)
-        acted = (step.action, step.reward, step.version)
+        acted = (step.action, step.reward, step.version, n)
         self._step(running, acted, step.next_obs, end, mask, True)
         self._stored()
 
@@ -232,11 +242,12 @@ class FrameReplay:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores a `state_dict`; later samples match those of the saved buffer.
+        """Restores a `state_dict`; later samples match those of the saved buffer. A state of a
+        replay with a smaller n loads too (``algo.n_step_start`` added at a resume).
 
         Raises:
-            ValueError: The state is of a transitions replay, of a buffer of other sizes, or
-                inconsistent.
+            ValueError: The state is of a transitions replay, of a buffer of other sizes or of a
+                larger n, or inconsistent.
         """
         layout = state.get("layout", "transitions")
         if layout != LAYOUT:
@@ -245,9 +256,11 @@ class FrameReplay:
                 "stores frames (algo.replay_layout=frames): resume with the saved layout, or "
                 "without the saved replay"
             )
-        for key in ("capacity", "num_actions", "n", "stack"):
+        for key in ("capacity", "num_actions", "stack"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state has {key}={state[key]}, buffer has {getattr(self, key)}")
+        if state["n"] > self.n:
+            raise ValueError(f"state has n={state['n']}, above this buffer's n={self.n}")
         saved = _saved_obs_spec(state)
         if saved != self.obs_spec:
             raise ValueError(
@@ -261,6 +274,9 @@ class FrameReplay:
         ring = FrameRing(
             self.capacity, self.obs_spec, self.num_actions, self.n, self.gamma, self.stack
         )
+        written = min(int(state["total_written"]), self.capacity)
+        if "horizons" not in state:  # saved before steps carried their n: all summed its n
+            state = {**state, "horizons": np.full(written, state["n"], np.int32)}
         ring.load_arrays(state, int(state["total_written"]))
         self.ring, self._streams = ring, streams
         self._rng.bit_generator.state = copy.deepcopy(state["rng_state"])
@@ -280,20 +296,22 @@ class FrameReplay:
     def _step(
         self,
         stream: _Stream,
-        step: tuple[int, float, int],
+        step: tuple[int, float, int, int],
         next_frame: np.ndarray,
         end: tuple[bool, bool],
         mask: np.ndarray,
         keep: bool,
     ) -> None:
-        """Adds one step (action, reward, version) to the stream's open episode, whose newest
-        frame is live; ``end`` is (terminated, truncated) after it."""
+        """Adds one step (action, reward, version, horizon) to the stream's open episode, whose
+        newest frame is live; ``end`` is (terminated, truncated) after it. A waiting step
+        completes once its horizon's steps are written (steps complete in order: one waits for
+        those before it)."""
         ring, number = self.ring, stream.open
-        ring.set_step(number, *step, end, keep)
+        ring.set_step(number, step, end, keep)
         stream.pending.append(number)
         following = self._write(next_frame, number, mask)
         ended = any(end)
-        while stream.pending and (ended or len(stream.pending) >= self.n):
+        while stream.pending and (ended or len(stream.pending) >= ring.horizon(stream.pending[0])):
             done = stream.pending.popleft()
             ring.close_step(done, complete=True)
             self._completed(done)

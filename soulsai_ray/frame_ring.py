@@ -3,10 +3,10 @@ into episodes, and the n-step transitions and frame stacks rebuilt from them.
 
 Slot number k (counting every slot ever written) lives in ring slot k % capacity. Each slot
 holds a frame and the valid actions at it, links to the next and previous slot of its episode,
-and, where a step acted on the frame, the step's action, reward, policy version and whether the
-episode ended after it. Its state says whether a transition starts there: none (a fragment's
+and, where a step acted on the frame, the step's action, reward, policy version, the n its
+transition sums over (its horizon, at most the ring's n) and whether the episode ended after it. Its state says whether a transition starts there: none (a fragment's
 earlier frames, an episode's last frame, a stale step), one still waiting for later steps, or a
-complete one. A transition's ``next_obs`` is the frame n links on (or the final frame), its
+complete one. A transition's ``next_obs`` is the frame its horizon links on (or the final frame), its
 stacked frames the k - 1 links back (the oldest frame repeated before it).
 """
 
@@ -24,7 +24,8 @@ _GOES_ON, _TERMINATED, _TRUNCATED = 0, 1, 2
 _FRAME, _OPEN, _DONE = 0, 1, 2
 """What starts at a slot (``_state``): no transition, one still open, a complete one."""
 ARRAYS = (
-    "frames", "masks", "actions", "rewards", "versions", "ends", "state", "stamp", "next", "prev"
+    "frames", "masks", "actions", "rewards", "versions", "horizons", "ends", "state", "stamp",
+    "next", "prev",
 )  # fmt: skip
 """The per-slot arrays (attributes ``_<name>``), as a saved state names them."""
 
@@ -36,7 +37,7 @@ class FrameRing:
         capacity: Slots.
         frame: One frame (a uint8 image [H, W, C]; vectors work the same way).
         num_actions: Size of the discrete action space.
-        n: Steps per transition.
+        n: The most steps a transition sums over (a step's horizon is at most n).
         gamma: Discount factor.
         stack: Frames per observation, stacked along the last axis, oldest first.
     """
@@ -55,6 +56,7 @@ class FrameRing:
         self._actions = np.zeros(capacity, np.int64)
         self._rewards = np.zeros(capacity, np.float64)  # summed in float64, as NStepAccumulator
         self._versions = np.zeros(capacity, np.int64)
+        self._horizons = np.full(capacity, n, np.int32)
         self._ends = np.zeros(capacity, np.int8)
         self._state = np.zeros(capacity, np.int8)
         self._stamp = np.full(capacity, NONE, np.int64)
@@ -65,7 +67,7 @@ class FrameRing:
     @staticmethod
     def bytes_for(capacity: int, frame: ObsSpec, num_actions: int) -> int:
         """Bytes of a ring of ``capacity`` slots of ``frame`` (none allocated)."""
-        words = 6 * np.dtype(np.int64).itemsize + 2  # actions ... prev; ends and state
+        words = 6 * np.dtype(np.int64).itemsize + 4 + 2  # actions ... prev; horizons; ends, state
         return capacity * (frame.nbytes + num_actions + words)
 
     @property
@@ -96,20 +98,24 @@ class FrameRing:
     def set_step(
         self,
         number: int,
-        action: int,
-        reward: float,
-        version: int,
+        step: tuple[int, float, int, int],
         end: tuple[bool, bool],
         keep: bool,
     ) -> None:
-        """Stores the step that acted on slot ``number`` (live): ``end`` is (terminated,
-        truncated) after it; a step not kept (stale) starts no transition."""
+        """Stores the step (action, reward, version, horizon in [1, n]) that acted on slot
+        ``number`` (live): ``end`` is (terminated, truncated) after it; a step not kept (stale)
+        starts no transition."""
         slot = number % self.capacity
+        action, reward, version, horizon = step
         self._actions[slot], self._rewards[slot] = int(action), float(reward)
-        self._versions[slot] = int(version)
+        self._versions[slot], self._horizons[slot] = int(version), int(horizon)
         terminated, truncated = end
         self._ends[slot] = _TERMINATED if terminated else _TRUNCATED if truncated else _GOES_ON
         self._state[slot] = _OPEN if keep else _FRAME
+
+    def horizon(self, number: int) -> int:
+        """Steps the transition at slot number ``number`` (live, a step's) sums over."""
+        return int(self._horizons[number % self.capacity])
 
     def close_step(self, number: int, complete: bool) -> None:
         """Ends the wait of an open step's transition: ``complete`` (its n steps or its
@@ -156,15 +162,16 @@ class FrameRing:
         rewards = np.zeros((size, self.n), np.float64)
         steps = np.zeros(size, np.int64)  # steps covered
         end = np.full(size, _GOES_ON, np.int8)
+        horizons = self._horizons[slots]
         cur = slots.copy()
         for i in range(self.n):
-            going = end == _GOES_ON
+            going = (end == _GOES_ON) & (i < horizons)
             rewards[going, i] = self._rewards[cur[going]]
             steps[going] += 1
             end[going] = self._ends[cur[going]]
             cur = np.where(going, self._next[cur] % self.capacity, cur)
         returns = np.zeros(size, np.float64)
-        for i in range(self.n):  # while the episode goes on, as NStepAccumulator sums forwards
+        for i in range(self.n):  # over its horizon, as NStepAccumulator sums forwards
             returns += self.gamma**i * rewards[:, i]
         ended = end != _GOES_ON
         horner = np.zeros(size, np.float64)
@@ -191,7 +198,8 @@ class FrameRing:
         """Restores `arrays` saved after ``total_written`` slots into this (empty) ring.
 
         Raises:
-            ValueError: an array of another dtype or shape than such a ring's.
+            ValueError: an array of another dtype or shape than such a ring's, or a horizon
+                outside [1, n].
         """
         written = min(total_written, self.capacity)
         for name in ARRAYS:
@@ -201,6 +209,11 @@ class FrameRing:
                     f"saved {name} is {array.dtype}{list(array.shape)}, expected "
                     f"{own.dtype}{[written, *own.shape[1:]]} for {total_written} slots written"
                 )
+        horizons = np.asarray(arrays["horizons"])
+        if written and not 1 <= horizons.min() <= horizons.max() <= self.n:
+            raise ValueError(
+                f"saved horizons span [{horizons.min()}, {horizons.max()}], n={self.n}"
+            )
         for name in ARRAYS:
             getattr(self, f"_{name}")[:written] = arrays[name]
         self.total_written = total_written

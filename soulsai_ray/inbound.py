@@ -40,6 +40,7 @@ REASONS = (
     "action",
     "mask",
     "discount",
+    "horizon",
     "logprob",
     "version",
     "episode",
@@ -64,6 +65,8 @@ class Limits:
     max_rows: int
     frame_stack: int = 1
     """Frames an observation stacks along its last axis (``env.frame_stack``)."""
+    max_n: int = sys.maxsize
+    """Bound on a frames push's step horizons (``algo.max_n_step``; a frames replay's n)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "obs", ObsSpec.of(self.obs))
@@ -75,9 +78,13 @@ class Limits:
         return self.obs.single_frame(self.frame_stack)
 
     @classmethod
-    def of_shapes(cls, obs: ObsSpec | int, num_actions: int, frame_stack: int = 1) -> Limits:
-        """Sizes only, no value bounds: for data this process made or its own checkpoint."""
-        return cls(ObsSpec.of(obs), num_actions, math.inf, math.inf, sys.maxsize, frame_stack)
+    def of_shapes(
+        cls, obs: ObsSpec | int, num_actions: int, frame_stack: int = 1, max_n: int = sys.maxsize
+    ) -> Limits:
+        """Sizes only, no value bounds: for data this process made or its own checkpoint
+        (``max_n``: the n of the replay it goes to)."""
+        sizes = (ObsSpec.of(obs), num_actions, math.inf, math.inf, sys.maxsize)
+        return cls(*sizes, frame_stack, max_n)
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, obs: ObsSpec | int, num_actions: int) -> Limits:
@@ -96,9 +103,9 @@ class Limits:
         else:
             max_rows = 2 * (algo.push_every + algo.max_n_step)
             max_reward = env.max_abs_reward * algo.max_n_step
-        return cls(
-            ObsSpec.of(obs), num_actions, env.max_abs_obs, max_reward, max_rows, env.frame_stack
-        )
+        bounds = (env.max_abs_obs, max_reward, max_rows)
+        max_n = algo.max_n_step if algo.name == "dqn" else sys.maxsize
+        return cls(ObsSpec.of(obs), num_actions, *bounds, env.frame_stack, max_n)
 
 
 class Rejection(NamedTuple):
@@ -198,6 +205,7 @@ def check_steps(batch: StepBatch, limits: Limits, newest_version: int | None) ->
         "truncated": (np.bool_, ()),
         "next_masks": (np.bool_, (a,)),
         "versions": (np.int64, ()),
+        "horizons": (np.int64, ()),
     }
     first_obs = {"first_obs": (frame.np_dtype, (limits.frame_stack, *frame.shape))}
     problem = _check_arrays(batch, fields, limits.max_rows, allow_empty=False) or _check_arrays(
@@ -220,6 +228,7 @@ def check_steps(batch: StepBatch, limits: Limits, newest_version: int | None) ->
         or _bounded("reward", _abs_max(batch.rewards), limits.max_abs_reward)
         or _in_range("action", batch.actions, 0, a - 1)
         or _in_range("version", batch.versions, 0, newest_version)
+        or _in_range("horizon", batch.horizons, 1, limits.max_n)
     )
 
 

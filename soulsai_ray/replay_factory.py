@@ -54,7 +54,7 @@ def replay_buffer(
     cfg: DQNConfig, obs_spec: ObsSpec | int, num_actions: int, seed: int, frame_stack: int = 1
 ) -> Replay:
     """The replay buffer ``cfg`` describes: with ``replay_layout: frames`` a `FrameReplay` of
-    ``buffer_size`` frames (n-step transitions of ``n_step``, stacks of ``frame_stack``), else
+    ``buffer_size`` frames (n-step transitions of up to ``max_n_step``, stacks of ``frame_stack``), else
     a prioritized (``cfg.prioritized``) or uniform `ReplayBuffer` of transitions; frames are
     prioritized the same way (`PrioritizedFrameReplay`).
 
@@ -68,7 +68,7 @@ def replay_buffer(
     spec = ObsSpec.of(obs_spec)
     if cfg.replay_layout == "frames":
         frame = spec.single_frame(frame_stack)
-        sizes = (cfg.buffer_size, frame, num_actions, cfg.n_step, cfg.gamma, frame_stack, seed)
+        sizes = (cfg.buffer_size, frame, num_actions, cfg.max_n_step, cfg.gamma, frame_stack, seed)
         if cfg.prioritized:
             per = {"alpha": cfg.per_alpha, "beta": cfg.per_beta_start, "eps": cfg.per_eps}
             return PrioritizedFrameReplay(*sizes, **per)

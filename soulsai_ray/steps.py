@@ -49,6 +49,8 @@ class StepBatch:
         truncated: bool [B] the episode was cut off after the step.
         next_masks: bool [B, num_actions] valid actions after each step.
         versions: int64 [B] policy version that chose each action.
+        horizons: int64 [B] steps each step's transition sums (n; its episode's n, which
+            `StepRecorder.set_n` changes from the next episode on).
     """
 
     stream: int
@@ -63,6 +65,7 @@ class StepBatch:
     truncated: np.ndarray
     next_masks: np.ndarray
     versions: np.ndarray
+    horizons: np.ndarray
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -84,6 +87,7 @@ class _Step(NamedTuple):
     truncated: bool
     next_mask: np.ndarray
     version: int
+    horizon: int
 
 
 class StepRecorder:
@@ -91,16 +95,20 @@ class StepRecorder:
     :class:`~soulsai_ray.transitions.NStepAccumulator` for a frames replay, with its interface.
 
     Every recorded step ships at the next `pop` (nothing waits for later steps): the replay
-    builds the n-step transitions.
+    builds the n-step transitions, each over the n its step carries.
 
     Args:
         num_actions: Size of the discrete action space (length of action masks).
+        n: Steps per transition, until `set_n` changes it.
         frame_stack: Frames per observation (``env.frame_stack``), stacked along the last axis.
     """
 
-    def __init__(self, num_actions: int, frame_stack: int = 1) -> None:
-        if num_actions < 1 or frame_stack < 1:
-            raise ValueError(f"need num_actions, frame_stack >= 1: {num_actions}, {frame_stack}")
+    def __init__(self, num_actions: int, n: int, frame_stack: int = 1) -> None:
+        if num_actions < 1 or n < 1 or frame_stack < 1:
+            raise ValueError(
+                f"need num_actions, n, frame_stack >= 1: {num_actions}, {n}, {frame_stack}"
+            )
+        self._n = self._next_n = n
         self.stream = secrets.randbits(63)
         """This recorder's stream id, drawn at random: never reused by another recorder."""
         self._num_actions, self._stack = num_actions, frame_stack
@@ -116,10 +124,20 @@ class StepRecorder:
         """Steps that wait for later steps before they ship: none."""
         return 0
 
+    @property
+    def n(self) -> int:
+        """Steps per transition of the episode in progress."""
+        return self._n
+
     def set_n(self, n: int) -> None:
-        """Accepts the run's n and ignores it: the replay sums the n-step returns."""
+        """Gives later steps transitions of ``n`` steps, from where `NStepAccumulator.set_n`
+        would: at once where no step waits for later ones (between episodes, or at n = 1),
+        else from the next episode (or the one after a reset)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        self._next_n = n
+        if self._fresh or self._n == 1:
+            self._n = n
 
     def push(self, step: EnvStep) -> None:
         """Records one env step.
@@ -136,9 +154,11 @@ class StepRecorder:
         newest = split_frames(_as_obs(step.next_obs), self._stack)[-1]
         end = (bool(step.terminated), bool(step.truncated))
         action, reward, version = int(step.action), float(step.reward), int(step.version)
-        self._steps.append(_Step(start, action, reward, newest, *end, mask, version))
+        self._steps.append(_Step(start, action, reward, newest, *end, mask, version, self._n))
         self._recorded += 1
         self._fresh = any(end)
+        if self._fresh:
+            self._n = self._next_n
 
     def pop(self) -> StepBatch | None:
         """Returns the steps recorded since the last call (None if there are none)."""
@@ -159,9 +179,11 @@ class StepRecorder:
             truncated=np.array([s.truncated for s in steps], np.bool_),
             next_masks=np.stack([s.next_mask for s in steps]),
             versions=np.array([s.version for s in steps], np.int64),
+            horizons=np.array([s.horizon for s in steps], np.int64),
         )
 
     def reset(self) -> None:
         """Gives the running episode up (an env crash): the next step begins a fragment.
         Recorded steps still ship."""
         self._fresh = True
+        self._n = self._next_n

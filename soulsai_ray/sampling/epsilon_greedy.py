@@ -69,7 +69,7 @@ class EpsilonGreedySampler:
         self.version = -1
         self._record: NStepAccumulator | StepRecorder
         if cfg.replay_layout == "frames":
-            self._record = StepRecorder(self.num_actions, frame_stack)
+            self._record = StepRecorder(self.num_actions, cfg.n_step, frame_stack)
         else:
             self._record = NStepAccumulator(cfg.n_step, cfg.gamma, self.num_actions)
         self._stats = EpisodeStats()

@@ -17,13 +17,14 @@ from soulsai_ray.steps import StepBatch, StepRecorder
 from soulsai_ray.transitions import EnvStep
 
 STACK, ACTIONS, VERSION = 2, 3, 5
-LIMITS = Limits(ObsSpec.image(4, 5, 2 * STACK, high=200), ACTIONS, 1e6, 10.0, 16, STACK)
+N = 1
+LIMITS = Limits(ObsSpec.image(4, 5, 2 * STACK, high=200), ACTIONS, 1e6, 10.0, 16, STACK, N)
 
 
 def good_steps(rows: int = 6, seed: int = 0) -> StepBatch:
     """Two episodes' steps of 4x5x2 frames stacked 2 deep; versions VERSION and VERSION - 1."""
     rng = np.random.default_rng(seed)
-    recorder = StepRecorder(ACTIONS, STACK)
+    recorder = StepRecorder(ACTIONS, N, STACK)
     obs = rng.integers(0, 201, LIMITS.obs.shape, np.uint8)
     for t in range(rows):
         next_obs = rng.integers(0, 201, LIMITS.obs.shape, np.uint8)
@@ -57,6 +58,8 @@ FAULTS: dict[str, tuple[str, Callable[[StepBatch], object]]] = {
     "float32 rewards": ("dtype", _set("rewards", lambda b: b.rewards.astype(np.float32))),
     "float frames": ("dtype", _set("next_frames", lambda b: b.next_frames.astype(np.float32))),
     "int starts": ("dtype", _set("starts", lambda b: b.starts.astype(np.int8))),
+    "int32 horizons": ("dtype", _set("horizons", lambda b: b.horizons.astype(np.int32))),
+    "no horizons": ("shape", _set("horizons", lambda b: b.horizons[:0])),
     "stacked next frames": (
         "shape",
         _set("next_frames", lambda b: np.zeros((len(b), *LIMITS.obs.shape), np.uint8)),
@@ -78,6 +81,8 @@ FAULTS: dict[str, tuple[str, Callable[[StepBatch], object]]] = {
     "future version": ("version", _poke("versions", 1, VERSION + 1)),
     "negative version": ("version", _poke("versions", 1, -1)),
     "bootstrap without a valid action": ("mask", _poke("next_masks", 1, False)),
+    "n of 0": ("horizon", _poke("horizons", 1, 0)),
+    "n above the run's largest": ("horizon", _poke("horizons", 1, N + 1)),
 }
 
 
@@ -111,9 +116,9 @@ def test_limits_of_a_frames_run_bound_one_steps_reward_and_a_push_of_steps():
     from soulsai_ray.config import EnvConfig, TrainConfig
 
     env = EnvConfig(max_abs_reward=3.0, frame_stack=STACK)
-    frames = DQNConfig(replay_layout="frames", push_every=16, n_step=4)
+    frames = DQNConfig(replay_layout="frames", push_every=16, n_step=4, n_step_start=6)
     limits = Limits.for_run(TrainConfig(algo=frames, env=env), LIMITS.obs, ACTIONS)
-    assert (limits.max_rows, limits.max_abs_reward) == (32, 3.0)
+    assert (limits.max_rows, limits.max_abs_reward, limits.max_n) == (32, 3.0, 6)
     assert limits.frame == ObsSpec.image(4, 5, 2, high=200)
     vectors = EnvConfig(max_abs_reward=3.0)
     transitions = Limits.for_run(TrainConfig(algo=DQNConfig(n_step=4), env=vectors), 8, ACTIONS)
@@ -124,7 +129,7 @@ def test_limits_of_a_frames_run_bound_one_steps_reward_and_a_push_of_steps():
 
 def _frames_store(max_model_lag: int = 1) -> ReplayStore:
     cfg = DQNConfig(
-        replay_layout="frames", buffer_size=100, learning_starts=1, batch_size=4, n_step=1
+        replay_layout="frames", buffer_size=100, learning_starts=1, batch_size=4, n_step=N
     )
     store = ReplayStore(dataclasses.replace(cfg, max_model_lag=max_model_lag), LIMITS, 0)
     store.observe_version(VERSION)

@@ -73,20 +73,23 @@ def test_make_env_stacks_image_frames_and_refuses_to_stack_vectors():
     ],
 )
 def test_the_image_dqn_configs_store_each_frame_once(algo, env):
+    """dqn_efficient anneals n on frames as on vectors: its replay holds the largest n."""
     cfg = compose_config(algo, env, [])
-    assert cfg.algo.replay_layout == "frames"
-    assert not cfg.algo.prioritized and cfg.algo.n_step_start is None
+    assert cfg.algo.replay_layout == "frames" and not cfg.algo.prioritized
+    vector = compose_config(algo, env.removesuffix("_img"), []) if algo != "dqn" else cfg
+    assert cfg.algo.n_step_start == vector.algo.n_step_start
+    assert (cfg.algo.n_step_start is None) == (algo == "dqn")
     assert cfg.env.frame_stack == (4 if env == "atari_breakout" else 1)
+    replay = replay_buffer(replace(cfg.algo, buffer_size=10), ObsSpec.image(90, 160, 3), 20, 0)
+    assert replay.n == cfg.algo.max_n_step
 
 
-def test_frames_are_prioritized_on_request_and_need_a_fixed_n_naming_the_key():
+def test_frames_are_prioritized_on_request_and_bad_frame_settings_name_the_key():
     cfg = compose_config("dqn", "fake_souls_img", ["algo.prioritized=true"])
     frame = ObsSpec.image(90, 160, 3)
     replay = replay_buffer(replace(cfg.algo, buffer_size=1000), frame, 20, seed=0)
     assert isinstance(replay, PrioritizedFrameReplay) and replay.alpha == cfg.algo.per_alpha
     assert replay.nbytes == replay_bytes(replace(cfg.algo, buffer_size=1000), frame, 20)
-    with pytest.raises(ConfigError, match=r"^algo.n_step_start: .*replay_layout=frames"):
-        compose_config("dqn_efficient", "fake_souls_img", ["algo.n_step_start=5"])
     with pytest.raises(ConfigError, match=r"^env.frame_stack: must be > 0"):
         compose_config("dqn", "fake_souls_img", ["env.frame_stack=0"])
 
@@ -117,10 +120,15 @@ MINATAR = EnvConfig(
 FRAMES_DQN = image_dqn(learning_starts=300, replay_layout="frames")
 
 
-@pytest.mark.parametrize("prioritized", [False, True])
-def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path, prioritized):
+@pytest.mark.parametrize(
+    ("prioritized", "n_step_start"), [(False, 6), (True, None)], ids=["annealed_n", "prioritized"]
+)
+def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(
+    tmp_path, prioritized, n_step_start
+):
     pytest.importorskip("minatar")
-    algo = replace(FRAMES_DQN, prioritized=prioritized)
+    algo = replace(FRAMES_DQN, prioritized=prioritized, n_step_start=n_step_start)
+    algo = replace(algo, n_step_anneal_steps=400)
     cfg = run_config(algo, MINATAR, steps=400, serial=True, save_replay=True, log_every_s=0.05)
     first = build_experiment(cfg, tmp_path).run()
     assert first["stop_reason"] == "env_steps" and first["updates"] > 0
@@ -134,6 +142,10 @@ def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(tmp_path, 
     assert buffer["total_written"] > 400
     if prioritized:  # the learner's TD errors reached the replay
         assert len(np.unique(buffer["priorities"][buffer["priorities"] > 0])) > 10
+    # each episode's steps carry the n the schedule gave it: from 6 down towards algo.n_step
+    assert buffer["n"] == algo.max_n_step
+    horizons = np.unique(buffer["horizons"]).tolist()
+    assert len(horizons) >= 3 and max(horizons) <= 6 if n_step_start else horizons == [3]
     # the replay comes back: learning goes on at once instead of after learning_starts steps
     again = replace(cfg, resume="auto", stop=replace(cfg.stop, env_steps=700))
     second = build_experiment(again, tmp_path).run()

@@ -63,7 +63,7 @@ class _Streams:
         self.stack = stack
         self.envs = [self._env() for _ in range(streams)]
         self.obs: list[np.ndarray | None] = [None] * streams
-        self.recorders = [StepRecorder(ACTIONS, stack) for _ in range(streams)]
+        self.recorders = [StepRecorder(ACTIONS, N, stack) for _ in range(streams)]
         self.accumulators = [NStepAccumulator(N, GAMMA, ACTIONS) for _ in range(streams)]
         self.frames = cls(capacity, FRAME, ACTIONS, N, GAMMA, stack, seed)
         self.naive: list[tuple[int, int, TransitionBatch]] = []
@@ -81,9 +81,14 @@ class _Streams:
         env = TinyImageEnv(self.rng)
         return StackFrames(env, self.stack) if self.stack > 1 else env
 
-    def run(self, steps: int, lose: float = 0.0, reset: float = 0.0) -> None:
+    def run(self, steps: int, lose: float = 0.0, reset: float = 0.0, anneal: float = 0.0) -> None:
+        """``anneal``: chance per step that a stream's sampler is given a new n in [1, N]."""
         for _ in range(steps):
             i = int(self.rng.integers(len(self.envs)))
+            if self.rng.random() < anneal:  # applies where each says, the same for both
+                n = int(self.rng.integers(1, N + 1))
+                self.recorders[i].set_n(n)
+                self.accumulators[i].set_n(n)
             if self.obs[i] is not None and self.rng.random() < reset:  # an env crash
                 self.recorders[i].reset()
                 self.accumulators[i].reset()
@@ -169,6 +174,47 @@ def test_recorded_steps_give_the_naive_transitions_through_ends_resets_and_lost_
 
 
 @pytest.mark.parametrize("stack", [1, 4])
+def test_steps_carry_the_n_their_sampler_gives_them_through_losses_and_resets(stack):
+    """n changes at random (as ``algo.n_step_start`` anneals it): each transition sums the n
+    its sampler gave its step, field for field the accumulator's, a save and load included."""
+    streams = _Streams(stack, seed=20 + stack)
+    streams.run(700, lose=0.1, reset=0.03, anneal=0.05)
+    loaded = FrameReplay(100_000, FRAME, ACTIONS, N, GAMMA, stack)
+    loaded.load_state_dict(streams.frames.state_dict())
+    streams.frames = loaded
+    streams.run(700, lose=0.1, reset=0.03, anneal=0.05)
+    for i in range(len(streams.envs)):
+        streams.ship(i)
+    expected = streams.expected()
+    _assert_same(streams.stored(), expected)
+    horizons = set(streams.frames.ring.arrays()["horizons"].tolist())
+    assert horizons == {1, 2, 3}
+    discounts = set(np.unique(expected.discounts).tolist())
+    assert {np.float32(GAMMA**k) for k in (1, 2, 3)} <= discounts
+
+
+def test_a_saved_state_of_a_smaller_or_older_n_loads_each_step_with_its_n():
+    """A replay saved with a fixed n (or before steps carried one) loads into one whose n is
+    larger (``algo.n_step_start`` added at a resume): its transitions stay the same."""
+    streams = _Streams(1, seed=4)
+    streams.run(400, reset=0.03)
+    for i in range(len(streams.envs)):
+        streams.ship(i)
+    state = streams.frames.state_dict()
+    before = streams.stored()
+    older = {k: v for k, v in state.items() if k != "horizons"}
+    for saved in (state, older):
+        larger = FrameReplay(100_000, FRAME, ACTIONS, N + 2, GAMMA)
+        larger.load_state_dict(saved)
+        ring = larger.ring
+        slots = np.arange(ring.written)
+        _assert_same(ring.transitions(slots[ring.valid(slots)]), before)
+    forged = {**state, "horizons": np.where(state["horizons"] == N, N + 1, state["horizons"])}
+    with pytest.raises(ValueError, match=r"saved horizons span \[4, 4\], n=3"):
+        FrameReplay(100_000, FRAME, ACTIONS, N, GAMMA).load_state_dict(forged)
+
+
+@pytest.mark.parametrize("stack", [1, 4])
 def test_without_losses_each_frame_is_stored_once(stack):
     streams = _Streams(stack, seed=5)
     streams.run(800)
@@ -179,7 +225,7 @@ def test_without_losses_each_frame_is_stored_once(stack):
     # stacks); a batch that goes on with the stream's episode writes none of its start frames
     assert streams.frames.ring.total_written == steps + streams.episodes
     per_slot = streams.frames.nbytes / streams.frames.capacity
-    assert per_slot == FRAME.nbytes + ACTIONS + 50
+    assert per_slot == FRAME.nbytes + ACTIONS + 54
 
 
 @pytest.mark.parametrize("stack", [1, 4])
@@ -195,7 +241,7 @@ def test_prioritized_batches_leave_a_priority_exactly_where_a_valid_transition_s
 
 
 def test_a_batch_after_a_lost_one_begins_anew_with_the_true_stack_history():
-    recorder = StepRecorder(ACTIONS, frame_stack=3)
+    recorder = StepRecorder(ACTIONS, 1, frame_stack=3)
     replay = FrameReplay(100, FRAME, ACTIONS, n=1, gamma=GAMMA, stack=3)
     frames = [np.full(FRAME.shape, t, np.uint8) for t in range(12)]
 
@@ -230,7 +276,7 @@ def test_a_batch_after_a_lost_one_begins_anew_with_the_true_stack_history():
 
 
 def test_stale_steps_store_their_frames_but_start_no_transition_and_len_counts_complete_ones():
-    recorder = StepRecorder(ACTIONS)
+    recorder = StepRecorder(ACTIONS, 3)
     replay = FrameReplay(100, FRAME, ACTIONS, n=3, gamma=GAMMA)
     frame = np.zeros(FRAME.shape, np.uint8)
     for t in range(6):
@@ -244,6 +290,7 @@ def test_stale_steps_store_their_frames_but_start_no_transition_and_len_counts_c
     replay.add(recorder.pop())
     assert len(replay) == 5
     stale = FrameReplay(100, FRAME, ACTIONS, n=1, gamma=GAMMA)
+    recorder.set_n(1)  # between episodes: applies to the next step
     recorder.push(EnvStep(frame, 0, 1.0, frame, True, False, None, 0))
     stale.add(recorder.pop(), np.array([False]))
     assert len(stale) == 0
@@ -283,6 +330,6 @@ def test_a_saved_replay_of_the_other_layout_is_refused_naming_it():
         frames.load_state_dict(transitions.state_dict())
     with pytest.raises(ValueError, match="stores frames .*this run stores transitions"):
         transitions.load_state_dict(frames.state_dict())
-    other_n = FrameReplay(10, FRAME, ACTIONS, N + 1, GAMMA)
-    with pytest.raises(ValueError, match="n=3"):
-        other_n.load_state_dict(frames.state_dict())
+    smaller_n = FrameReplay(10, FRAME, ACTIONS, N - 1, GAMMA)
+    with pytest.raises(ValueError, match="n=3, above this buffer's n=2"):
+        smaller_n.load_state_dict(frames.state_dict())
