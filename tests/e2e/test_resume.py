@@ -49,6 +49,21 @@ def _wait_for_checkpoints(
         time.sleep(0.2)
 
 
+REQUIRED_SCALARS = {
+    "episode/return",
+    "episode/length",
+    "train/loss",
+    "train/q_mean",
+    "train/epsilon",
+    "perf/env_steps_per_s",
+    "perf/updates_per_s",
+    "dist/model_lag_mean",
+    "dist/samples_stale",
+    "dist/actors_alive",
+    "dist/nodes_alive",
+}
+
+
 def _scalar_steps(events_file: Path, tag: str) -> list[int]:
     acc = EventAccumulator(str(events_file))
     acc.Reload()
@@ -59,7 +74,8 @@ def test_resume_without_a_saved_replay_after_driver_sigkill_continues_counters_a
     tmp_path,
 ):
     """Without a saved buffer the resumed replay starts empty while the lifetime counters say
-    sampling is far ahead of learning: the run must sample again, not deadlock."""
+    sampling is far ahead of learning: the run must sample again, not deadlock. The resumed run
+    (local Ray, 2 rollout actors) ends at its env steps and writes every output of a run."""
     run_dir = tmp_path / "run"
     overrides = ("checkpoint.save_replay=false", "algo.ratio_slack_steps=500")
     proc = _start(run_dir, "stop.env_steps=200000", *overrides)
@@ -72,6 +88,27 @@ def test_resume_without_a_saved_replay_after_driver_sigkill_continues_counters_a
     proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}", *overrides)
     out, _ = proc.communicate(timeout=300)
     _assert_continues(run_dir, out, proc.returncode, before, first_events, target)
+    _assert_writes_every_output(run_dir)
+
+
+def _assert_writes_every_output(run_dir: Path) -> None:
+    """A summary with every key, a final checkpoint among the periodic ones, the learning curve
+    and the TensorBoard scalars a run promises."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    keys = ("env_steps", "episodes", "updates", "wall_s", "return_mean", "time_to_target_s")
+    assert set(keys) <= set(summary) and summary["checkpoint"]
+    assert summary["stop_reason"] == "env_steps" and summary["time_to_target_s"] is None
+    checkpoint = run_dir / "checkpoints" / summary["checkpoint"].split("/")[-1]
+    assert (checkpoint / "manifest.json").is_file() and (checkpoint / "state.pt").is_file()
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    assert meta["env_steps"] == summary["env_steps"]  # the final one
+    assert len(list((run_dir / "checkpoints").glob("ckpt_*"))) >= 2
+    png = (run_dir / "learning_curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) >= REQUIRED_SCALARS
+    assert events.Scalars("dist/actors_alive")[-1].value == 2
 
 
 def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(tmp_path):
@@ -94,7 +131,7 @@ def test_sigkill_mid_checkpoint_write_then_resume_continues_counters_and_curves(
     proc.wait(timeout=60)
     before, first_events = _killed_run(run_dir)
     assert before.meta["updates"] > 0
-    target = before.meta["env_steps"] + 3000
+    target = before.meta["env_steps"] + 1500
     proc = _start(run_dir, "resume=auto", f"stop.env_steps={target}", *overrides)
     out, _ = proc.communicate(timeout=300)
     _assert_continues(run_dir, out, proc.returncode, before, first_events, target)

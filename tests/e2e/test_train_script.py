@@ -1,4 +1,5 @@
-"""scripts/train.py end to end: outputs of a short run, and config errors."""
+"""scripts/train.py end to end: config errors, refused folders and clusters, signals during the
+start-up (a run's outputs are checked on the resumed Ray run of test_resume.py)."""
 
 from __future__ import annotations
 
@@ -13,69 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[2]
-
-REQUIRED_SCALARS = {
-    "episode/return",
-    "episode/length",
-    "train/loss",
-    "train/q_mean",
-    "train/epsilon",
-    "perf/env_steps_per_s",
-    "perf/updates_per_s",
-    "dist/model_lag_mean",
-    "dist/samples_stale",
-    "dist/actors_alive",
-    "dist/nodes_alive",
-}
-
-
-def test_short_cartpole_run_writes_everything(train, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = train(
-        "algo=dqn",
-        "env=cartpole",
-        "cluster.num_rollout_actors=2",
-        "stop.env_steps=4000",
-        "stop.return_mean=null",
-        "algo.learning_starts=500",
-        "algo.ratio_slack_steps=2000",  # actors wait for updates to checkpoint, as on a game PC
-        "algo.hidden_sizes=[64,64]",
-        "checkpoint.every_updates=100",
-        "telemetry.log_every_s=0.5",
-        "seed=1",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for key in (
-        "env_steps",
-        "episodes",
-        "updates",
-        "wall_s",
-        "return_mean",
-        "time_to_target_s",
-        "checkpoint",
-    ):
-        assert key in summary
-    assert summary["env_steps"] >= 4000
-    # CartPole's DQN makes 1 update per 4 env steps and sampling may lead learning by
-    # algo.ratio_slack_steps (2000): 267 updates in a loaded CI run, 875 at most
-    assert summary["episodes"] > 10 and summary["updates"] >= 100
-    assert summary["stop_reason"] == "env_steps"
-    assert summary["time_to_target_s"] is None
-    checkpoint = run_dir / "checkpoints" / summary["checkpoint"].split("/")[-1]
-    assert (checkpoint / "manifest.json").is_file() and (checkpoint / "state.pt").is_file()
-    assert len(list((run_dir / "checkpoints").glob("ckpt_*"))) >= 2  # periodic + final
-    png = (run_dir / "learning_curve.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 5000
-    events = EventAccumulator(str(run_dir / "tb"))
-    events.Reload()
-    assert set(events.Tags()["scalars"]) >= REQUIRED_SCALARS
-    actors_alive = [e.value for e in events.Scalars("dist/actors_alive")]
-    assert actors_alive[-1] == 2
 
 
 @pytest.mark.parametrize(
