@@ -60,6 +60,8 @@ def test_help_names_every_subcommand():
 
 
 def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path, leaves_no_temporary_files):
+    """Its run is serial: solve reads a run's summary, config and folder the same way whatever
+    the cluster (train.py's Ray runs are the other e2e tests')."""
     out = succeeded(
         leaves_no_temporary_files(
             "solve",
@@ -69,6 +71,7 @@ def test_solve_reports_a_seed_whether_or_not_it_solved(tmp_path, leaves_no_tempo
             "--actors=1",
             "--time-limit=3",
             "--override",
+            "cluster=serial",
             "algo.learning_starts=200",
             EAGER,
             "--json",
