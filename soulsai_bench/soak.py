@@ -82,9 +82,8 @@ class Soak:
     ) -> None:
         """Args:
         faults: The kinds of fault to strike with (default: every kind ``algo`` has).
-        work: A new folder for the run and its drivers' logs (default: a temporary folder,
-            removed when the soak ends).
         overrides: Hydra overrides for every driver of the run (after the soak's own).
+        work: An empty or new folder for the run and its logs (default: temporary, removed).
         """
         kinds = KINDS[algo]
         unknown = sorted(set(faults or ()) - set(kinds))
@@ -92,9 +91,7 @@ class Soak:
             raise ValueError(f"faults {unknown} do not apply to algo={algo}; choose from {kinds}")
         self.kinds = tuple(k for k in kinds if faults is None or k in faults)
         self.algo, self.seed, self.nodes = algo, seed, nodes
-        self.extra = list(overrides)
-        self.duration_s = minutes * 60
-        self.step_latency = step_latency
+        self.extra, self.duration_s, self.step_latency = list(overrides), minutes * 60, step_latency
         self.rng = random.Random(seed)
         self.temporary = None if work else tempfile.TemporaryDirectory(prefix=f"soak_{algo}_")
         self.work = Path(work or self.temporary.name)
@@ -105,8 +102,7 @@ class Soak:
         self.checkpoints = self.run_dir / "checkpoints"
         self.report = SoakReport()
         self.driver: subprocess.Popen | None = None
-        self.mounted = False
-        self.start = 0.0
+        self.mounted, self.start = False, 0.0
         self.reader = RunReader(self.run_dir, self.report)
 
     # --- processes ----------------------------------------------------------------------------
@@ -399,7 +395,6 @@ def cmd_soak(args: argparse.Namespace) -> None:
         soak = Soak(*fields, args.override, Path(args.runs_dir) if args.runs_dir else None)
     except ValueError as err:
         raise SystemExit(f"soak: {err}") from None
-    report = soak.run()
-    print_report(report)
+    print_report(report := soak.run())
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=2, default=str))
