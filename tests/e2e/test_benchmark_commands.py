@@ -192,6 +192,7 @@ def test_soak_reports_the_faults_it_struck(tmp_path, leaves_no_temporary_files):
             "rollout",
             "--override",
             EAGER,
+            "algo.learning_starts=200",  # updates move before the fault
             "--json",
             str(tmp_path / "soak.json"),
         )

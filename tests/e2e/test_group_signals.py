@@ -63,6 +63,8 @@ def test_a_signal_to_the_drivers_process_group_stops_the_run_gracefully(tmp_path
         "stop.env_steps=10000000",
         "checkpoint.every_updates=100",
         "telemetry.console=false",
+        "algo.learning_starts=200",
+        "env.step_latency_s=0.002",  # paced: the stop's wait on a frozen actor costs no CPU
         "cluster.include_dashboard=false" if ray else "cluster=serial",
         f"hydra.run.dir={run_dir}",
     ]
