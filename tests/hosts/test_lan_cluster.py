@@ -23,8 +23,8 @@ def _train_command(cluster, run_dir, *overrides: str) -> list[str]:
         f"env.id={FAKE_SOULS}",
         "env.kwargs=null",
         "env.step_latency_s=0.05",  # 20 steps/s
-        "algo.learning_starts=200",
-        "checkpoint.every_updates=200",
+        "algo.learning_starts=100",  # 100 env steps: learning 2.5 s after the first PC samples
+        "checkpoint.every_updates=100",
         "telemetry.console=false",
         "algo.compile=false",  # a short run: compiling the update is test_compiled_step.py's
         f"hydra.run.dir={run_dir}",
