@@ -15,6 +15,9 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 # threads spin (about 12% of the unit tests' CPU time on 2 cores). Ray actors set their own from
 # cluster.torch_threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# torch.compile in the test's own process: a pool of compile workers would start a Python with
+# torch in each (about 5 CPU-s of a cold compile here); the generated code is the same.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
 LEAK_WAIT_S = 15.0
