@@ -32,8 +32,8 @@ def _experiment(algo, tmp_path, env: EnvConfig | str, **run) -> Experiment:
 
 @pytest.mark.parametrize("algo", [DQN, PPO], ids=["dqn", "ppo"])
 def test_a_hanging_env_step_is_killed_restarted_and_counted(algo, tmp_path):
-    env = EnvConfig(id=FAKE_SOULS_ID, kwargs={"step_hang_prob": 0.002}, step_timeout_s=2.0)
-    experiment = _experiment(algo, tmp_path, env, steps=1500, time_s=240)
+    env = EnvConfig(id=FAKE_SOULS_ID, kwargs={"step_hang_prob": 0.003}, step_timeout_s=2.0)
+    experiment = _experiment(algo, tmp_path, env, steps=1000, time_s=240)
     summary = experiment.run()
     counters = summary["counters"]
     assert summary["stop_reason"] == "env_steps", summary
