@@ -4,10 +4,11 @@ into episodes, and the n-step transitions and frame stacks rebuilt from them.
 Slot number k (counting every slot ever written) lives in ring slot k % capacity. Each slot
 holds a frame and the valid actions at it, links to the next and previous slot of its episode,
 and, where a step acted on the frame, the step's action, reward, policy version, the n its
-transition sums over (its horizon, at most the ring's n) and whether the episode ended after it. Its state says whether a transition starts there: none (a fragment's
-earlier frames, an episode's last frame, a stale step), one still waiting for later steps, or a
-complete one. A transition's ``next_obs`` is the frame its horizon links on (or the final frame), its
-stacked frames the k - 1 links back (the oldest frame repeated before it).
+transition sums over (its horizon, at most the ring's n) and whether the episode ended after it.
+Its state says whether a transition starts there: none (a fragment's earlier frames, an
+episode's last frame, a stale step), one still waiting for later steps, or a complete one. A
+transition's ``next_obs`` is the frame its horizon links on (or the final frame), its stacked
+frames the k - 1 links back (the oldest frame repeated before it).
 """
 
 from __future__ import annotations
