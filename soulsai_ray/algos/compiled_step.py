@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
 from soulsai_ray.algos.optim import FlatAdam, adam_update, clip_coefficient
@@ -96,6 +95,10 @@ class CompiledUpdate:
         if optimizer.flat.device.type == "cpu":
             options["cpp_wrapper"] = True
         self._compiled = torch.compile(self._step, dynamic=False, options=options)
+        from torch._dynamo.exc import TorchDynamoException  # imported by torch.compile: here,
+        # not with this module, which every DQN learner imports, compiling or not
+
+        self._compiler_error = TorchDynamoException
         self._gradient = grad_and_value(self._loss_of_params, has_aux=True)
 
     def __call__(self, batch: BatchTensors) -> StepOutcome | None:
@@ -104,7 +107,7 @@ class CompiledUpdate:
         opt = self.optimizer
         try:
             return self._compiled(opt.flat.data, opt.moments(), opt.hyperparameters(), batch)
-        except TorchDynamoException as err:  # the compiler's (tracing or code generation): the
+        except self._compiler_error as err:  # the compiler's (tracing or code generation): the
             # step has not run, so nothing changed
             logger.warning("compiling the DQN update failed, it runs eager: %s", _first(err))
             return None

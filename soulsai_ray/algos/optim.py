@@ -6,6 +6,10 @@ views into one flat tensor and their gradients views into one flat gradient, so 
 operation, the gradient norm one reduction and the Adam step one fused kernel. The numbers are
 Adam's and ``clip_grad_norm_``'s (the norm of one vector instead of the norm of per-tensor
 norms: equal to float rounding).
+
+It keeps Adam's state itself, in ``torch.optim.Adam``'s layout and ``state_dict`` format, without
+making a ``torch.optim`` optimizer: the first one a process makes imports ``torch._dynamo``
+(about 1 CPU-s and 70 MB), which a learner that does not compile never needs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,31 @@ from torch import nn
 ADAM_KERNEL = getattr(torch, "_fused_adam_", None)
 """torch's fused Adam kernel (the one ``Adam(fused=True)`` runs), called directly: the optimizer's
 own ``step`` spends about 0.1 ms per call in Python around a kernel of about 0.02 ms here."""
+
+ADAM_DEFAULTS: dict[str, Any] = {
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 0,
+    "amsgrad": False,
+    "maximize": False,
+    "foreach": None,
+    "capturable": False,
+    "differentiable": False,
+    "decoupled_weight_decay": False,
+}
+"""``torch.optim.Adam``'s parameter group besides ``lr`` and ``fused``, as its ``state_dict``
+saves it."""
+
+SAVED_HYPERPARAMETERS = ("lr", "betas", "eps")
+"""What loading a state takes from it, as ``torch.optim.Adam.load_state_dict`` does; how the step
+runs (fused or not) stays this machine's."""
+
+
+def _fused_on(device: torch.device) -> bool:
+    """Whether torch's fused Adam kernel runs on ``device``."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return ADAM_KERNEL is not None and device.type in _get_fused_kernels_supported_devices()
 
 
 class FlatAdam:
@@ -45,22 +74,17 @@ class FlatAdam:
             param.data = self.flat.data[offset : offset + size].view_as(param)
             param.grad = self.flat.grad[offset : offset + size].view_as(param)
             offset += size
-        try:
-            self.optimizer = torch.optim.Adam([self.flat], lr=lr, fused=True)
-        except (RuntimeError, TypeError):  # no fused kernel for this device
-            self.optimizer = torch.optim.Adam([self.flat], lr=lr)
+        fused = True if _fused_on(self.flat.device) else None
+        self.param_groups: list[dict[str, Any]] = [
+            {"params": [self.flat], "lr": lr, **ADAM_DEFAULTS, "fused": fused}
+        ]
+        """One group, as ``torch.optim.Adam`` keeps it (``param_groups[0]["lr"]`` is the rate)."""
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        """Adam's moments and step count under the flat parameter (empty before the first step
+        and after :meth:`reset`), as ``torch.optim.Adam.state`` holds them."""
         self._sizes = [p.numel() for p in params]
         self._hyper_values: tuple[float, ...] = ()
         self._hyper = torch.empty(0)
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> dict[torch.Tensor, dict[str, Any]]:
-        """Adam's moments and step count (empty before the first step and after :meth:`reset`)."""
-        return self.optimizer.state
 
     def zero_grad(self) -> None:
         self.flat.grad.zero_()
@@ -74,9 +98,13 @@ class FlatAdam:
         return norm
 
     def step(self) -> None:
-        group = self.optimizer.param_groups[0]
-        if ADAM_KERNEL is None or not group["fused"]:
-            self.optimizer.step()
+        group = self.param_groups[0]
+        if not group["fused"]:  # no fused kernel on this device: the same step, in tensor ops
+            always = torch.ones((), dtype=torch.bool, device=self.flat.device)
+            with torch.no_grad():
+                adam_update(
+                    self.flat, self.flat.grad, self.moments(), self.hyperparameters(), always
+                )
             return
         step, exp_avg, exp_avg_sq = self.moments()
         step.add_(1)
@@ -102,7 +130,7 @@ class FlatAdam:
     def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Adam's step count, first and second moments (zeros until the first step), as the
         fused kernel keeps them: the tensors :meth:`state_dict` saves."""
-        state = self.optimizer.state[self.flat]
+        state = self.state.setdefault(self.flat, {})
         if not state:  # as Adam initializes it for the fused kernel
             state["step"] = torch.zeros((), dtype=torch.float32, device=self.flat.device)
             state["exp_avg"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
@@ -112,7 +140,7 @@ class FlatAdam:
     def hyperparameters(self) -> torch.Tensor:
         """``[lr, beta1, beta2, eps]`` as one float64 tensor for :func:`adam_update` (made again
         only when one of them changes: compiled code reads a changed ``lr``, never a stale one)."""
-        group = self.optimizer.param_groups[0]
+        group = self.param_groups[0]
         values = (group["lr"], *group["betas"], group["eps"])
         if values != self._hyper_values:
             self._hyper_values = values
@@ -121,15 +149,38 @@ class FlatAdam:
 
     def reset(self) -> None:
         """Forgets Adam's moments (they belong to weights that were just re-initialized)."""
-        self.optimizer.state.clear()
+        self.state.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        """``torch.optim.Adam.state_dict``'s format: the state under parameter index 0 (its
+        tensors, not copies) and the group with ``params: [0]``."""
+        group = {key: value for key, value in self.param_groups[0].items() if key != "params"}
+        state = {0: dict(self.state[self.flat])} if self.state.get(self.flat) else {}
+        return {"state": state, "param_groups": [{**group, "params": [0]}]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Loads :meth:`state_dict` output, or a torch Adam's over the same parameters one tensor
-        each (checkpoints written before the parameters were flat)."""
-        self.optimizer.load_state_dict(self._flattened(state))
+        """Loads :meth:`state_dict` output, or a torch Adam's over the same parameters: one flat
+        tensor, or one tensor each (checkpoints written before the parameters were flat). The
+        learning rate, betas and eps become the saved ones, as for a torch optimizer."""
+        flat_state = self._flattened(state)
+        (group,) = flat_state["param_groups"]
+        saved = flat_state["state"].get(group["params"][0])
+        moments: dict[str, torch.Tensor] = {}
+        if saved:
+            size = self.flat.numel()
+            for key in ("exp_avg", "exp_avg_sq"):
+                if saved[key].numel() != size:
+                    raise ValueError(
+                        f"the optimizer state's {key} holds {saved[key].numel()} numbers, this "
+                        f"network has {size} parameters"
+                    )
+                moments[key] = saved[key].to(self.flat.device, self.flat.dtype).reshape(size)
+            step = torch.as_tensor(saved["step"]).to(self.flat.device, torch.float32)
+            moments["step"] = step.reshape(())
+        self.param_groups[0].update({key: group[key] for key in SAVED_HYPERPARAMETERS})
+        self.state.clear()
+        if moments:
+            self.state[self.flat] = {key: value.clone() for key, value in moments.items()}
 
     def _flattened(self, state: dict[str, Any]) -> dict[str, Any]:
         (group,) = state["param_groups"]

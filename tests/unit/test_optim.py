@@ -112,23 +112,67 @@ def test_dqn_learner_matches_per_tensor_adam_and_clipping_over_many_updates(laye
     assert moved > 0.05  # the weights did move: the comparison is not of two untouched nets
 
 
-def test_the_direct_kernel_call_is_adams_own_step():
-    """FlatAdam.step (the fused kernel called directly) and torch's Adam.step on the same flat
-    tensor give bit-identical weights and moments."""
-    torch.manual_seed(0)
+def _flat_twins(seed: int) -> tuple[nn.Module, FlatAdam, nn.Module, FlatAdam]:
+    torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
     twin = copy.deepcopy(net)
-    fast, plain = FlatAdam(net, 1e-2), FlatAdam(twin, 1e-2)
+    return net, FlatAdam(net, 1e-2), twin, FlatAdam(twin, 1e-2)
+
+
+def _backward(pairs, x: torch.Tensor) -> None:
+    for model, opt in pairs:
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+
+
+@pytest.mark.parametrize("fused", [True, None], ids=["fused_kernel", "tensor_ops"])
+def test_each_step_is_torchs_adam_and_the_state_dict_its_format(fused):
+    """FlatAdam.step (the fused kernel called directly, or the same step in tensor operations
+    where a device has no fused kernel) against torch's Adam stepping the twin's flat tensor:
+    bit-identical weights and moments with the kernel, equal to float rounding without it; and
+    the state dict a checkpoint saves is torch's, key for key."""
+    net, mine, twin, holder = _flat_twins(0)
+    mine.param_groups[0]["fused"] = fused
+    torch_adam = torch.optim.Adam([holder.flat], lr=1e-2, fused=fused)
     for _ in range(20):
-        x = torch.randn(32, 5)
-        for model, opt in ((net, fast), (twin, plain)):
-            opt.zero_grad()
-            model(x).pow(2).mean().backward()
-        fast.step()
-        plain.optimizer.step()  # torch's own step over the flat parameter
-    assert torch.equal(fast.flat, plain.flat)
-    for key in ("exp_avg", "exp_avg_sq", "step"):
-        assert torch.equal(fast.state[fast.flat][key], plain.state[plain.flat][key])
+        _backward(((net, mine), (twin, holder)), torch.randn(32, 5))
+        mine.step()
+        torch_adam.step()
+    exact = torch.equal if fused else lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert exact(mine.flat, holder.flat)
+    saved, theirs = mine.state_dict(), torch_adam.state_dict()
+    assert saved["param_groups"] == theirs["param_groups"]
+    assert saved["state"].keys() == theirs["state"].keys() == {0}
+    for key, value in theirs["state"][0].items():
+        assert saved["state"][0][key].dtype == value.dtype and exact(saved["state"][0][key], value)
+
+
+def test_a_saved_state_continues_identically_and_its_learning_rate_comes_back():
+    """What a checkpoint holds (this optimizer's state dict, or one torch's Adam saved over the
+    flat tensor) loads into a new FlatAdam, whose next steps are the original's, bit for bit;
+    the learning rate becomes the saved one, as for a torch optimizer."""
+    net, first, twin, holder = _flat_twins(1)
+    torch_adam = torch.optim.Adam([holder.flat], lr=1e-2, fused=True)
+    data = [torch.randn(16, 5) for _ in range(10)]
+    for x in data[:5]:
+        _backward(((net, first), (twin, holder)), x)
+        first.step()
+        torch_adam.step()
+    saved_net = copy.deepcopy(net)
+    sources = (copy.deepcopy(first.state_dict()), copy.deepcopy(torch_adam.state_dict()))
+    for x in data[5:]:
+        _backward(((net, first),), x)
+        first.step()
+    for source in sources:
+        resumed_net = copy.deepcopy(saved_net)
+        resumed = FlatAdam(resumed_net, 0.5)
+        resumed.load_state_dict(source)
+        assert resumed.param_groups[0]["lr"] == 1e-2
+        for x in data[5:]:
+            _backward(((resumed_net, resumed),), x)
+            resumed.step()
+        assert torch.equal(resumed.flat, first.flat)
+        assert float(resumed.state[resumed.flat]["step"]) == 10.0
 
 
 def test_an_adam_state_saved_per_tensor_loads_and_continues_identically():
@@ -162,6 +206,11 @@ def test_a_state_of_another_network_is_refused_naming_both_sizes():
     other["param_groups"][0]["params"] = [0, 1, 2]
     with pytest.raises(ValueError, match="holds 3 parameters, this network has 4"):
         flat.load_state_dict(other)
+    smaller = FlatAdam(nn.Linear(4, 2), 1e-3)  # 10 parameters in one flat tensor
+    smaller.zero_grad()
+    smaller.step()
+    with pytest.raises(ValueError, match="exp_avg holds 10 numbers, this network has 58"):
+        flat.load_state_dict(smaller.state_dict())
 
 
 def test_clipping_matches_torch_and_inf_never_clips():
@@ -180,3 +229,41 @@ def test_clipping_matches_torch_and_inf_never_clips():
     torch.testing.assert_close(norm, expected)
     for mine, theirs in zip(net.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, theirs.grad)
+
+
+LEARNERS_WITHOUT_DYNAMO = """
+import sys
+sys.path.insert(0, "tests/unit")
+from test_optim import ACTIONS, OBS, _batches
+from test_ppo import _random_batch
+from soulsai_ray.algo_config import DQNConfig, PPOConfig
+from soulsai_ray.algos.dqn import DQNLearner
+from soulsai_ray.algos.ppo import PPOLearner
+dqn = DQNLearner(DQNConfig(hidden_sizes=[16]), OBS, ACTIONS)
+for sampled in _batches(3):
+    dqn.update(sampled)
+dqn.load_state_dict(dqn.state_dict())
+ppo = PPOLearner(PPOConfig(hidden_sizes=[8], epochs=1, minibatch_size=8), obs_spec=3, num_actions=2)
+ppo.update([_random_batch()])
+ppo.load_state_dict(ppo.state_dict())
+print(sorted(m for m in sys.modules if m.startswith("torch._dynamo")))
+"""
+
+
+def test_learners_that_do_not_compile_never_import_dynamo():
+    """A learner process that does not compile its update (``algo.compile=false``, and every PPO
+    learner) never imports ``torch._dynamo``: about 1 CPU-s and 70 MB at each learner start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", LEARNERS_WITHOUT_DYNAMO],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout
