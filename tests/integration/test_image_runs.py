@@ -22,7 +22,7 @@ from soulsai_ray.config import EnvConfig
 from soulsai_ray.evaluation import load_trained_policy
 from soulsai_ray.experiment import build_experiment
 
-pytest.importorskip("minatar")
+pytest.importorskip("soulsai_ray.envs.minatar")
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 BREAKOUT = EnvConfig(id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", max_episode_steps=300)

@@ -56,7 +56,7 @@ def test_stack_frames_concatenates_the_last_k_frames_oldest_first_padding_at_res
 
 def test_make_env_stacks_image_frames_and_refuses_to_stack_vectors():
     minatar = EnvConfig(id="soulsai_ray.envs.minatar:MinAtar/Breakout-v1", frame_stack=2)
-    pytest.importorskip("minatar")
+    pytest.importorskip("soulsai_ray.envs.minatar")
     assert probe_env_spec(minatar).obs == ObsSpec.image(10, 10, 8, high=1)
     with pytest.raises(ValueError, match="env.frame_stack=4 stacks image frames"):
         make_env(EnvConfig(id="CartPole-v1", frame_stack=4))
@@ -126,7 +126,7 @@ FRAMES_DQN = image_dqn(learning_starts=300, replay_layout="frames")
 def test_a_serial_frames_run_trains_and_resumes_with_its_saved_replay(
     tmp_path, prioritized, n_step_start
 ):
-    pytest.importorskip("minatar")
+    pytest.importorskip("soulsai_ray.envs.minatar")
     algo = replace(FRAMES_DQN, prioritized=prioritized, n_step_start=n_step_start)
     algo = replace(algo, n_step_anneal_steps=400)
     cfg = run_config(algo, MINATAR, steps=400, serial=True, save_replay=True, log_every_s=0.05)

@@ -19,9 +19,53 @@ from soulsai_ray.observations import ObsSpec
 from soulsai_ray.preflight import check_before_start
 from soulsai_ray.typed_config import ConfigError
 
-pytest.importorskip("minatar")
+pytest.importorskip("soulsai_ray.envs.minatar")  # imports MinAtar without its drawing modules
 
 BREAKOUT = "soulsai_ray.envs.minatar:MinAtar/Breakout-v1"
+
+PLAYS_WITHOUT_DRAWING = """
+import sys
+import gymnasium as gym
+import soulsai_ray.envs.minatar
+drawing = ("matplotlib.pyplot", "seaborn", "scipy", "pandas")
+env = gym.make("MinAtar/Breakout-v1", render_mode="rgb_array")
+env.reset(seed=0)
+for _ in range(20):
+    env.step(1)
+assert not [name for name in drawing if name in sys.modules], sys.modules.keys()
+frame = env.render()
+assert "seaborn" in sys.modules
+print(frame.round(6).tolist())
+"""
+
+
+def test_a_game_plays_without_the_drawing_modules_and_still_renders(monkeypatch):
+    """MinAtar imports matplotlib's pyplot and seaborn (with scipy and pandas) to draw frames:
+    a process that plays a game never imports them, and ``render`` imports them when called,
+    drawing what MinAtar draws with seaborn imported up front."""
+    import json
+    import subprocess
+    import sys
+
+    import gymnasium as gym
+    import minatar.gym
+    import seaborn
+
+    done = subprocess.run(
+        [sys.executable, "-c", PLAYS_WITHOUT_DRAWING],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setattr(minatar.gym, "sns", seaborn)  # the module itself, as MinAtar has it
+    env = gym.make("MinAtar/Breakout-v1", render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(1)
+    expected = env.render()
+    np.testing.assert_array_equal(np.array(json.loads(done.stdout)), expected.round(6))
 
 
 @pytest.mark.parametrize(
