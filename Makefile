@@ -32,12 +32,13 @@ define install_torch
 endef
 TORCH_PIP := --quiet --no-compile
 
-# $(call compile_venv,PYTHON): packages are installed with --no-compile and byte-compiled here,
-# on every core, except what no run imports: networkx, Ray's libraries beyond its core and
-# packages' own tests and examples (5,000 of 15,000 files). About 25 s less than pip's compiling.
-# Like pip, it skips files of a newer Python's syntax (torch ships one for 3.12) and goes on.
+# $(call compile_venv,PYTHON[,JOBS]): packages are installed with --no-compile and byte-compiled
+# here, on JOBS processes (default: one per core), except what no run imports: networkx, Ray's
+# libraries beyond its core and packages' own tests and examples (5,000 of 15,000 files). About
+# 25 s less than pip's compiling. Files compiled before are skipped. Like pip, it skips files of a
+# newer Python's syntax (torch ships one for 3.12) and goes on.
 define compile_venv
-	@$(1) -m compileall -q -j 0 \
+	$(1) -m compileall -q -j $(or $(2),0) \
 	  -x '/site-packages/(networkx|ray/(rllib|data|serve|llm|tune|train))/|/(tests?|examples)/' \
 	  "$$($(1) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 endef
@@ -46,8 +47,12 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(call install_torch,$(PY))
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
-	$(call compile_venv,$(PY))
+	@# torch and its dependencies (a third of the files) compile on the core that pip, which works
+	@# on one, leaves idle while it installs the rest
+	@{ $(call compile_venv,$(PY),1); } & compiling=$$!; \
+	  $(PY) -m pip install --quiet --no-compile -e ".[dev]"; installed=$$?; \
+	  wait $$compiling; exit $$installed
+	@$(call compile_venv,$(PY))
 	@touch $@
 
 # The benchmarks are a package of the checkout: $(PY) -m soulsai_bench --help. This installs the
@@ -63,7 +68,7 @@ $(RLLIB_VENV)/.installed: requirements-rllib.txt
 	$(RLLIB_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(call install_torch,$(RLLIB_VENV)/bin/python)
 	$(RLLIB_VENV)/bin/python -m pip install --quiet --no-compile -r requirements-rllib.txt
-	$(call compile_venv,$(RLLIB_VENV)/bin/python)
+	@$(call compile_venv,$(RLLIB_VENV)/bin/python)
 	@touch $@
 
 # The checkout's own modules, byte-compiled before a run: every process of a run (the driver and
