@@ -94,6 +94,9 @@ class CompiledUpdate:
         options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
         if optimizer.flat.device.type == "cpu":
             options["cpp_wrapper"] = True
+            # no precompiled header: building one (141 MB) cost 5 CPU-s of a cold compile here
+            # and made no compile of this step faster
+            options["cpp_cache_precompile_headers"] = False
         self._compiled = torch.compile(self._step, dynamic=False, options=options)
         from torch._dynamo.exc import TorchDynamoException  # imported by torch.compile: here,
         # not with this module, which every DQN learner imports, compiling or not
