@@ -4,7 +4,7 @@ schedule.
 ``python -m soulsai_bench soak``. The soak starts a local multi-node Ray cluster (a head and
 ``--nodes`` simulated game PCs offering ``{"soulsgym": 1}``), runs ``scripts/train.py`` against
 it as a separate driver process, and, at moments drawn from ``random.Random(seed)`` (counted from
-the driver's first TensorBoard file), strikes with every kind of fault (or those of ``--faults``):
+the run's first env steps), strikes with every kind of fault (or those of ``--faults``):
 
 - SIGKILLs a rollout actor, the learner, the replay actor or the weight store (found by class in
   the GCS, killed by pid),
@@ -128,12 +128,8 @@ class Soak:
         ]
         if self.algo == "dqn":
             return [*common, "algo.learning_starts=1000", "checkpoint.every_updates=3000"]
-        return [
-            *common,
-            "algo.n_steps=128",
-            "algo.iteration_timeout_s=15",
-            "checkpoint.every_updates=400",
-        ]
+        ppo = ["algo.n_steps=128", "algo.iteration_timeout_s=15", "checkpoint.every_updates=400"]
+        return [*common, *ppo]
 
     def start_driver(self, address: str, resume: bool) -> None:
         segment = Segment()
@@ -346,6 +342,8 @@ class Soak:
             if "disk_full" in self.kinds:
                 self._mount_tmpfs()
             self.start_driver(cluster.address, resume=False)
+            while self.reader.progress()[0] == 0 and self.driver.poll() is None:
+                time.sleep(0.5)  # the soak's clock starts once the run samples
             self.start = time.monotonic()
             for at_s, kind in self.schedule():
                 while time.monotonic() - self.start < at_s:
