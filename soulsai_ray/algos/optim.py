@@ -85,6 +85,8 @@ class FlatAdam:
         self._sizes = [p.numel() for p in params]
         self._hyper_values: tuple[float, ...] = ()
         self._hyper = torch.empty(0)
+        self._always = torch.ones((), dtype=torch.bool, device=self.flat.device)
+        """``adam_update``'s mask where every step applies (made once, not at each step)."""
 
     def zero_grad(self) -> None:
         self.flat.grad.zero_()
@@ -100,10 +102,9 @@ class FlatAdam:
     def step(self) -> None:
         group = self.param_groups[0]
         if not group["fused"]:  # no fused kernel on this device: the same step, in tensor ops
-            always = torch.ones((), dtype=torch.bool, device=self.flat.device)
             with torch.no_grad():
                 adam_update(
-                    self.flat, self.flat.grad, self.moments(), self.hyperparameters(), always
+                    self.flat, self.flat.grad, self.moments(), self.hyperparameters(), self._always
                 )
             return
         step, exp_avg, exp_avg_sq = self.moments()
