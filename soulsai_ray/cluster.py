@@ -118,14 +118,17 @@ def check_cluster_uses_tokens(address: str, timeout_s: float = AUTH_PROBE_TIMEOU
 
 
 def check_join(address: str) -> None:
-    """Checks, before joining the cluster at ``address``, that there is a token to join with
-    and that the cluster asks for one.
+    """Checks, before joining the cluster at ``address``, that the cluster asks for a token and
+    that there is one to join with.
+
+    The cluster is asked first: a head without token authentication has no token to copy, so
+    the way out is to start the head again, whether or not this machine holds a token.
 
     Raises:
         ConfigError: naming ``cluster.address`` and the way out.
     """
-    _require_cluster_token()
     check_cluster_uses_tokens(address)
+    _require_cluster_token()
 
 
 def _require_cluster_token() -> None:

@@ -24,9 +24,13 @@ def script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
     return (*args, EAGER_UPDATE)
 
 
-def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs ``scripts/<script>`` with this interpreter; returns the finished process."""
-    return run_python(str(ROOT / "scripts" / script), *script_args(script, args), timeout=timeout)
+def run_script(
+    script: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``scripts/<script>`` with this interpreter (``env`` adds to the environment);
+    returns the finished process."""
+    path = str(ROOT / "scripts" / script)
+    return run_python(path, *script_args(script, args), timeout=timeout, env=env)
 
 
 def run_python(

@@ -107,7 +107,11 @@ cluster.shutdown()
 
 
 def test_joining_a_cluster_without_token_auth_is_one_line_and_exit_2(train, tmp_path):
-    """A head started with a plain ``ray start --head`` would cancel every actor the run makes."""
+    """A head started with a plain ``ray start --head`` would cancel every actor the run makes.
+    The answer is the same whether or not this machine holds a token: such a head has none to
+    copy."""
+    holds_a_token = {"RAY_AUTH_TOKEN": "t" * 64}
+    holds_none = {"RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "no_token")}
     head = subprocess.Popen(
         [sys.executable, "-c", NO_AUTH_HEAD],
         stdin=subprocess.PIPE,
@@ -115,27 +119,32 @@ def test_joining_a_cluster_without_token_auth_is_one_line_and_exit_2(train, tmp_
         text=True,
         start_new_session=True,
     )
+    runs = {}
     try:
         address = head.stdout.readline().strip()
         assert address.startswith("127.0.0.1:"), address
-        start = time.monotonic()
-        proc = train(
-            "env=cartpole",
-            "cluster=remote",
-            f"cluster.address={address}",
-            "cluster.num_rollout_actors=1",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            timeout=120,
-        )
-        took = time.monotonic() - start
+        for name, env in (("token", holds_a_token), ("no token", holds_none)):
+            start = time.monotonic()
+            run_dir = tmp_path / name / "run"
+            proc = train(
+                "env=cartpole",
+                "cluster=remote",
+                f"cluster.address={address}",
+                "cluster.num_rollout_actors=1",
+                f"hydra.run.dir={run_dir}",
+                timeout=120,
+                env=env,
+            )
+            runs[name] = (proc, time.monotonic() - start, run_dir)
     finally:
         head.communicate(input="", timeout=60)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"config error: cluster.address: the cluster at {address} does not use token "
-        "authentication; start the head with scripts/start_head.sh"
-    )
-    assert took < 15 and not (tmp_path / "run").exists()
+    for name, (proc, took, run_dir) in runs.items():
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"config error: cluster.address: the cluster at {address} does not use token "
+            "authentication; start the head with scripts/start_head.sh"
+        ), name
+        assert took < 15 and not run_dir.exists(), name
 
 
 def test_cfg_job_prints_the_composed_config(train):
