@@ -85,9 +85,11 @@ train: install
 
 # Test modules run on TEST_WORKERS workers, each module whole on one (its shared Ray with it):
 # a third worker fills both cores while the others wait on game-rate envs and injected faults.
+# Modules start in the order tests/conftest.py gives them (the longest first).
 test: install
 	$(call compile_checkout)
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --durations=25 $(ARGS)
 
 # The inner loop: tests/unit (no Ray; serial runs of the real samplers, replay and learners).
 test-fast: install
