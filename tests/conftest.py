@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -51,8 +52,6 @@ so the long ones start first and the short ones fill in behind them."""
 def pytest_collection_modifyitems(config, items):
     """Puts the modules of `LONGEST_FIRST` first, in its order; every module stays whole and the
     others keep their order. A name there that is no module (renamed, removed) is an error."""
-    from pathlib import Path
-
     missing = [name for name in LONGEST_FIRST if not (Path(__file__).parent / name).is_file()]
     if missing:
         raise pytest.UsageError(f"tests/conftest.py: LONGEST_FIRST names no module: {missing}")
@@ -145,7 +144,6 @@ def forge_checkpoint():
     """
     import hashlib
     import json
-    from pathlib import Path
 
     import torch
 

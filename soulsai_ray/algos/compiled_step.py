@@ -98,8 +98,9 @@ class CompiledUpdate:
             # and made no compile of this step faster
             options["cpp_cache_precompile_headers"] = False
         self._compiled = torch.compile(self._step, dynamic=False, options=options)
-        from torch._dynamo.exc import TorchDynamoException  # imported by torch.compile: here,
-        # not with this module, which every DQN learner imports, compiling or not
+        # imported by torch.compile anyway; here, not with this module, which every DQN learner
+        # imports, compiling or not
+        from torch._dynamo.exc import TorchDynamoException
 
         self._compiler_error = TorchDynamoException
         self._gradient = grad_and_value(self._loss_of_params, has_aux=True)
