@@ -246,8 +246,8 @@ def test_latency_wrapper_keeps_its_rate_when_steps_return_late():
     for i in range(50):
         if i % 5 == 0:
             time.sleep(0.015)  # the agent (or a busy machine) is late now and then
-        env.step(0)
-        if i % 25 == 24:
+        _, _, terminated, truncated, _ = env.step(i % 2)
+        if terminated or truncated or i % 25 == 24:
             env.reset(seed=i)  # a reset's time is the reset's
     # 20 ms a step: the ten late steps cost nothing (waiting for each would add 150 ms)
     assert 50 * 0.02 <= time.perf_counter() - start < 50 * 0.02 + 0.075
