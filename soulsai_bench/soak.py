@@ -342,8 +342,9 @@ class Soak:
             if "disk_full" in self.kinds:
                 self._mount_tmpfs()
             self.start_driver(cluster.address, resume=False)
-            while self.reader.progress()[0] == 0 and self.driver.poll() is None:
-                time.sleep(0.5)  # the soak's clock starts once the run samples
+            # the soak's clock starts once the run samples
+            if self.wait_until(lambda: self.reader.progress()[0] > 0, time.monotonic()) is None:
+                raise RuntimeError(f"the run sampled no env step within {RECOVERY_TIMEOUT_S} s")
             self.start = time.monotonic()
             for at_s, kind in self.schedule():
                 while time.monotonic() - self.start < at_s:
